@@ -17,7 +17,7 @@ VERB_MODULES = (
     "splitserve.engine.cli",
     "splitserve.worker.cli",
     "splitserve.router.cli",
-    "splitserve.serve_cli",
+    "splitserve.cluster.cli",
     "splitserve.bench.cli",
     "splitserve.planner.cli",
     "splitserve.demo.cli",
