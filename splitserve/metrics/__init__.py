@@ -1,1 +1,1 @@
-"""splitserve.metrics"""
+"""splitserve.metrics: per-phase utilization accounting (no torch)."""
