@@ -101,9 +101,8 @@ class ModelConfig:
             raise ValueError(f"config 'architectures' must name exactly one class, got {archs!r}")
         arch = archs[0]
         if arch not in SUPPORTED_ARCHITECTURES:
-            raise ValueError(
-                f"unsupported architecture {arch!r}; supported: {', '.join(SUPPORTED_ARCHITECTURES)}"
-            )
+            supported = ", ".join(SUPPORTED_ARCHITECTURES)
+            raise ValueError(f"unsupported architecture {arch!r}; supported: {supported}")
         num_heads = _required(config, "num_attention_heads")
         hidden_size = _required(config, "hidden_size")
         head_dim = config.get("head_dim") or hidden_size // num_heads

@@ -26,7 +26,9 @@ def _torch_dtype(dtype: str | torch.dtype) -> torch.dtype:
     return _DTYPES[dtype]
 
 
-def bytes_per_block_per_layer(config: ModelConfig, block_size: int, dtype: str | torch.dtype) -> int:
+def bytes_per_block_per_layer(
+    config: ModelConfig, block_size: int, dtype: str | torch.dtype
+) -> int:
     """Bytes of one block of one layer (K and V together)."""
     itemsize = torch.empty((), dtype=_torch_dtype(dtype)).element_size()
     return 2 * block_size * config.num_kv_heads * config.head_dim * itemsize
@@ -38,7 +40,8 @@ def num_blocks_for_memory(
     """How many blocks (each spanning all layers) fit in `memory_bytes`."""
     if block_size <= 0:
         raise ValueError(f"block_size must be > 0, got {block_size}")
-    return max(0, memory_bytes // (bytes_per_block_per_layer(config, block_size, dtype) * config.num_layers))
+    per_block_bytes = bytes_per_block_per_layer(config, block_size, dtype) * config.num_layers
+    return max(0, memory_bytes // per_block_bytes)
 
 
 def allocate_kv_caches(
