@@ -1,0 +1,170 @@
+"""Paged attention in plain torch (the reference backend; same code on CPU and CUDA).
+
+The algorithm. The KV cache of a layer is a pool of fixed-size blocks,
+`kv_cache[0 = K | 1 = V, block_id, offset_in_block, kv_head, head_dim]`; a sequence owns a
+list of blocks (its block table), so token position p lives in block
+`block_table[p // block_size]` at offset `p % block_size`. Every step first scatters the new
+tokens' K/V into their slots (`slot_mapping`), so the cache always holds each sequence's whole
+context. Then each sequence attends from its new queries to its context:
+
+* a prefill chunk with no cached prefix attends to its own fresh K/V with a plain causal mask
+  (nothing needs to be read back from the cache);
+* a prefill chunk that continues a cached prefix gathers its context blocks from the cache
+  (in block-table order, trimmed to `context_len`) and uses a causal mask shifted by the
+  prefix length: query i (absolute position start + i) sees keys 0 .. start + i;
+* all decode sequences (one query each) are batched: their block tables are padded to the
+  longest one, the blocks gathered into a [B, max_blocks * block_size] key axis, and a
+  per-row mask hides the padding beyond each `context_len`; one SDPA call serves them all.
+
+A sliding window (Mistral) additionally hides keys more than `sliding_window - 1` positions
+behind the query. Grouped-query attention uses SDPA's `enable_gqa` (query head h reads KV head
+h // (num_heads / num_kv_heads), as in `transformers`). The masks and gather indices depend
+only on the batch, so they are built once per step (`plan_attention`) and shared by layers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from splitserve.model.forward_batch import ForwardBatch
+
+
+@dataclass(frozen=True)
+class PrefillPlan:
+    row_start: int
+    query_len: int
+    context_len: int
+    # None when the chunk has no cached prefix: attend to the fresh K/V, no gather.
+    block_ids: torch.Tensor | None
+    # None means plain causal (SDPA is_causal); else bool [query_len, context_len].
+    mask: torch.Tensor | None
+
+
+@dataclass(frozen=True)
+class DecodePlan:
+    rows: torch.Tensor  # [B] rows of the flat batch holding decode tokens
+    block_tables: torch.Tensor  # [B, max_blocks], padded with block 0 (masked out)
+    mask: torch.Tensor  # [B, 1, 1, max_blocks * block_size] bool, True = attend
+    all_rows: bool  # the batch is decodes only, in order: skip the row gather/scatter
+
+
+@dataclass(frozen=True)
+class AttentionPlan:
+    prefills: list[PrefillPlan]
+    decode: DecodePlan | None
+
+
+def _window_mask(
+    query_pos: torch.Tensor, key_pos: torch.Tensor, sliding_window: int | None
+) -> torch.Tensor:
+    """bool [..., Q, K]: key at or before the query and (if windowed) within the window."""
+    mask = key_pos <= query_pos
+    if sliding_window is not None:
+        mask = mask & (key_pos > query_pos - sliding_window)
+    return mask
+
+
+def plan_attention(
+    batch: ForwardBatch, block_size: int, sliding_window: int | None
+) -> AttentionPlan:
+    device = batch.input_ids.device
+    prefills: list[PrefillPlan] = []
+    decode_seqs: list[int] = []
+    row_start = 0
+    row_starts: list[int] = []
+    for i, (q_len, ctx_len) in enumerate(zip(batch.query_lens, batch.context_lens, strict=True)):
+        row_starts.append(row_start)
+        if q_len == 1:
+            decode_seqs.append(i)
+        else:
+            start = ctx_len - q_len
+            block_ids = mask = None
+            if start > 0:
+                num_blocks = -(-ctx_len // block_size)
+                block_ids = torch.tensor(
+                    batch.block_tables[i][:num_blocks], dtype=torch.int64, device=device
+                )
+            if start > 0 or sliding_window is not None:
+                query_pos = torch.arange(start, ctx_len, device=device)[:, None]
+                key_pos = torch.arange(ctx_len, device=device)[None, :]
+                mask = _window_mask(query_pos, key_pos, sliding_window)
+            prefills.append(PrefillPlan(row_start, q_len, ctx_len, block_ids, mask))
+        row_start += q_len
+    decode = None
+    if decode_seqs:
+        ctx_lens = [batch.context_lens[i] for i in decode_seqs]
+        max_blocks = -(-max(ctx_lens) // block_size)
+        tables = [
+            batch.block_tables[i][:max_blocks] + [0] * (max_blocks - len(batch.block_tables[i]))
+            for i in decode_seqs
+        ]
+        ctx = torch.tensor(ctx_lens, dtype=torch.int64, device=device)
+        key_pos = torch.arange(max_blocks * block_size, device=device)[None, :]
+        mask = (key_pos < ctx[:, None]) & _window_mask(ctx[:, None] - 1, key_pos, sliding_window)
+        decode = DecodePlan(
+            rows=torch.tensor([row_starts[i] for i in decode_seqs], dtype=torch.int64,
+                              device=device),
+            block_tables=torch.tensor(tables, dtype=torch.int64, device=device),
+            mask=mask[:, None, None, :],
+            all_rows=len(decode_seqs) == len(batch.query_lens),
+        )
+    return AttentionPlan(prefills, decode)
+
+
+def write_kv(
+    kv_cache: torch.Tensor, slot_mapping: torch.Tensor, k: torch.Tensor, v: torch.Tensor
+) -> None:
+    """Scatter new K/V [T, kv_heads, D] into the cache at the flat slots [T]."""
+    _, num_blocks, block_size, num_kv_heads, head_dim = kv_cache.shape
+    flat = kv_cache.view(2, num_blocks * block_size, num_kv_heads, head_dim)
+    flat[0].index_copy_(0, slot_mapping, k)
+    flat[1].index_copy_(0, slot_mapping, v)
+
+
+def paged_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    kv_cache: torch.Tensor,
+    slot_mapping: torch.Tensor,
+    plan: AttentionPlan,
+) -> torch.Tensor:
+    """q [T, H, D], k/v [T, KVH, D] (rotary applied) -> attention output [T, H, D].
+
+    Side effect: writes k/v into `kv_cache` at `slot_mapping` first.
+    """
+    write_kv(kv_cache, slot_mapping, k, v)
+    _, _, block_size, num_kv_heads, head_dim = kv_cache.shape
+    out = torch.empty_like(q)
+    for p in plan.prefills:
+        rows = slice(p.row_start, p.row_start + p.query_len)
+        q_seq = q[rows].transpose(0, 1)  # [H, Q, D]
+        if p.block_ids is None:
+            k_seq, v_seq = k[rows].transpose(0, 1), v[rows].transpose(0, 1)  # [KVH, Q, D]
+        else:
+            ctx = kv_cache[:, p.block_ids].reshape(2, -1, num_kv_heads, head_dim)
+            k_seq = ctx[0, : p.context_len].transpose(0, 1)  # [KVH, C, D]
+            v_seq = ctx[1, : p.context_len].transpose(0, 1)
+        out[rows] = F.scaled_dot_product_attention(
+            q_seq, k_seq, v_seq, attn_mask=p.mask, is_causal=p.mask is None, enable_gqa=True
+        ).transpose(0, 1)
+    d = plan.decode
+    if d is not None:
+        q_dec = q if d.all_rows else q[d.rows]  # [B, H, D]
+        num_seqs = q_dec.shape[0]
+        ctx = kv_cache[:, d.block_tables].reshape(2, num_seqs, -1, num_kv_heads, head_dim)
+        attn = F.scaled_dot_product_attention(
+            q_dec[:, :, None, :],  # [B, H, 1, D]
+            ctx[0].transpose(1, 2),  # [B, KVH, L, D]
+            ctx[1].transpose(1, 2),
+            attn_mask=d.mask,
+            enable_gqa=True,
+        )[:, :, 0, :]
+        if d.all_rows:
+            out = attn
+        else:
+            out[d.rows] = attn
+    return out
