@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from splitserve.engine.block_manager import BlockManager
 from splitserve.engine.config import CacheConfig, SchedulerConfig
 from splitserve.engine.detokenizer import IncrementalDetokenizer
 from splitserve.engine.engine_config import EngineConfig
@@ -33,7 +32,9 @@ from splitserve.engine.sched_output import HeldBlocks
 from splitserve.engine.sequence import FinishReason, Sequence
 from splitserve.metrics.phase import PhaseCounters
 from splitserve.tokenizer import Tokenizer, load_tokenizer
-from splitserve.transfer import ModelIdentity
+
+if TYPE_CHECKING:
+    from splitserve.transfer import ModelIdentity
 
 
 @dataclass
@@ -82,11 +83,15 @@ class LLMEngine:
             max_num_batched_tokens=config.max_num_batched_tokens,
             max_num_seqs=config.max_num_seqs, max_model_len=self.max_model_len,
             handoff_lease_s=config.handoff_lease_s)
-        self.scheduler = Scheduler(sched_cfg, BlockManager(cache_cfg))
+        self.scheduler = Scheduler(sched_cfg, cache_cfg)
         self.requests: dict[str, _Request] = {}
         self.generator = torch.Generator(device="cpu").manual_seed(config.seed)
         self.phase_counters = PhaseCounters()
-        self.model_identity: ModelIdentity = runner.model_identity()
+
+    @property
+    def model_identity(self) -> ModelIdentity:
+        """What the KV handshake compares (model hash, dtype, block and head shapes)."""
+        return self.runner.model_identity()
 
     @classmethod
     def from_config(cls, config: EngineConfig) -> LLMEngine:
@@ -134,7 +139,7 @@ class LLMEngine:
         return req is not None
 
     def has_work(self) -> bool:
-        return self.scheduler.has_unfinished_work()
+        return self.scheduler.has_work()
 
     def idle_wait_s(self) -> float:
         return 0.5
@@ -184,10 +189,8 @@ class LLMEngine:
             num_output_tokens=len(req.detok.token_ids))
         if req.detok.finished or req.seq.status.is_finished:
             reason = req.detok.finish_reason or "length"
-            if held:
-                self.scheduler.release(rid)  # ended on its first token: nothing to hand off
-            else:
-                self.scheduler.finish(rid, FinishReason(reason))
+            # (a HELD request that ended on its first token is released: nothing to hand off)
+            self.scheduler.finish(rid, FinishReason(reason))
             self.requests.pop(rid, None)
             out.finished, out.finish_reason = True, reason
             out.stop_reason = req.detok.stop_reason

@@ -25,9 +25,9 @@ from splitserve.model import (
     load_model,
     num_blocks_for_memory,
 )
-from splitserve.transfer import ModelIdentity
 
 if TYPE_CHECKING:
+    from splitserve.transfer import ModelIdentity
     from splitserve.engine.llm_engine import KVLayout
 
 
@@ -63,6 +63,8 @@ class ModelRunner:
         self._peaks: tuple[float, float] | None = None
 
     def model_identity(self) -> ModelIdentity:
+        from splitserve.transfer import ModelIdentity
+
         mc = self.model_config
         return ModelIdentity(model_hash=self._model_hash, dtype=mc.dtype,
                              block_size=self.block_size, num_layers=mc.num_layers,
