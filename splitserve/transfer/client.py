@@ -5,7 +5,8 @@ from __future__ import annotations
 import secrets
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +23,7 @@ from splitserve.transfer.errors import (
 )
 from splitserve.transfer.handshake import HANDSHAKE_REFUSED, ModelIdentity
 from splitserve.transfer.record import HandoffRecord, parse_address
-from splitserve.transfer.shm import local_host_id, read_shm_layers
+from splitserve.transfer.shm import local_host_id, mapped_segment
 from splitserve.transfer.wire import (
     CHECKSUM,
     NONCE_BYTES,
@@ -64,9 +65,9 @@ def pull_kv(
 ) -> TransferStats:
     """Pull one request's KV from its source, verify it, hand it over, then ack.
 
-    `write_layer(layer, view)` is called once per layer, in order, only with bytes whose
-    checksum matched the sender's; `view` is valid only during the call (copy it into the
-    reserved blocks). On success the source has released its blocks when this returns
+    `write_layer(layer, view)` is called on this thread once per layer, in order, only
+    with bytes whose checksum matched the sender's; `view` is read-only and valid only
+    during the call (copy it into the reserved blocks). On success the source has released its blocks when this returns
     (`ack_confirmed`). Any failure raises a TransferError subclass and sends no ack; layers
     written before the failure must be discarded by the caller (nothing is VERIFIED).
     `transport`: "tcp", "shm" (same host only) or "auto" (shm when the source is local).
@@ -170,8 +171,13 @@ class _Session:
             raise ProtocolError(f"source announced {announced}, the record says {expected}")
 
     def receive_layers(self, write_layer: WriteLayer) -> None:
+        self._verify_and_write(self._received_layers(), write_layer)
+
+    def _received_layers(self) -> Iterator[tuple[int, memoryview, int]]:
+        """Receive layer after layer into two alternating staging buffers: the consumer
+        holds at most the previous layer while the next one arrives."""
         bytes_per_layer = self.record.bytes_per_layer
-        staging = memoryview(bytearray(bytes_per_layer))
+        staging = [memoryview(bytearray(bytes_per_layer)) for _ in range(2)]
         checksum_raw = memoryview(bytearray(CHECKSUM.size))
         for layer in range(self.record.num_layers):
             self._arm()
@@ -183,8 +189,8 @@ class _Session:
                 )
             recv_into_exact(self.sock, checksum_raw)
             (expected_checksum,) = CHECKSUM.unpack(checksum_raw)
-            recv_into_exact(self.sock, staging)
-            self._verified(layer, staging, expected_checksum, write_layer)
+            recv_into_exact(self.sock, staging[layer % 2])
+            yield layer, staging[layer % 2], expected_checksum
 
     def read_shm(self, write_layer: WriteLayer) -> None:
         offer = self._recv(MsgType.SHM)
@@ -202,23 +208,50 @@ class _Session:
             and all(isinstance(v, int) for v in offsets + checksums)
         ):
             raise ProtocolError("malformed SHM offer")
+        bytes_per_layer = self.record.bytes_per_layer
 
-        def consume(layer: int, view: memoryview) -> None:
-            if time.monotonic() > self.deadline:
-                raise TimeoutError
-            self._verified(layer, view, checksums[layer], write_layer)
+        def layers(segment: memoryview) -> Iterator[tuple[int, memoryview, int]]:
+            for layer, offset in enumerate(offsets):
+                if time.monotonic() > self.deadline:
+                    raise TimeoutError
+                if offset < 0 or offset + bytes_per_layer > segment.nbytes:
+                    raise ProtocolError(f"layer {layer} at {offset} lies outside the segment")
+                yield layer, segment[offset : offset + bytes_per_layer], checksums[layer]
 
         try:
-            read_shm_layers(name, offsets, self.record.bytes_per_layer, consume)
+            with mapped_segment(name) as segment:
+                self._verify_and_write(layers(segment), write_layer)
         except ValueError as exc:
             raise ProtocolError(str(exc)) from None
         except FileNotFoundError:
             raise TransferError(f"shared-memory segment {name!r} is gone") from None
 
-    def _verified(
-        self, layer: int, view: memoryview, expected_checksum: int, write_layer: WriteLayer
+    def _verify_and_write(
+        self, layers: Iterator[tuple[int, memoryview, int]], write_layer: WriteLayer
     ) -> None:
-        actual = kv_checksum(view)
+        """Checksum layer i on a helper thread while layer i-1 is written here and layer i+1
+        is received (numpy, hashlib and socket calls release the GIL), so verification
+        adds little to the critical path. write_layer sees only verified layers, in order,
+        on the calling thread."""
+        with ThreadPoolExecutor(1, thread_name_prefix="kv-verify") as pool:
+            previous: tuple[int, memoryview, int, Future[int]] | None = None
+            for layer, view, expected_checksum in layers:
+                checksum = pool.submit(kv_checksum, view)
+                if previous is not None:
+                    self._write_verified(*previous, write_layer)
+                previous = (layer, view, expected_checksum, checksum)
+            if previous is not None:
+                self._write_verified(*previous, write_layer)
+
+    def _write_verified(
+        self,
+        layer: int,
+        view: memoryview,
+        expected_checksum: int,
+        checksum: Future[int],
+        write_layer: WriteLayer,
+    ) -> None:
+        actual = checksum.result()
         if actual != expected_checksum:
             raise ChecksumMismatch(
                 f"request {self.record.request_id!r} layer {layer}: checksum "

@@ -18,7 +18,8 @@ import mmap
 import os
 import secrets
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from multiprocessing import shared_memory
 
 from splitserve.transfer.checksum import kv_checksum
@@ -92,42 +93,23 @@ class ShmExport:
             segment.unlink()
 
 
-def read_shm_layers(
-    name: str,
-    layer_offsets: Sequence[int],
-    bytes_per_layer: int,
-    consume: Callable[[int, memoryview], None],
-) -> None:
-    """Map segment `name` read-only and hand each layer's view to `consume(layer, view)`.
-
-    The views are valid only during the call; the mapping is closed afterwards.
-    """
+@contextmanager
+def mapped_segment(name: str) -> Iterator[memoryview]:
+    """Map segment `name` read-only for the duration of the block (sink side)."""
     if not name.startswith(SHM_PREFIX) or "/" in name or len(name) > 64:
         raise ValueError(f"refusing shared-memory name {name!r}")
     fd = os.open(os.path.join(SHM_DIR, name), os.O_RDONLY)
     try:
-        segment_bytes = os.fstat(fd).st_size
-        mapping = mmap.mmap(fd, segment_bytes, prot=mmap.PROT_READ)
+        mapping = mmap.mmap(fd, os.fstat(fd).st_size, prot=mmap.PROT_READ)
     finally:
         os.close(fd)
+    whole = memoryview(mapping)
     try:
-        whole = memoryview(mapping)
-    except BaseException:
-        mapping.close()
-        raise
-    try:
-        for layer, offset in enumerate(layer_offsets):
-            if offset < 0 or offset + bytes_per_layer > segment_bytes:
-                raise ValueError(f"layer {layer} at {offset} lies outside the segment")
-            view = whole[offset : offset + bytes_per_layer]
-            try:
-                consume(layer, view)
-            finally:
-                view.release()
+        yield whole
     finally:
         whole.release()
         try:
             mapping.close()
         except BufferError:
-            # The consumer kept a view past its call; the mapping goes when it does.
+            # A layer view outlived the block; the mapping goes when the last view does.
             pass
