@@ -144,8 +144,11 @@ class IncrementalDetokenizer:
             raise ValueError("append() after the request finished")
         self.token_ids.append(token_id)
         finish = check_stop(
-            self.token_ids, self._params, self._eos_token_ids,
-            self._num_prompt_tokens, self._max_model_len,
+            self.token_ids,
+            self._params,
+            self._eos_token_ids,
+            self._num_prompt_tokens,
+            self._max_model_len,
         )
         stopped_by_token = finish is not None and finish.reason == "stop"
         if not stopped_by_token or self._params.include_stop_str_in_output:

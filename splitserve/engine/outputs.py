@@ -49,8 +49,9 @@ class TokenLogprobs:
         top_lps = tuple(float(x) for x in data["top_logprobs"])
         if len(top_ids) != len(top_lps):
             raise ValueError("top_token_ids and top_logprobs must have the same length")
-        return cls(int(data["token_id"]), float(data["logprob"]), int(data["rank"]),
-                   top_ids, top_lps)
+        return cls(
+            int(data["token_id"]), float(data["logprob"]), int(data["rank"]), top_ids, top_lps
+        )
 
 
 @dataclass

@@ -148,26 +148,19 @@ class Scheduler(LifecycleOps):
         """
         if output is not self._pending:
             raise RuntimeError("update() needs the output of the latest non-empty schedule()")
+        # Validate everything before changing anything: a bad call leaves no half-update.
+        live = [(item, seq) for item in output.scheduled if (seq := self._live(item.request_id))]
+        for item, seq in live:
+            self._check_sampled(item, seq, sampled.get(item.request_id))
         self._pending = None
         finished: list[str] = []
         held: list[str] = []
-        for item in output.scheduled:
-            seq = self._seqs.get(item.request_id)
-            if seq is None or seq.status is not SequenceStatus.RUNNING:
-                continue
+        for item, seq in live:
             token_id = sampled.get(item.request_id)
-            if item.sample and token_id is None:
-                raise ValueError(f"no sampled token for {item.request_id}")
-            if not item.sample and token_id is not None:
-                raise ValueError(f"{item.request_id} computed a partial chunk: nothing to sample")
-            if seq.num_computed_tokens != item.num_computed_tokens:
-                raise RuntimeError(f"{item.request_id}: progress changed since schedule()")
             seq.num_computed_tokens += item.num_new_tokens
             self.block_manager.cache_computed_blocks(seq)
             if token_id is None:
                 continue
-            if not isinstance(token_id, int) or token_id < 0:
-                raise ValueError(f"{item.request_id}: sampled token {token_id!r} is not an id")
             seq.output_token_ids.append(token_id)
             max_tokens = seq.max_tokens
             at_max = max_tokens is not None and seq.num_output_tokens >= max_tokens
@@ -251,6 +244,23 @@ class Scheduler(LifecycleOps):
         self.block_manager.check_consistency(s.block_ids for s in self._seqs.values())
 
     # ---- internals ----------------------------------------------------------------------
+
+    def _live(self, request_id: str) -> Sequence | None:
+        """The RUNNING sequence of that id, None if it was aborted/finished meanwhile."""
+        seq = self._seqs.get(request_id)
+        return seq if seq is not None and seq.status is SequenceStatus.RUNNING else None
+
+    @staticmethod
+    def _check_sampled(item: ScheduledSequence, seq: Sequence, token_id: int | None) -> None:
+        rid = item.request_id
+        if seq.num_computed_tokens != item.num_computed_tokens:
+            raise RuntimeError(f"{rid}: progress changed since schedule()")
+        if item.sample and token_id is None:
+            raise ValueError(f"no sampled token for {rid}")
+        if not item.sample and token_id is not None:
+            raise ValueError(f"{rid} computed a partial chunk: nothing to sample")
+        if token_id is not None and (not isinstance(token_id, int) or token_id < 0):
+            raise ValueError(f"{rid}: sampled token {token_id!r} is not a token id")
 
     def _grow_or_preempt(self, seq: Sequence, preempted: list[str]) -> bool:
         """Blocks for seq's next token, preempting latest arrivals; False if seq itself went."""

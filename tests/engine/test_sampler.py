@@ -1,5 +1,6 @@
 import math
 import random
+from typing import cast
 
 import pytest
 import torch
@@ -12,6 +13,7 @@ from transformers.generation.logits_process import (
 from splitserve.engine.sampler import min_p_mask, sample, top_k_mask, top_p_mask
 from splitserve.engine.sampling_params import SamplingParams
 
+_NO_IDS = cast(torch.LongTensor, torch.zeros(1, 0, dtype=torch.long))  # warpers ignore ids
 PROBS = [0.5, 0.3, 0.15, 0.05]
 # Chi-square critical value for 3 degrees of freedom at p = 0.001.
 CHI2_3DF_P001 = 16.27
@@ -43,6 +45,15 @@ def test_top_p_mask_known_answers() -> None:
     assert keep[4].tolist() == [True, False, False, False]  # top token always kept
 
 
+def test_top_p_mask_stops_as_soon_as_mass_reaches_p() -> None:
+    # Dyadic probabilities are exact in float32, so the boundary is tested exactly.
+    logits = _logits_of([0.5, 0.25, 0.125, 0.125], 3)
+    keep = top_p_mask(logits, torch.tensor([0.5, 0.75, 0.875]))
+    assert keep[0].tolist() == [True, False, False, False]
+    assert keep[1].tolist() == [True, True, False, False]
+    assert keep[2].tolist() == [True, True, True, False]
+
+
 def test_top_p_mask_unsorted_vocab() -> None:
     logits = torch.log(torch.tensor([[0.05, 0.3, 0.15, 0.5]]))
     assert top_p_mask(logits, torch.tensor([0.7]))[0].tolist() == [False, True, False, True]
@@ -69,9 +80,9 @@ def test_masks_agree_with_transformers_warpers(row_seed: int) -> None:
     ours_m = min_p_mask(logits, torch.tensor(min_ps))
     for r in range(6):
         row = logits[r : r + 1]
-        ref_k = TopKLogitsWarper(top_ks[r])(None, row.clone()) > -math.inf
-        ref_p = TopPLogitsWarper(top_ps[r])(None, row.clone()) > -math.inf
-        ref_m = MinPLogitsWarper(min_ps[r])(None, row.clone()) > -math.inf
+        ref_k = TopKLogitsWarper(top_ks[r])(_NO_IDS, row.clone()) > -math.inf
+        ref_p = TopPLogitsWarper(top_ps[r])(_NO_IDS, row.clone()) > -math.inf
+        ref_m = MinPLogitsWarper(min_ps[r])(_NO_IDS, row.clone()) > -math.inf
         assert torch.equal(ours_k[r], ref_k[0])
         assert torch.equal(ours_p[r], ref_p[0])
         assert torch.equal(ours_m[r], ref_m[0])
@@ -105,8 +116,11 @@ def test_seeded_sampling_is_independent_of_batch_composition() -> None:
         "b": SamplingParams(temperature=0.9, top_p=0.95, seed=7),
         "c": SamplingParams(temperature=2.0, top_k=50, min_p=0.01, seed=42),
     }
-    filler = [SamplingParams(temperature=0), SamplingParams(temperature=1.0),
-              SamplingParams(temperature=0.8, seed=99)]
+    filler = [
+        SamplingParams(temperature=0),
+        SamplingParams(temperature=1.0),
+        SamplingParams(temperature=0.8, seed=99),
+    ]
     names = list(seeded)
     alone: dict[tuple[str, int], int] = {}
     for r, name in enumerate(names):
@@ -151,8 +165,12 @@ def test_different_seeds_and_indices_give_different_draws() -> None:
 
 def test_unseeded_draws_follow_the_distribution() -> None:
     num_rows = 4000
-    out = sample(_logits_of(PROBS, num_rows), [SamplingParams()] * num_rows, [0] * num_rows,
-                 torch.Generator().manual_seed(0))
+    out = sample(
+        _logits_of(PROBS, num_rows),
+        [SamplingParams()] * num_rows,
+        [0] * num_rows,
+        torch.Generator().manual_seed(0),
+    )
     counts = [out.token_ids.count(t) for t in range(4)]
     assert _chi_square(counts, PROBS) < CHI2_3DF_P001
 
@@ -168,13 +186,18 @@ def test_seeded_draws_across_seeds_follow_the_distribution() -> None:
 def test_temperature_and_top_k_reshape_the_distribution() -> None:
     num_rows = 4000
     gen = torch.Generator().manual_seed(1)
-    hot = sample(_logits_of(PROBS, num_rows), [SamplingParams(temperature=2.0)] * num_rows,
-                 [0] * num_rows, gen)
+    hot = sample(
+        _logits_of(PROBS, num_rows),
+        [SamplingParams(temperature=2.0)] * num_rows,
+        [0] * num_rows,
+        gen,
+    )
     tempered = [math.sqrt(p) for p in PROBS]
     tempered = [p / sum(tempered) for p in tempered]
     assert _chi_square([hot.token_ids.count(t) for t in range(4)], tempered) < CHI2_3DF_P001
-    top2 = sample(_logits_of(PROBS, num_rows), [SamplingParams(top_k=2)] * num_rows,
-                  [0] * num_rows, gen)
+    top2 = sample(
+        _logits_of(PROBS, num_rows), [SamplingParams(top_k=2)] * num_rows, [0] * num_rows, gen
+    )
     assert set(top2.token_ids) == {0, 1}
     frac0 = top2.token_ids.count(0) / num_rows
     assert abs(frac0 - 0.5 / 0.8) < 4 * math.sqrt(0.625 * 0.375 / num_rows)
@@ -182,9 +205,12 @@ def test_temperature_and_top_k_reshape_the_distribution() -> None:
 
 def test_logprobs_are_log_softmax_of_raw_logits() -> None:
     logits = torch.randn(4, 300, generator=torch.Generator().manual_seed(5)) * 2
-    params = [SamplingParams(temperature=0, logprobs=5), SamplingParams(),
-              SamplingParams(temperature=0.7, top_k=3, seed=1, logprobs=0),
-              SamplingParams(temperature=1.2, logprobs=20)]
+    params = [
+        SamplingParams(temperature=0, logprobs=5),
+        SamplingParams(),
+        SamplingParams(temperature=0.7, top_k=3, seed=1, logprobs=0),
+        SamplingParams(temperature=1.2, logprobs=20),
+    ]
     out = sample(logits, params, [0, 1, 2, 3], torch.Generator().manual_seed(0))
     ref = torch.log_softmax(logits, dim=-1)
     assert out.logprobs[1] is None

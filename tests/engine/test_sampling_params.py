@@ -66,9 +66,19 @@ def test_accepted_edge_values() -> None:
 
 def test_json_round_trip_is_exact() -> None:
     p = SamplingParams(
-        temperature=0.7, top_p=0.9, top_k=40, min_p=0.05, seed=1234, max_tokens=64,
-        min_tokens=2, stop=["\n\n", "END"], stop_token_ids=[7, 9], ignore_eos=True,
-        logprobs=5, include_stop_str_in_output=True, skip_special_tokens=False,
+        temperature=0.7,
+        top_p=0.9,
+        top_k=40,
+        min_p=0.05,
+        seed=1234,
+        max_tokens=64,
+        min_tokens=2,
+        stop=["\n\n", "END"],
+        stop_token_ids=[7, 9],
+        ignore_eos=True,
+        logprobs=5,
+        include_stop_str_in_output=True,
+        skip_special_tokens=False,
     )
     wire = json.dumps(p.to_dict())
     back = SamplingParams.from_dict(json.loads(wire))

@@ -1,0 +1,65 @@
+"""Prometheus metrics of one router (its own registry, so several apps can coexist)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+from splitserve.router.policies import ROUTE_KINDS
+
+_LATENCY_BUCKETS_S = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+)
+_BYTES_BUCKETS = tuple(float(2**p) for p in range(10, 34, 2))
+
+
+class RouterMetrics:
+    """TTFT, inter-token latency, end-to-end latency and queue time as the client sees them;
+    KV transfer seconds/bytes as the decode worker reports them; decisions and outcomes."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.ttft_s = Histogram(
+            "splitserve_router_time_to_first_token_seconds",
+            "Router receipt to first token relayed.", buckets=_LATENCY_BUCKETS_S, registry=r,
+        )
+        self.itl_s = Histogram(
+            "splitserve_router_inter_token_latency_seconds",
+            "Gap between consecutive token events relayed.", buckets=_LATENCY_BUCKETS_S,
+            registry=r,
+        )
+        self.e2e_s = Histogram(
+            "splitserve_router_e2e_request_latency_seconds",
+            "Router receipt to the last event.", buckets=_LATENCY_BUCKETS_S, registry=r,
+        )
+        self.queue_s = Histogram(
+            "splitserve_router_queue_time_seconds",
+            "Time the request waited in the first worker's queue (worker timeline queue_s).",
+            buckets=_LATENCY_BUCKETS_S, registry=r,
+        )
+        self.kv_transfer_s = Histogram(
+            "splitserve_router_kv_transfer_seconds",
+            "KV handoff duration reported by the decode worker.",
+            buckets=_LATENCY_BUCKETS_S, registry=r,
+        )
+        self.kv_transfer_bytes = Histogram(
+            "splitserve_router_kv_transfer_bytes",
+            "KV handoff size reported by the decode worker.", buckets=_BYTES_BUCKETS, registry=r,
+        )
+        self.routing = Counter(
+            "splitserve_router_routing_decisions",
+            "Routing decisions by kind.", ["kind"], registry=r,
+        )
+        self.requests = Counter(
+            "splitserve_router_requests",
+            "Finished requests by endpoint and status.", ["endpoint", "status"], registry=r,
+        )
+        self.retries = Counter(
+            "splitserve_router_kv_retries", "Prefills redone after a failed KV handoff.",
+            registry=r,
+        )
+        for kind in ROUTE_KINDS:
+            self.routing.labels(kind=kind)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

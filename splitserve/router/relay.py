@@ -1,0 +1,267 @@
+"""Runs one routed request against the workers and relays their events.
+
+Disaggregated flow: POST the prefill worker P (`mode=prefill`); relay its first token at
+once; on its `handoff` event POST the decode worker D (`mode=decode`, the handoff record and
+`first_token_id`) and relay D's tokens. If P finishes the request itself (first token was
+EOS/stop, or max_tokens=1) it sends `finish` and no handoff. Other kinds are one
+`mode=full` stream to one worker.
+
+KV retry: if D fails before relaying any token (a transfer or verification error), the
+request's blocks on P are aborted, the prompt is prefilled again on another healthy
+prefill worker (or the same one when it is the only one) and D is asked once more. The new
+prefill's own sampled token is dropped: D continues from the first token the client
+already has, so the text stays consistent for every sampling mode. A second failure, or a
+failure after D relayed tokens, is raised to the caller (an in-stream error once the
+response has started).
+
+Cancellation (client gone) or any error aborts the request on every worker it touched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from splitserve.router.metrics import RouterMetrics
+from splitserve.router.policies import (
+    Pickers,
+    PolicyConfig,
+    Route,
+    RouteRequest,
+    alternative_prefill,
+    choose,
+)
+from splitserve.router.pool import WorkerPool
+from splitserve.router.timeline import RequestTimeline, TimelineStore
+from splitserve.router.worker_client import (
+    ErrorEvent,
+    FinishEvent,
+    HandoffEvent,
+    TokenEvent,
+    WorkerClient,
+    WorkerError,
+)
+
+
+@dataclass
+class Job:
+    request_id: str
+    prompt_ids: list[int]
+    sampling: dict[str, Any]
+    endpoint: str
+    timeline: RequestTimeline
+    num_output_tokens: int = 0
+    last_token_s: float | None = None
+    touched: set[str] = field(default_factory=set)
+
+
+class Relay:
+    def __init__(
+        self,
+        pool: WorkerPool,
+        client: WorkerClient,
+        policy: PolicyConfig,
+        metrics: RouterMetrics,
+        timelines: TimelineStore,
+    ) -> None:
+        self._pool = pool
+        self._client = client
+        self._policy = policy
+        self._pickers = Pickers.new()
+        self._metrics = metrics
+        self._timelines = timelines
+        self._background: set[asyncio.Task[Any]] = set()
+
+    def route(self, job: Job) -> Route:
+        """Pick workers now; raises NoWorkerError (-> 503) before any response starts."""
+        route = choose(
+            self._pool.snapshot(), RouteRequest(len(job.prompt_ids)), self._policy, self._pickers
+        )
+        self._metrics.routing.labels(kind=route.kind).inc()
+        job.timeline.route_kind = route.kind
+        job.timeline.workers = {"decode" if route.prefill_url else "full": route.decode_url}
+        if route.prefill_url:
+            job.timeline.workers["prefill"] = route.prefill_url
+        job.timeline.mark("routed")
+        self._timelines.add(job.timeline)
+        return route
+
+    async def run(self, job: Job, route: Route) -> AsyncIterator[TokenEvent | FinishEvent]:
+        """Token events, then exactly one FinishEvent carrying the router's counts.
+        Raises WorkerError on failure."""
+        status = "error"
+        try:
+            if route.prefill_url is None:
+                events = self._full(job, route.decode_url)
+            else:
+                events = self._disaggregated(job, route.prefill_url, route.decode_url)
+            async for event in events:
+                if isinstance(event, TokenEvent):
+                    self._observe_token(job, event)
+                    yield event
+                else:
+                    status = "ok"
+                    self._observe_finish(job)
+                    yield FinishEvent(
+                        event.finish_reason, len(job.prompt_ids), job.num_output_tokens,
+                        event.timeline,
+                    )
+                    return
+        except (asyncio.CancelledError, GeneratorExit):
+            status = "abort"
+            raise
+        finally:
+            self._metrics.requests.labels(endpoint=job.endpoint, status=status).inc()
+            if status != "ok":
+                job.timeline.mark(status)
+                self._spawn(self._abort_all(job.request_id, set(job.touched)))
+
+    def _observe_token(self, job: Job, event: TokenEvent) -> None:
+        now = job.timeline.mark("token")
+        if job.last_token_s is None:
+            self._metrics.ttft_s.observe(now - job.timeline.received_s)
+        else:
+            self._metrics.itl_s.observe(now - job.last_token_s)
+        job.last_token_s = now
+        job.num_output_tokens += len(event.token_ids)
+
+    def _observe_finish(self, job: Job) -> None:
+        now = job.timeline.mark("finished")
+        self._metrics.e2e_s.observe(now - job.timeline.received_s)
+        timelines = job.timeline.worker_timelines
+        first = timelines.get("prefill") or timelines.get("full") or {}
+        if isinstance(first.get("queue_s"), int | float):
+            self._metrics.queue_s.observe(float(first["queue_s"]))
+        decode = timelines.get("decode") or {}
+        if isinstance(decode.get("kv_transfer_s"), int | float):
+            self._metrics.kv_transfer_s.observe(float(decode["kv_transfer_s"]))
+        if isinstance(decode.get("kv_transfer_bytes"), int | float):
+            self._metrics.kv_transfer_bytes.observe(float(decode["kv_transfer_bytes"]))
+
+    async def _stream(
+        self, job: Job, url: str, mode: str, role: str, **extra: Any
+    ) -> AsyncIterator[TokenEvent | HandoffEvent | FinishEvent]:
+        """One worker stream; ErrorEvent becomes WorkerError; tracks in-flight counts."""
+        body = {
+            "request_id": job.request_id,
+            "prompt_token_ids": job.prompt_ids,
+            "sampling": job.sampling,
+            "mode": mode,
+            "handoff": extra.get("handoff"),
+            "first_token_id": extra.get("first_token_id"),
+        }
+        job.touched.add(url)
+        self._pool.acquire(url)
+        try:
+            async for event in self._client.generate(url, body):
+                if isinstance(event, ErrorEvent):
+                    raise WorkerError(url, event.code, event.message)
+                if not isinstance(event, TokenEvent) and event.timeline:
+                    job.timeline.worker_timelines[role] = event.timeline
+                yield event
+        finally:
+            self._pool.release(url)
+
+    async def _full(self, job: Job, url: str) -> AsyncIterator[TokenEvent | FinishEvent]:
+        async for event in self._stream(job, url, "full", "full"):
+            if isinstance(event, HandoffEvent):
+                raise WorkerError(url, 502, "handoff event in full mode")
+            yield event
+        raise WorkerError(url, 502, "worker stream ended without a finish event")
+
+    async def _prefill(
+        self, job: Job, url: str, relay_tokens: bool
+    ) -> AsyncIterator[TokenEvent | FinishEvent | HandoffEvent]:
+        """P's whole stream. The caller stops at handoff and hands the rest to `_drain`:
+        P may keep its stream open (e.g. until D acks) and closing it early could read as
+        a client disconnect."""
+        job.timeline.mark("prefill_sent")
+        ended = False
+        async for event in self._stream(job, url, "prefill", "prefill"):
+            if isinstance(event, TokenEvent) and not relay_tokens:
+                continue
+            ended = ended or isinstance(event, FinishEvent | HandoffEvent)
+            yield event
+        if not ended:
+            raise WorkerError(url, 502, "prefill stream ended without handoff or finish")
+
+    async def _drain(self, events: AsyncIterator[Any]) -> None:
+        with contextlib.suppress(Exception):
+            async for _ in events:
+                pass
+
+    async def _disaggregated(
+        self, job: Job, prefill_url: str, decode_url: str
+    ) -> AsyncIterator[TokenEvent | FinishEvent]:
+        first_token_id: int | None = None
+        record: dict[str, Any] | None = None
+        p_events = self._prefill(job, prefill_url, relay_tokens=True)
+        async for event in p_events:
+            if isinstance(event, TokenEvent):
+                if event.token_ids:
+                    first_token_id = event.token_ids[-1]
+                yield event
+            elif isinstance(event, FinishEvent):
+                yield event
+                return
+            else:
+                record = event.record
+                break
+        self._spawn(self._drain(p_events))
+        job.timeline.mark("handoff")
+        if record is None or first_token_id is None:
+            raise WorkerError(prefill_url, 502, "handoff before the first token")
+        for attempt in range(2):
+            relayed = False
+            try:
+                job.timeline.mark("decode_sent")
+                async for event in self._stream(
+                    job, decode_url, "decode", "decode",
+                    handoff=record, first_token_id=first_token_id,
+                ):
+                    if isinstance(event, TokenEvent):
+                        relayed = True
+                        yield event
+                    elif isinstance(event, FinishEvent):
+                        yield event
+                        return
+                raise WorkerError(decode_url, 502, "decode stream ended without a finish event")
+            except WorkerError:
+                if relayed or attempt == 1:
+                    raise
+            prefill_url, record = await self._prefill_again(job, prefill_url)
+
+    async def _prefill_again(self, job: Job, failed_url: str) -> tuple[str, dict[str, Any]]:
+        """Free the old KV, prefill on another (or the same) worker, return its handoff."""
+        self._metrics.retries.inc()
+        job.timeline.mark("kv_retry")
+        with contextlib.suppress(Exception):
+            await self._client.abort(failed_url, job.request_id)
+        url = alternative_prefill(self._pool.snapshot(), failed_url, self._policy, self._pickers)
+        job.timeline.workers["prefill_retry"] = url
+        p_events = self._prefill(job, url, relay_tokens=False)
+        async for event in p_events:
+            if isinstance(event, HandoffEvent):
+                self._spawn(self._drain(p_events))
+                return url, event.record
+        # The retry finished on its own (e.g. it sampled EOS): we cannot use its token.
+        raise WorkerError(url, 502, "KV handoff failed and the retry gave no handoff")
+
+    async def _abort_all(self, request_id: str, urls: set[str]) -> None:
+        async def one(url: str) -> None:
+            with contextlib.suppress(Exception):
+                await self._client.abort(url, request_id)
+
+        await asyncio.gather(*(one(u) for u in sorted(urls)))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def close(self) -> None:
+        if self._background:
+            await asyncio.wait(self._background, timeout=2.0)
