@@ -18,7 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--top-k", type=int, default=0)
     p.add_argument("--min-p", type=float, default=0.0)
-    p.add_argument("--seed", dest="sample_seed", type=int, default=None)
+    p.add_argument("--sampling-seed", dest="sample_seed", type=int, default=None,
+                   help="per-request sampling seed (reproducible output)")
     p.add_argument("--stop", action="append", default=[])
     add_engine_args(p)
     p.set_defaults(func=run)

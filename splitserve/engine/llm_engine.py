@@ -250,7 +250,7 @@ class LLMEngine:
 
     # ---- disaggregation: decode side ----------------------------------------------------
     def reserve_import(self, request_id: str, prompt_token_ids: list[int], first_token_id: int,
-                       params: SamplingParams, *, emitted_text_len: int = 0) -> list[int] | None:
+                       params: SamplingParams) -> list[int] | None:
         """Reserve blocks for a prefilled prompt's KV; None if there is no room yet."""
         existing = self.requests.get(request_id)
         if existing is not None and existing.seq.status.is_receiving_kv:

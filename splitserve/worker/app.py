@@ -92,9 +92,7 @@ def create_app(cfg: WorkerConfig, engine: LLMEngine | None = None) -> FastAPI:
 
     @app.post("/internal/abort", dependencies=auth)
     async def abort(req: AbortRequest) -> dict[str, bool]:
-        st = state()
-        aborted = await st.thread.acall(lambda: st.engine.abort(req.request_id))
-        return {"aborted": bool(aborted)}
+        return {"aborted": await _abort(state(), req.request_id)}
 
     @app.post("/internal/generate", dependencies=auth)
     async def generate(req: GenerateRequest) -> Response:
@@ -168,7 +166,15 @@ async def _generate_stream(
     finally:
         st.thread.unsubscribe(req.request_id)
         if not done:  # client went away (or we were cancelled): free everything now
-            st.thread.call(lambda: st.engine.abort(req.request_id))
+            asyncio.ensure_future(_abort(st, req.request_id))
+
+
+async def _abort(st: WorkerState, request_id: str) -> bool:
+    """Abort in any state. A HELD request's blocks may be under a pull right now: the KV
+    server releases them (through the engine) once no pull reads them any more."""
+    if st.kv.abort_held(request_id) or st.kv.abort_receiving(request_id):
+        return True
+    return bool(await st.thread.acall(lambda: st.engine.abort(request_id)))
 
 
 def _token_event(out: StepOutput) -> bytes:
