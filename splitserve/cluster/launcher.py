@@ -147,9 +147,10 @@ class Cluster:
                 self._wait_ready(child, "/internal/health")
             argv = ["router", "--model", self.spec.model_dir, "--host", self.spec.host,
                     "--port", str(self.spec.router_port)]
-            for child in self.workers():
-                role = child.name.split("-")[0]
-                argv += [f"--{role}", child.url]
+            for role in ("prefill", "decode", "mixed"):
+                urls = [c.url for c in self.workers() if c.name.split("-")[0] == role]
+                if urls:
+                    argv += [f"--{role}", *urls]
             argv += list(self.spec.router_args)
             router = self._spawn("router", argv, self.url, cores)
             self._wait_ready(router, "/health")

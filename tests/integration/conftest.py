@@ -19,7 +19,7 @@ WORKER_ARGS = ("--dtype=float32", "--num-blocks=256", "--max-num-batched-tokens=
 @pytest.fixture(scope="session")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_model_dir("llama", tmp_path_factory.mktemp("model"),
-                          max_position_embeddings=1024)
+                          max_position_embeddings=4096)
 
 
 def start_cluster(model: Path, *, prefill: int = 1, decode: int = 1, mixed: int = 0,

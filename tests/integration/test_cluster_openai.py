@@ -96,7 +96,7 @@ def test_seeded_sampling_is_reproducible_across_the_split(cluster: Cluster,
     """Token 0 is sampled on the prefill worker, the rest on the decode worker: a seed
     still fixes the whole text."""
     client = _client(cluster)
-    texts = {client.completions.create(model=model_dir.name, prompt=PROMPTS[1], max_tokens=10,
+    texts = {client.completions.create(model=model_dir.name, prompt=PROMPTS[2], max_tokens=10,
                                        temperature=1.0, seed=1234,
                                        extra_body={"ignore_eos": True}).choices[0].text
              for _ in range(2)}
@@ -112,5 +112,5 @@ def _offline_seeded(model_dir: Path) -> str:
     if "text" not in _SEEDED:
         llm = LLM(str(model_dir), dtype="float32", num_blocks=64)
         params = SamplingParams(temperature=1.0, seed=1234, max_tokens=10, ignore_eos=True)
-        _SEEDED["text"] = llm.generate([PROMPTS[1]], params)[0].outputs[0].text
+        _SEEDED["text"] = llm.generate([PROMPTS[2]], params)[0].outputs[0].text
     return _SEEDED["text"]
