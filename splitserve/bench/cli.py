@@ -113,7 +113,7 @@ def _config(args: argparse.Namespace) -> object:
         length_scale=1.0 if trace else args.length_scale, max_model_len=args.max_model_len,
         chat=args.chat, text_prompts=args.text_prompts, timeout_s=args.timeout,
         max_concurrency=args.max_concurrency, trace=trace,
-        slo=SLO(args.ttft_slo, args.tpot_slo),
+        slo=SLO(args.ttft_slo, args.tpot_slo), label=args.label,
     )
 
 
@@ -155,7 +155,7 @@ def _run(args: argparse.Namespace) -> int:
             result = run_bench(cfg, on_done=bar)
         finally:
             bar.close()
-        result.summary["label"] = label
+        result.summary["label"] = label  # the CLI's default label when none was given
         results.append(result)
         return result
 

@@ -9,6 +9,8 @@ from typing import Any
 
 from splitserve.bench.records import RequestRecord
 
+LAG_WARNING_S = 0.05
+
 
 def write_records(path: str, records: Sequence[RequestRecord]) -> None:
     """One JSON object per line per request (sent or not: unsent have send_s null)."""
@@ -68,6 +70,14 @@ def format_table(summaries: Sequence[dict[str, Any]]) -> str:
         if not s.get("trace_scaling") and s.get("length_scale", 1) != 1
     }
     lines += [f"scaling: {n}" for n in sorted(notes)]
+    for s in summaries:
+        lag = (s.get("send_lag_s") or {}).get("p99")
+        bounds = s.get("bounds") or {}
+        if lag is not None and lag > LAG_WARNING_S and not bounds.get("max_concurrency"):
+            lines.append(
+                f"warning: {_row_label(s)}: p99 send lag {lag * 1000:.0f} ms: the client fell "
+                "behind its arrival schedule, so the offered rate was lower than asked"
+            )
     errors: dict[str, int] = {}
     for s in summaries:
         for msg, count in s.get("errors", {}).items():

@@ -60,6 +60,7 @@ class BenchConfig:
     max_concurrency: int | None = None
     trace: TraceScaling | None = None
     slo: SLO = field(default_factory=SLO)
+    label: str | None = None  # names the run in tables and plots (e.g. the topology)
 
     def __post_init__(self) -> None:
         if self.arrival not in ARRIVAL_KINDS:
@@ -110,6 +111,7 @@ def _metadata(config: BenchConfig, model: str, max_model_len: int | None) -> dic
     w = config.workload
     return {
         "schema": SUMMARY_SCHEMA,
+        "label": config.label,
         "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "url": config.url,
         "model": model,

@@ -106,6 +106,9 @@ def summarize(
         "tpot_s": describe(tpot),
         "itl_s": describe(itl),
         "e2e_s": describe(e2e),
+        # how late the client sent against the plan: large values mean the load generator,
+        # not the server, limited the offered rate
+        "send_lag_s": describe([r.send_s - r.scheduled_s for r in sent if r.send_s is not None]),
         "slo": None if slo is None else {"ttft_s": slo.ttft_s, "tpot_s": slo.tpot_s},
         "slo_attainment": None if slo is None else attainment(sent, slo),
         "errors": dict(errors.most_common(10)),

@@ -31,7 +31,7 @@ SUMMARY_KEYS = {
     "max_model_len", "trace_scaling", "api", "prompt_mode", "bounds", "sent", "completed",
     "failed", "duration_s", "request_throughput_rps", "output_throughput_tps",
     "total_input_tokens", "total_output_tokens", "ttft_s", "tpot_s", "itl_s", "e2e_s", "slo",
-    "slo_attainment", "errors", "started_at",
+    "slo_attainment", "errors", "started_at", "send_lag_s", "label",
 }
 RECORD_KEYS = {
     "index", "scheduled_s", "send_s", "input_len", "requested_output_len", "is_long", "ttft_s",
@@ -58,6 +58,7 @@ def test_run_records_and_summary_schema(tokenizer_dir: Path, tmp_path: Path) -> 
     assert s["model"] == "fake-model" and s["prompt_mode"] == "token_ids"
     assert s["total_output_tokens"] == 20 * 8
     assert s["slo_attainment"] == 1.0
+    assert 0 <= s["send_lag_s"]["p50"] < 0.5
     # the server got exactly what we planned: token-id prompts of the sampled lengths
     planned = sample_lengths(SMALL, 20, seed=0, policy=LengthPolicy(max_model_len=4096))
     assert sorted(len(b["prompt"]) for b in fake.bodies) == sorted(p.input_len for p in planned)
@@ -117,7 +118,8 @@ def test_duration_and_timeout_bounds(tokenizer_dir: Path) -> None:
 def test_sweep_same_requests_per_rate(tokenizer_dir: Path) -> None:
     with serve(FakeConfig(token_delay_s=0.001)) as url:
         results = run_sweep(url, SMALL, [20.0, 40.0], tokenizer_dir=str(tokenizer_dir),
-                            num_requests=6, slo=SLO(ttft_s=1.0))
+                            num_requests=6, slo=SLO(ttft_s=1.0), label="colocated")
+    assert {r.summary["label"] for r in results} == {"colocated"}
     assert [r.summary["rate_rps"] for r in results] == [20.0, 40.0]
     assert [r.input_len for r in results[0].records] == [r.input_len for r in results[1].records]
     assert sweep_goodput([r.summary for r in results]) == 40.0

@@ -77,6 +77,20 @@ def test_summary_counts_throughput_and_pooled_itl() -> None:
     assert s["e2e_s"]["p99"] == pytest.approx(1.0 + 0.99 * 1.0)
     assert s["slo_attainment"] == pytest.approx(1 / 3)
     assert s["errors"] == {"timeout after 1 s": 1}
+    assert s["send_lag_s"]["max"] == 0.0
+
+
+def test_table_shows_counts_attainment_and_warns_on_client_lag() -> None:
+    from splitserve.bench.report import format_table
+
+    late = rec(0)
+    late.scheduled_s, late.send_s = 1.0, 1.2
+    s = {**summarize([rec(1), late], duration_s=2.0, slo=SLO(ttft_s=1.0)), "rate_rps": 3.0}
+    table = format_table([s])
+    row = table.splitlines()[2]
+    assert row.split()[:5] == ["3", "rps", "2", "2", "0"]
+    assert row.endswith("100%")
+    assert "p99 send lag 198 ms" in table
 
 
 def curve(knee: float):
