@@ -9,6 +9,7 @@ import argparse
 import os
 import sys
 
+# Mirrors workloads.PRESETS (a test keeps them equal) without importing it at startup.
 PRESET_NAMES = ("chat", "code", "summarize", "mixed-long")
 
 
@@ -34,7 +35,10 @@ def _pair(text: str) -> tuple[float, float | None]:
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "bench", help="load generator: latency percentiles, SLO attainment, goodput",
-        description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Load an OpenAI-compatible server with streamed requests and report "
+        "TTFT / TPOT / ITL / E2E percentiles, throughput, SLO attainment and goodput "
+        "(docs/bench.md).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--url", required=True, help="server base URL, e.g. http://127.0.0.1:8000")
     p.add_argument("--model-name", default=None, help="model field (default: first listed)")

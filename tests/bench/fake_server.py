@@ -28,6 +28,8 @@ class FakeConfig:
     max_model_len: int | None = 4096
     ttft_s: float = 0.02
     token_delay_s: float = 0.005
+    # TTFT grows with the streams in flight, so attainment falls as the rate rises
+    ttft_per_inflight_s: float = 0.0
     fail_every: int = 0  # every k-th request (1-based) answers HTTP 500
     midstream_fail_every: int = 0  # every k-th request sends an error event mid-stream
     bodies: list[dict[str, Any]] = field(default_factory=list)
@@ -40,7 +42,7 @@ def _sse(obj: dict[str, Any] | str) -> bytes:
 
 def make_app(cfg: FakeConfig) -> FastAPI:
     app = FastAPI()
-    counter = {"n": 0}
+    counter = {"n": 0, "inflight": 0}
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
@@ -78,9 +80,17 @@ def make_app(cfg: FakeConfig) -> FastAPI:
                     "model": cfg.model, "choices": [choice]}
 
         async def events() -> AsyncIterator[bytes]:
+            counter["inflight"] += 1
+            try:
+                async for event in stream():
+                    yield event
+            finally:
+                counter["inflight"] -= 1
+
+        async def stream() -> AsyncIterator[bytes]:
             if chat:
                 yield _sse(chunk(-1, "", None))
-            await asyncio.sleep(cfg.ttft_s)
+            await asyncio.sleep(cfg.ttft_s + cfg.ttft_per_inflight_s * counter["inflight"])
             for i in range(num_out):
                 if i > 0:
                     await asyncio.sleep(cfg.token_delay_s)

@@ -49,6 +49,35 @@ def test_bench_writes_records_summary_table_and_plots(
         assert (out / f"{png}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_goodput_search_on_a_server_that_slows_with_load(
+    tokenizer_dir: Path, tmp_path: Path
+) -> None:
+    fake = FakeConfig(ttft_s=0.005, ttft_per_inflight_s=0.04, token_delay_s=0.002)
+    with serve(fake) as url:
+        code = main([
+            "bench", "--url", url, "--tokenizer", str(tokenizer_dir), "--input-len", "fixed:8",
+            "--output-len", "fixed:4", "--arrival", "constant", "--num-requests", "10",
+            "--ttft-slo", "0.25", "--goodput-search", "10,320", "--max-runs", "5",
+            "--out", str(tmp_path), "--no-progress",
+        ])
+    assert code == 0
+    sweep = json.loads((tmp_path / "sweep.json").read_text())
+    runs = sweep["goodput"]["runs"]
+    assert 1 < len(runs) <= 5 and len(sweep["summaries"]) == len(runs)
+    assert runs[0][0] == 10  # starts at the lower bound (default --rate 1 is outside)
+    assert any(att < 0.9 for _, att in runs)  # it found a failing rate to bracket
+    goodput = sweep["goodput"]["goodput_rps"]
+    assert [att for rate, att in runs if rate == goodput][0] >= 0.9
+    assert 10 <= goodput < 320
+
+
+def test_preset_choices_match_the_presets() -> None:
+    from splitserve.bench.cli import PRESET_NAMES
+    from splitserve.bench.workloads import PRESETS
+
+    assert set(PRESET_NAMES) == set(PRESETS)
+
+
 def test_trace_replay_records_its_scaling(tokenizer_dir: Path, tmp_path: Path) -> None:
     trace = Path("/work/shared/traces/azure_llm_2023_code.csv")
     if not trace.is_file():

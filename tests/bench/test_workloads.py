@@ -104,3 +104,22 @@ def test_text_prompts_reencode_to_the_requested_length(tokenizer_dir: Path) -> N
 def test_missing_tokenizer_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="no tokenizer.json"):
         load_tokenizer(str(tmp_path))
+
+
+def test_text_fallback_reports_the_real_length_without_whole_word_tokens(tmp_path: Path) -> None:
+    """A byte-level tokenizer with no merges has no whole-word tokens: the fallback must
+    still return text whose recorded length is what the tokenizer really gives."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    tok.train_from_iterator(["ab cd"], trainers.BpeTrainer(
+        vocab_size=len(alphabet), initial_alphabet=alphabet))
+    builder = PromptBuilder(tok, seed=3)
+    assert builder._word_pieces() == []
+    for n in (1, 10, 57):
+        text, real_len = builder.text(n)
+        assert real_len == len(tok.encode(text, add_special_tokens=False).ids)
+        assert abs(real_len - n) <= max(2, n // 10)
