@@ -69,7 +69,16 @@ class BenchConfig:
             raise ValueError("arrival 'trace' and a trace file go together")
         if self.num_requests is None and self.duration_s is None:
             raise ValueError("bound the run: give num_requests and/or duration_s")
+        if not self.rate_rps > 0:
+            raise ValueError(f"rate_rps must be > 0, got {self.rate_rps}")
+        if self.num_requests is not None and self.num_requests < 1:
+            raise ValueError(f"num_requests must be >= 1 (or None), got {self.num_requests}")
+        if self.burst_size < 1:
+            raise ValueError(f"burst_size must be >= 1, got {self.burst_size}")
         LengthPolicy(self.length_scale, self.max_model_len)  # validates both
+        # validates timeout_s, duration_s and max_concurrency
+        ClientConfig(self.url, "", self.chat, self.timeout_s, self.duration_s,
+                     self.max_concurrency)
 
 
 @dataclass

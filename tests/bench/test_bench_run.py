@@ -151,3 +151,15 @@ def test_timings_agree_with_the_openai_client() -> None:
     assert rec.num_chunks == len(texts) == 6
     assert (rec.input_len, rec.output_len) == (usage.prompt_tokens, usage.completion_tokens)
     assert info.model_ids == ["fake-model"] and info.max_model_len == 4096
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [("rate_rps", 0.0, "rate_rps"), ("num_requests", 0, "num_requests"),
+     ("timeout_s", -1.0, "timeout_s"), ("max_concurrency", 0, "max_concurrency"),
+     ("length_scale", 0.5, "divisor"), ("arrival", "trace", "trace file")],
+)
+def test_config_rejects_bad_values(tokenizer_dir: Path, field: str, value: object,
+                                   message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        config("http://127.0.0.1:1", tokenizer_dir, **{field: value})

@@ -30,7 +30,7 @@ def test_percentiles_known_values() -> None:
 
 
 @given(st.lists(st.floats(-1e6, 1e6), min_size=1, max_size=200), st.floats(0, 100))
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 def test_percentile_matches_numpy(values: list[float], q: float) -> None:
     assert percentile(values, q) == pytest.approx(np.percentile(values, q), rel=1e-9, abs=1e-6)
 
