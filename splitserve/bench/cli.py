@@ -46,7 +46,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="dir with the model's tokenizer.json (prompts of exact length)")
     p.add_argument("--workload", choices=PRESET_NAMES, default="chat")
     p.add_argument("--input-len", default=None, metavar="DIST",
-                   help="override input lengths: fixed:N | uniform:LO:HI | lognormal:MEAN[:SIGMA[:MAX]]")
+                   help="override input lengths: fixed:N | uniform:LO:HI | "
+                        "lognormal:MEAN[:SIGMA[:MAX]]")
     p.add_argument("--output-len", default=None, metavar="DIST", help="override output lengths")
     p.add_argument("--length-scale", type=float, default=1.0,
                    help="divide every length (workload or trace) by this")
@@ -86,6 +87,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _find_trace(name: str, trace_dir: str) -> str:
+    """A path as given, else NAME under trace_dir (relative to the working directory,
+    then to the repository checkout this package lives in)."""
+    if os.path.exists(name) or os.sep in name:
+        return name
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    for folder in (trace_dir, os.path.join(repo, trace_dir)):
+        if os.path.isfile(os.path.join(folder, name)):
+            return os.path.join(folder, name)
+    return os.path.join(trace_dir, name)
+
+
 def _config(args: argparse.Namespace) -> object:
     from splitserve.bench.arrivals import TraceScaling
     from splitserve.bench.runner import BenchConfig
@@ -104,9 +117,7 @@ def _config(args: argparse.Namespace) -> object:
     if args.trace or args.arrival == "trace":
         if not args.trace:
             raise ValueError("--arrival trace needs --trace PATH")
-        path = args.trace
-        if not os.path.exists(path) and os.sep not in path:
-            path = os.path.join(args.trace_dir, path)
+        path = _find_trace(args.trace, args.trace_dir)
         start_s, duration_s = args.trace_window
         trace = TraceScaling(path, start_s, duration_s, args.length_scale, args.speed)
     return BenchConfig(

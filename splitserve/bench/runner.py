@@ -106,7 +106,8 @@ def plan_requests(config: BenchConfig, max_model_len: int | None) -> list[Reques
         lengths = [(p.input_len, p.output_len, p.is_long) for p in pairs]
     builder = PromptBuilder(load_tokenizer(config.tokenizer_dir), seed=config.seed)
     specs = []
-    for index, (offset, (input_len, output_len, is_long)) in enumerate(zip(offsets, lengths, strict=True)):
+    planned = zip(offsets, lengths, strict=True)
+    for index, (offset, (input_len, output_len, is_long)) in enumerate(planned):
         prompt: list[int] | str
         if config.chat or config.text_prompts:
             prompt, input_len = builder.text(input_len)

@@ -263,5 +263,6 @@ def parse_dist(text: str) -> LengthDist:
         max_len = int(parts[2]) if len(parts) > 2 else 1 << 20
         return LengthDist("lognormal", parts[0], 1, max_len, sigma)
     raise ValueError(
-        f"bad length distribution {text!r}: use fixed:N, uniform:LO:HI or lognormal:MEAN[:SIGMA[:MAX]]"
+        f"bad length distribution {text!r}: use fixed:N, uniform:LO:HI or "
+        "lognormal:MEAN[:SIGMA[:MAX]]"
     )

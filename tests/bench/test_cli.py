@@ -71,6 +71,21 @@ def test_goodput_search_on_a_server_that_slows_with_load(
     assert 10 <= goodput < 320
 
 
+def test_bare_trace_names_resolve_under_the_trace_dir(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from splitserve.bench.cli import _find_trace
+
+    traces = tmp_path / "shared" / "traces"
+    traces.mkdir(parents=True)
+    (traces / "t.csv").write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n")
+    (tmp_path / "repo").mkdir()
+    monkeypatch.chdir(tmp_path / "repo")
+    rel = os.path.join("..", "shared", "traces")
+    assert os.path.samefile(_find_trace("t.csv", rel), traces / "t.csv")
+    assert _find_trace("/abs/x.csv", rel) == "/abs/x.csv"
+    assert _find_trace("missing.csv", rel) == os.path.join(rel, "missing.csv")
+
+
 def test_preset_choices_match_the_presets() -> None:
     from splitserve.bench.cli import PRESET_NAMES
     from splitserve.bench.workloads import PRESETS
