@@ -17,6 +17,7 @@ from __future__ import annotations
 import ast
 import re
 import sysconfig
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -160,32 +161,20 @@ def _is_public(dotted_name: str) -> bool:
     return not any(part.startswith("_") for part in dotted_name.split("."))
 
 
-def load_demo_corpus(max_chars: int | None = None) -> DemoCorpus:
-    """The demo training text: reference topics, then stdlib docstrings, then chat pairs.
-
-    Duplicate paragraphs are dropped (first occurrence kept). Each public documented object
-    whose docstring opens with a prose paragraph also yields a chat pair ("What does
-    json.dumps() do?" -> that paragraph), so the chat template sees some use in training.
-    `max_chars` caps the total text (documents and chat pairs, counted separately); None
-    keeps everything.
-    """
-    if max_chars is not None and max_chars <= 0:
-        raise ValueError(f"max_chars must be positive or None, got {max_chars}")
+def _corpus_items() -> Iterator[str | ChatExample]:
+    """Documents and chat pairs in corpus order, duplicates of earlier paragraphs dropped."""
     seen: set[str] = set()
-    documents: list[str] = []
-    chat_examples: list[ChatExample] = []
 
-    def add(paragraphs: list[str]) -> list[str]:
-        fresh = [p for p in paragraphs if p not in seen]
-        seen.update(fresh)
-        if fresh:
-            documents.append("\n\n".join(fresh))
-        return fresh
+    def fresh(paragraphs: list[str]) -> list[str]:
+        new = [p for p in paragraphs if p not in seen]
+        seen.update(new)
+        return new
 
     for title, paragraphs in pydoc_topic_docs():
-        fresh = add(paragraphs)
-        if fresh:
-            chat_examples.append(ChatExample(f"Tell me about {title}.", fresh[0]))
+        new = fresh(paragraphs)
+        if new:
+            yield "\n\n".join(new)
+            yield ChatExample(f"Tell me about {title}.", new[0])
     for module, path in stdlib_source_files():
         try:
             source = path.read_text(encoding="utf-8")
@@ -193,35 +182,35 @@ def load_demo_corpus(max_chars: int | None = None) -> DemoCorpus:
             continue
         for kind, name, doc in module_docstrings(source, module):
             paragraphs = prose_paragraphs(doc)
-            add(paragraphs)
+            new = fresh(paragraphs)
+            if new:
+                yield "\n\n".join(new)
             if paragraphs and _is_public(name):
-                chat_examples.append(ChatExample(_question(kind, name), paragraphs[0]))
-    if max_chars is not None:
-        documents = _take_chars(documents, max_chars)
-        chat_examples = [
-            ChatExample(q, a)
-            for q, a in _take_pairs([(e.question, e.answer) for e in chat_examples], max_chars)
-        ]
+                yield ChatExample(_question(kind, name), paragraphs[0])
+
+
+def load_demo_corpus(max_chars: int | None = None) -> DemoCorpus:
+    """The demo training text: reference topics, then stdlib docstrings, with chat pairs.
+
+    Duplicate paragraphs are dropped (first occurrence kept). Each public documented object
+    whose docstring opens with a prose paragraph also yields a chat pair ("What does
+    json.dumps() do?" -> that paragraph), so the chat template sees some use in training.
+    `max_chars` caps the total text, taken in order (reading stops there); None keeps all.
+    """
+    if max_chars is not None and max_chars <= 0:
+        raise ValueError(f"max_chars must be positive or None, got {max_chars}")
+    documents: list[str] = []
+    chat_examples: list[ChatExample] = []
+    total_chars = 0
+    for item in _corpus_items():
+        if isinstance(item, ChatExample):
+            total_chars += len(item.question) + len(item.answer)
+        else:
+            total_chars += len(item)
+        if max_chars is not None and total_chars > max_chars:
+            break
+        if isinstance(item, ChatExample):
+            chat_examples.append(item)
+        else:
+            documents.append(item)
     return DemoCorpus(documents, chat_examples)
-
-
-def _take_chars(texts: list[str], max_chars: int) -> list[str]:
-    kept: list[str] = []
-    total_chars = 0
-    for text in texts:
-        total_chars += len(text)
-        if total_chars > max_chars:
-            break
-        kept.append(text)
-    return kept
-
-
-def _take_pairs(pairs: list[tuple[str, str]], max_chars: int) -> list[tuple[str, str]]:
-    kept: list[tuple[str, str]] = []
-    total_chars = 0
-    for question, answer in pairs:
-        total_chars += len(question) + len(answer)
-        if total_chars > max_chars:
-            break
-        kept.append((question, answer))
-    return kept
