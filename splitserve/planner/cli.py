@@ -6,13 +6,6 @@ import argparse
 import sys
 from pathlib import Path
 
-# Short names for the production traces, resolved against ../shared/traces/ of the repo.
-TRACE_FILES = {
-    "azure-conv": "azure_llm_2023_conv.csv",
-    "azure-code": "azure_llm_2023_code.csv",
-    "mooncake": "mooncake_fast25_conversation.jsonl",
-}
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -80,13 +73,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def resolve_trace(name: str) -> Path:
-    if name in TRACE_FILES:
-        repo = Path(__file__).resolve().parents[2]
-        return repo.parent / "shared" / "traces" / TRACE_FILES[name]
-    return Path(name)
-
-
 def run(args: argparse.Namespace) -> int:
     try:
         return _run(args)
@@ -105,7 +91,13 @@ def _run(args: argparse.Namespace) -> int:
     from splitserve.planner.plan import format_table, plot_attainment, run_plan
     from splitserve.planner.results import Slo
     from splitserve.planner.search import PlanSetup
-    from splitserve.planner.workload import fixed_workload, generate, get_workload, load_trace
+    from splitserve.planner.workload import (
+        fixed_workload,
+        generate,
+        get_workload,
+        load_trace,
+        resolve_trace,
+    )
 
     slo = Slo(args.ttft, args.tpot, args.attainment)
     hardware = get_hardware(args.hardware, price_per_hour=args.price_per_hour)

@@ -17,6 +17,33 @@ import numpy as np
 
 MOONCAKE_BLOCK_TOKENS = 512  # tokens per hash_id in the Mooncake trace
 
+# Short names for the production traces in ../shared/traces/ (never vendored).
+TRACE_FILES = {
+    "azure-conv": "azure_llm_2023_conv.csv",
+    "azure-code": "azure_llm_2023_code.csv",
+    "mooncake": "mooncake_fast25_conversation.jsonl",
+}
+
+
+def shared_traces_dir() -> Path | None:
+    """`shared/traces` next to the repository (or next to a folder above it, for worktrees)."""
+    repo = Path(__file__).resolve().parents[2]
+    for parent in repo.parents:
+        candidate = parent / "shared" / "traces"
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
+def resolve_trace(name: str) -> Path:
+    """A short name from TRACE_FILES, or a path as given."""
+    if name in TRACE_FILES:
+        folder = shared_traces_dir()
+        if folder is None:
+            raise ValueError(f"trace {name!r}: no shared/traces folder next to the repository")
+        return folder / TRACE_FILES[name]
+    return Path(name)
+
 
 @dataclass(frozen=True)
 class LengthDist:
