@@ -188,6 +188,19 @@ class Simulation:
 
     # -- instance steps -----------------------------------------------------------------
     def _start_step(self, inst: Instance, now: float) -> None:
+        if not inst.waiting and not inst.ready:
+            # Fast path (most steps): a pure decode step.
+            if not inst.num_running:
+                inst.busy = False
+                return
+            step_s = inst.model.step_s(0, 0.0, 0, inst.num_running, inst.ctx_tokens)
+            inst.has_decode = True
+            inst.step_s = step_s
+            inst.busy = True
+            self.num_steps += 1
+            self.seq += 1
+            heapq.heappush(self.events, (now + step_s, self.seq, _STEP_END, inst.idx, 0))
+            return
         for rid in inst.ready:
             inst.join_running(rid, self.input_len[rid], self.output_len[rid])
         inst.ready.clear()
@@ -261,6 +274,9 @@ class Simulation:
                         self._miss(rid)
             if inst.role == "decode" and inst.pending:
                 self._admit_pending(inst, now)
+        if not inst.chunks:
+            self._start_step(inst, now)
+            return
         for rid, take, _ in inst.chunks:
             self.done_tokens[rid] += take
             inst.queued_prefill_tokens -= take
