@@ -7,6 +7,8 @@ token for each of some decoding sequences. Its time is
       + tensor-parallel all-reduces + a fixed per-step overhead
 
 FLOPs = 2 * matmul params * tokens + 4 * layers * heads * head_dim * (attention pairs);
+the matmul term counts T + compute_half_tokens tokens (default 0), which makes a step of T
+tokens reach T / (T + half) of the efficiency: matmuls with few rows run below peak.
 bytes = weights + the KV cache the step reads. Everything is per GPU (divided by TP).
 The simulator calls `step_s` once per simulated step, so it is plain float arithmetic.
 """
@@ -53,6 +55,9 @@ class Efficiency:
     memory_efficiency: float = 0.8
     step_overhead_s: float = 0.002
     gpu_memory_utilization: float = 0.9
+    # Small-GEMM penalty: a step of T tokens reaches T / (T + this) of compute_efficiency
+    # (matmuls with few rows underuse the tensor cores). 0 = the plain roofline.
+    compute_half_tokens: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("compute_efficiency", "memory_efficiency", "gpu_memory_utilization"):
@@ -61,6 +66,8 @@ class Efficiency:
                 raise ValueError(f"{name} must be in (0, 1], got {value}")
         if self.step_overhead_s < 0:
             raise ValueError(f"step_overhead_s must be >= 0, got {self.step_overhead_s}")
+        if self.compute_half_tokens < 0:
+            raise ValueError(f"compute_half_tokens must be >= 0, got {self.compute_half_tokens}")
 
 
 def prefill_attn_pairs(num_new_tokens: int, num_cached_tokens: int) -> float:
@@ -112,6 +119,7 @@ class RooflineLatencyModel:
         self._s_weights = model.weight_bytes / tp / bw
         self._s_per_kv_token = model.kv_bytes_per_token / tp / bw
         self._overhead_s = eff.step_overhead_s
+        self._half_tokens = eff.compute_half_tokens
         if tp > 1:
             # Two ring all-reduces per layer over the step's activations.
             num_allreduce = 2 * model.num_layers
@@ -136,10 +144,9 @@ class RooflineLatencyModel:
         num_tokens = num_prefill_tokens + num_decode_seqs
         if num_tokens == 0:
             return 0.0
-        compute = (
-            num_tokens * self._s_per_token_flops
-            + (prefill_attn_pairs + decode_ctx_tokens) * self._s_per_attn_pair
-        )
+        compute = (num_tokens + self._half_tokens) * self._s_per_token_flops + (
+            prefill_attn_pairs + decode_ctx_tokens
+        ) * self._s_per_attn_pair
         memory = self._s_weights + (prefill_kv_tokens + decode_ctx_tokens) * self._s_per_kv_token
         comm = self._s_comm_fixed + num_tokens * self._s_comm_per_token
         return (compute if compute > memory else memory) + comm + self._overhead_s

@@ -76,3 +76,14 @@ def test_tensor_parallel_adds_communication_and_memory() -> None:
 def test_efficiency_out_of_range() -> None:
     with pytest.raises(ValueError, match="compute_efficiency"):
         Efficiency(compute_efficiency=1.5)
+
+
+def test_small_gemm_penalty_adds_half_tokens_of_matmul_work() -> None:
+    spec = ModelSpec.from_hf_config(TINY_CONFIG, name="tiny")
+    hw = get_hardware("h100")
+    plain = RooflineLatencyModel(spec, hw, 1, Efficiency(step_overhead_s=0.0))
+    penalised = RooflineLatencyModel(
+        spec, hw, 1, Efficiency(step_overhead_s=0.0, compute_half_tokens=65536)
+    )
+    matmul_s = 2 * spec.num_matmul_params * 65536 / (hw.peak_flops["bf16"] * 0.6)
+    assert penalised.prefill_s(65536) - plain.prefill_s(65536) == pytest.approx(matmul_s)
