@@ -19,7 +19,7 @@ from tests.model.tiny import make_tiny_checkpoint
 Tensors = dict[str, torch.Tensor]
 
 
-def edited_checkpoint(src: Path, dst: Path, edit: Callable[[Tensors], None]) -> Path:
+def edited_checkpoint(src: Path, dst: Path, edit: Callable[[Tensors], object]) -> Path:
     dst.mkdir()
     shutil.copy(src / "config.json", dst / "config.json")
     tensors = load_file(str(src / "model.safetensors"))
