@@ -22,6 +22,7 @@ import threading
 import time
 import zlib
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -34,14 +35,15 @@ SECRET = b"bench-secret"
 RESULT_PATH = Path(__file__).parent / "results" / "kv_transfer.json"
 
 
-def median_s(run: Callable[[], None], reps: int) -> tuple[float, list[float]]:
-    run()  # warm-up: page faults, connection setup paths
+def timed_runs(run: Callable[[], object], reps: int) -> list[float]:
+    """Seconds of `reps` timed runs after one warm-up run (page faults, first paths)."""
+    run()
     samples = []
     for _ in range(reps):
         started = time.perf_counter()
         run()
         samples.append(time.perf_counter() - started)
-    return statistics.median(samples), samples
+    return samples
 
 
 class RawSocketPair:
@@ -57,9 +59,9 @@ class RawSocketPair:
             tune_socket(self.receiver)
 
     def transfer(self, source: np.ndarray, target: np.ndarray) -> None:
-        thread = threading.Thread(target=self.sender.sendall, args=(memoryview(source),))
+        thread = threading.Thread(target=self.sender.sendall, args=(source.data,))
         thread.start()
-        view = memoryview(target)
+        view = target.data
         num_received = 0
         while num_received < target.nbytes:
             num_received += self.receiver.recv_into(view[num_received : num_received + (16 << 20)])
@@ -71,11 +73,51 @@ class RawSocketPair:
 
 
 def identity_for(num_bytes: int) -> tuple[ModelIdentity, int]:
-    """A model identity whose per-layer KV of `num_blocks` blocks sums to num_bytes."""
-    identity = ModelIdentity("bench", "float16", block_size=16, num_layers=NUM_LAYERS,
-                             num_kv_heads=1, head_dim=32)
-    num_blocks = num_bytes // (NUM_LAYERS * identity.bytes_per_block)
-    return identity, num_blocks
+    """A model identity and a block count whose KV over all layers is ~num_bytes."""
+    identity = ModelIdentity(
+        "bench", "float16", block_size=16, num_layers=NUM_LAYERS, num_kv_heads=1, head_dim=32
+    )
+    return identity, max(1, num_bytes // (NUM_LAYERS * identity.bytes_per_block))
+
+
+def summarize(num_bytes: int, samples: list[float]) -> dict[str, object]:
+    median = statistics.median(samples)
+    return {
+        "gb_per_s": num_bytes / median / 1e9,
+        "median_s": median,
+        "samples_s": samples,
+        "spread": (max(samples) - min(samples)) / median,
+    }
+
+
+def time_protocol(
+    identity: ModelIdentity,
+    num_blocks: int,
+    source_layers: list[np.ndarray],
+    write_layer: Callable[[int, memoryview], None],
+    transport: str,
+    reps: int,
+    **server_kwargs: bool,
+) -> tuple[list[float], list[float]]:
+    """(pull seconds, register seconds) of reps full pulls after one warm-up pull."""
+    pull_s: list[float] = []
+    register_s: list[float] = []
+    with KVServer(identity, SECRET, **server_kwargs) as server:  # type: ignore[arg-type]
+        for rep in range(reps + 1):
+            started = time.perf_counter()
+            record = server.register(
+                f"r{rep}",
+                layers=source_layers,
+                block_ids=range(num_blocks),
+                num_tokens=num_blocks * identity.block_size,
+                expires_at=time.time() + 600,
+            )
+            registered = time.perf_counter()
+            pull_kv(record, SECRET, identity, write_layer, timeout_s=600, transport=transport)
+            if rep:  # the first pull is a warm-up
+                register_s.append(registered - started)
+                pull_s.append(time.perf_counter() - registered)
+    return pull_s, register_s
 
 
 def bench_size(num_bytes: int, reps: int) -> dict[str, object]:
@@ -87,74 +129,67 @@ def bench_size(num_bytes: int, reps: int) -> dict[str, object]:
     source_layers = [source[i * layer_bytes : (i + 1) * layer_bytes] for i in range(NUM_LAYERS)]
 
     def write_layer(layer: int, view: memoryview) -> None:
-        np.copyto(target[layer * layer_bytes : (layer + 1) * layer_bytes],
-                  np.frombuffer(view, dtype=np.uint8))
+        np.copyto(
+            target[layer * layer_bytes : (layer + 1) * layer_bytes],
+            np.frombuffer(view, dtype=np.uint8),
+        )
 
-    results: dict[str, object] = {"payload_bytes": num_bytes, "num_layers": NUM_LAYERS}
-    timings: dict[str, tuple[float, list[float]]] = {}
-    timings["memcpy"] = median_s(lambda: np.copyto(target, source), reps)
+    samples: dict[str, list[float]] = {
+        "memcpy": timed_runs(lambda: np.copyto(target, source), reps)
+    }
     for tuned in (False, True):
         pair = RawSocketPair(tuned)
-        timings[f"raw_socket_{'tuned' if tuned else 'default'}"] = median_s(
-            lambda p=pair: p.transfer(source, target), reps)
+        label = f"raw_socket_{'tuned' if tuned else 'default'}"
+        samples[label] = timed_runs(partial(pair.transfer, source, target), reps)
         pair.close()
-    counter = iter(range(1 << 30))
-    for label, kwargs, transport in (
-        ("tcp", {}, "tcp"),
-        ("shm_export_at_pull", {}, "shm"),
-        ("shm_export_at_register", {"shm_export_at_register": True}, "shm"),
+    register_s: dict[str, float] = {}
+    for label, transport, at_register in (
+        ("tcp", "tcp", False),
+        ("shm_export_at_pull", "shm", False),
+        ("shm_export_at_register", "shm", True),
     ):
-        with KVServer(identity, SECRET, **kwargs) as server:
-            records = []
-
-            def register() -> None:
-                records.append(server.register(
-                    f"r{next(counter)}", layers=source_layers, block_ids=range(num_blocks),
-                    num_tokens=num_blocks * 16, expires_at=time.time() + 600))
-
-            def pull(transport: str = transport) -> None:
-                register_started = time.perf_counter()
-                register()
-                register_s.append(time.perf_counter() - register_started)
-                started = time.perf_counter()
-                pull_kv(records.pop(), SECRET, identity, write_layer, timeout_s=600,
-                        transport=transport)
-                pull_s.append(time.perf_counter() - started)
-
-            register_s: list[float] = []
-            pull_s: list[float] = []
-            median_s(pull, reps)  # measured inside pull() so register time is excluded
-            timings[label] = (statistics.median(pull_s[1:]), pull_s[1:])
-            results[f"{label}_register_s_median"] = statistics.median(register_s[1:])
+        target[:] = 0
+        samples[label], registering = time_protocol(
+            identity,
+            num_blocks,
+            source_layers,
+            write_layer,
+            transport,
+            reps,
+            shm_export_at_register=at_register,
+        )
+        register_s[label] = statistics.median(registering)
         if not np.array_equal(target, source):
             raise AssertionError(f"{label}: destination differs from source")
-        target[:] = 0
-    for label, (median, samples) in timings.items():
-        results[label] = {
-            "gb_per_s": num_bytes / median / 1e9,
-            "median_s": median,
-            "samples_s": samples,
-            "spread": (max(samples) - min(samples)) / median,
-        }
-    best_raw = max(results["raw_socket_default"]["gb_per_s"],  # type: ignore[index]
-                   results["raw_socket_tuned"]["gb_per_s"])  # type: ignore[index]
-    memcpy = results["memcpy"]["gb_per_s"]  # type: ignore[index]
-    results["ratio_tcp_vs_best_raw_socket"] = results["tcp"]["gb_per_s"] / best_raw  # type: ignore[index]
-    for label in ("shm_export_at_pull", "shm_export_at_register"):
-        results[f"ratio_{label}_vs_memcpy"] = results[label]["gb_per_s"] / memcpy  # type: ignore[index]
-    return results
+    gb_per_s = {label: num_bytes / statistics.median(s) / 1e9 for label, s in samples.items()}
+    best_raw = max(gb_per_s["raw_socket_default"], gb_per_s["raw_socket_tuned"])
+    return {
+        "payload_bytes": num_bytes,
+        "num_layers": NUM_LAYERS,
+        "gb_per_s": gb_per_s,
+        "ratio_tcp_vs_best_raw_socket": gb_per_s["tcp"] / best_raw,
+        "ratio_shm_export_at_pull_vs_memcpy": gb_per_s["shm_export_at_pull"] / gb_per_s["memcpy"],
+        "ratio_shm_export_at_register_vs_memcpy": (
+            gb_per_s["shm_export_at_register"] / gb_per_s["memcpy"]
+        ),
+        "register_s_median": register_s,
+        "runs": {label: summarize(num_bytes, s) for label, s in samples.items()},
+    }
 
 
 def bench_checksums(num_bytes: int, reps: int) -> dict[str, float]:
     data = np.random.default_rng(1).integers(0, 256, num_bytes, dtype=np.uint8)
-    view = memoryview(data)
+    view = data.data
     functions: dict[str, Callable[[], object]] = {
         "zlib.crc32": lambda: zlib.crc32(view),
         "zlib.adler32": lambda: zlib.adler32(view),
         "kv_checksum (chunksum64-blake2b)": lambda: kv_checksum(view),
         "numpy uint64 sum (bandwidth bound)": lambda: data.view(np.uint64).sum(),
     }
-    return {name: num_bytes / median_s(fn, reps)[0] / 1e9 for name, fn in functions.items()}
+    return {
+        name: num_bytes / statistics.median(timed_runs(fn, reps)) / 1e9
+        for name, fn in functions.items()
+    }
 
 
 def main() -> None:
@@ -170,12 +205,9 @@ def main() -> None:
         reps = args.reps if size_mb < 1024 else max(3, args.reps // 2)
         point = bench_size(size_mb << 20, reps)
         points.append(point)
-        print(f"{size_mb:5d} MB  memcpy {point['memcpy']['gb_per_s']:.2f}  "  # type: ignore[index]
-              f"raw {point['raw_socket_tuned']['gb_per_s']:.2f}/"  # type: ignore[index]
-              f"{point['raw_socket_default']['gb_per_s']:.2f}  "  # type: ignore[index]
-              f"tcp {point['tcp']['gb_per_s']:.2f}  "  # type: ignore[index]
-              f"shm {point['shm_export_at_pull']['gb_per_s']:.2f}/"  # type: ignore[index]
-              f"{point['shm_export_at_register']['gb_per_s']:.2f} GB/s", flush=True)  # type: ignore[index]
+        rates = point["gb_per_s"]
+        assert isinstance(rates, dict)
+        print(f"{size_mb:5d} MB " + " ".join(f"{k} {v:.2f}" for k, v in rates.items()), flush=True)
     report = {
         "command": "PYTHONPATH=. python " + " ".join(sys.argv),
         "machine": {

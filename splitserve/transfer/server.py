@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import secrets
 import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from splitserve.transfer.checksum import CHECKSUM_NAME, kv_checksum
 from splitserve.transfer.errors import AuthError, HandshakeMismatch, ProtocolError, TransferError
+from splitserve.transfer.faults import FaultInjection
 from splitserve.transfer.handshake import (
     DTYPE_ITEM_BYTES,
     HANDSHAKE_REFUSED,
@@ -38,23 +39,8 @@ from splitserve.transfer.wire import (
 
 logger = logging.getLogger(__name__)
 
-CORRUPT_ENV = "SPLITSERVE_TEST_CORRUPT_KV"
-LayerBuffer = memoryview | bytes | bytearray
-
-
-@dataclass(frozen=True)
-class FaultInjection:
-    """Test hooks. `corrupt_every_transfer` flips a byte of every layer sent (TCP) or of
-    the exported segment (shm) after it was checksummed; `close_after_bytes` closes the
-    connection once that many layer bytes were sent; `stall_s` sleeps before the layers."""
-
-    corrupt_every_transfer: bool = False
-    close_after_bytes: int | None = None
-    stall_s: float = 0.0
-
-    @classmethod
-    def from_env(cls) -> FaultInjection:
-        return cls(corrupt_every_transfer=os.environ.get(CORRUPT_ENV, "") == "1")
+# What a layer may be handed over as: anything exposing a contiguous buffer we can view.
+LayerBuffer = memoryview | bytes | bytearray | np.ndarray
 
 
 class KVServer:
@@ -148,7 +134,7 @@ class KVServer:
         if layers is not None:
             if len(layers) != record.num_layers:
                 raise ValueError(f"got {len(layers)} layers, the model has {record.num_layers}")
-            views = [memoryview(buffer).cast("B") for buffer in layers]
+            views = [byte_view(buffer) for buffer in layers]
             for layer, view in enumerate(views):
                 if view.nbytes != record.bytes_per_layer:
                     raise ValueError(
@@ -237,6 +223,8 @@ class KVServer:
             self._converse(conn)
         except (OSError, TransferError) as exc:
             logger.info("KV connection ended: %s", exc)
+        except Exception:
+            logger.exception("KV connection failed")
         finally:
             conn.close()
             with self._conn_lock:
@@ -335,7 +323,7 @@ def _checked_reader(
     read_layer: Callable[[int], LayerBuffer], bytes_per_layer: int
 ) -> Callable[[int], memoryview]:
     def read(layer: int) -> memoryview:
-        view = memoryview(read_layer(layer)).cast("B")
+        view = byte_view(read_layer(layer))
         if view.nbytes != bytes_per_layer:
             raise TransferError(
                 f"read_layer({layer}) returned {view.nbytes} bytes, expected {bytes_per_layer}"
@@ -343,3 +331,11 @@ def _checked_reader(
         return view
 
     return read
+
+
+def byte_view(buffer: LayerBuffer) -> memoryview:
+    """A flat byte view of a contiguous buffer (never a silent copy)."""
+    view = buffer.data if isinstance(buffer, np.ndarray) else memoryview(buffer)
+    if not view.c_contiguous:
+        raise ValueError("KV layer buffers must be C-contiguous")
+    return view.cast("B") if view.format != "B" or view.ndim != 1 else view
