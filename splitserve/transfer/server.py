@@ -46,7 +46,8 @@ LayerBuffer = memoryview | bytes | bytearray | np.ndarray
 class KVServer:
     """Serves registered requests' KV to authenticated sinks, one request per connection.
 
-    Call order: construct (binds and starts the accept, expiry and connection threads),
+    Call order: construct (binds `host:port`, 127.0.0.1 by default; give `advertise_host`
+    when binding a wildcard for other hosts; starts the accept, expiry and connection threads),
     `register` each finished prefill, hand the returned record to the router; `on_release`
     fires exactly once per registered request; `close()` releases what is left (reason
     "shutdown") and joins every thread. Buffers and `read_layer` are read from server
@@ -60,6 +61,7 @@ class KVServer:
         *,
         host: str = "127.0.0.1",
         port: int = 0,
+        advertise_host: str | None = None,
         worker_id: str = "",
         on_release: ReleaseCallback | None = None,
         shm_enabled: bool = True,
@@ -85,7 +87,9 @@ class KVServer:
         self._listener = socket.create_server((host, port))
         self._listener.settimeout(0.1)
         bound_host, bound_port = self._listener.getsockname()[:2]
-        bracketed = f"[{bound_host}]" if ":" in bound_host else bound_host
+        # Records must name an address other hosts can reach, not 0.0.0.0.
+        public_host = advertise_host or bound_host
+        bracketed = f"[{public_host}]" if ":" in public_host else public_host
         self.address = f"{bracketed}:{bound_port}"
         self._threads = [
             threading.Thread(target=self._accept_loop, name="kv-accept", daemon=True),
@@ -105,7 +109,6 @@ class KVServer:
         expires_at: float,
         layers: Sequence[LayerBuffer] | None = None,
         read_layer: Callable[[int], LayerBuffer] | None = None,
-        block_shape: Sequence[int] | None = None,
     ) -> HandoffRecord:
         """Hold one request's KV until released; return the record the sink pulls with.
 
@@ -114,7 +117,7 @@ class KVServer:
         """
         if (layers is None) == (read_layer is None):
             raise ValueError("give exactly one of layers or read_layer")
-        shape = tuple(block_shape) if block_shape is not None else self.identity.block_shape
+        shape = self.identity.block_shape
         item_bytes = DTYPE_ITEM_BYTES[self.identity.dtype]
         record = HandoffRecord(
             version=RECORD_VERSION,
