@@ -517,3 +517,27 @@ def test_non_contiguous_layers_are_refused(make_server):
         server.register(
             "nc", layers=[wide[::2]] * 3, block_ids=[0, 1, 2], num_tokens=3, expires_at=far_future()
         )
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_failing_write_layer_propagates_and_the_request_stays_held(
+    make_server, releases, transport
+):
+    server = make_server(shm_export_at_register=True)
+    record = server.register(
+        "w",
+        layers=make_layers(IDENTITY, 2),
+        block_ids=[0, 1],
+        num_tokens=5,
+        expires_at=far_future(),
+    )
+
+    def broken_sink(layer: int, view: memoryview) -> None:
+        raise RuntimeError("engine import failed")
+
+    with pytest.raises(RuntimeError, match="engine import failed"):
+        pull_kv(record, SECRET, IDENTITY, broken_sink, timeout_s=10, transport=transport)
+    assert releases.calls == [] and server.num_registered == 1
+    assert server.unregister("w")
+    releases.wait_for(1)
+    assert releases.calls == [("w", "unregistered")]
