@@ -4,43 +4,27 @@ from __future__ import annotations
 
 import logging
 import math
-import secrets
 import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
 
-import numpy as np
-
-from splitserve.transfer.checksum import CHECKSUM_NAME, kv_checksum
-from splitserve.transfer.errors import AuthError, HandshakeMismatch, ProtocolError, TransferError
+from splitserve.transfer.buffers import LayerBuffer, byte_view, checked_reader
+from splitserve.transfer.errors import TransferError
 from splitserve.transfer.faults import FaultInjection
 from splitserve.transfer.handshake import (
     DTYPE_ITEM_BYTES,
-    HANDSHAKE_REFUSED,
     ModelIdentity,
-    identity_mismatches,
 )
 from splitserve.transfer.record import RECORD_VERSION, HandoffRecord
 from splitserve.transfer.registry import SHUTDOWN, UNREGISTERED, Entry, Registry, ReleaseCallback
 from splitserve.transfer.shm import ShmExport, local_host_id, shm_supported
+from splitserve.transfer.source_session import SessionContext, serve_pull
 from splitserve.transfer.wire import (
-    NONCE_BYTES,
-    MsgType,
-    client_mac,
-    macs_equal,
-    recv_control,
-    send_control,
-    send_layer,
-    server_mac,
     tune_socket,
 )
 
 logger = logging.getLogger(__name__)
-
-# What a layer may be handed over as: anything exposing a contiguous buffer we can view.
-LayerBuffer = memoryview | bytes | bytearray | np.ndarray
 
 
 class KVServer:
@@ -95,6 +79,14 @@ class KVServer:
             threading.Thread(target=self._accept_loop, name="kv-accept", daemon=True),
             threading.Thread(target=self._expiry_loop, name="kv-expiry", daemon=True),
         ]
+        self._session_context = SessionContext(
+            identity=identity,
+            secret=self._secret,
+            registry=self._registry,
+            faults=self._faults,
+            shm_offered=self._shm_host_id is not None,
+            stop=self._stop,
+        )
         for thread in self._threads:
             thread.start()
 
@@ -147,7 +139,7 @@ class KVServer:
             reader: Callable[[int], memoryview] = views.__getitem__
         else:
             assert read_layer is not None
-            reader = _checked_reader(read_layer, record.bytes_per_layer)
+            reader = checked_reader(read_layer, record.bytes_per_layer)
         entry = Entry(request_id, record.num_layers, record.bytes_per_layer, reader, expires_at)
         if self._shm_at_register:
             entry.shm = ShmExport(record.num_layers, record.bytes_per_layer, reader)
@@ -223,7 +215,7 @@ class KVServer:
         try:
             conn.settimeout(self._io_timeout_s)
             tune_socket(conn)
-            self._converse(conn)
+            serve_pull(conn, self._session_context)
         except (OSError, TransferError) as exc:
             logger.info("KV connection ended: %s", exc)
         except Exception:
@@ -232,113 +224,3 @@ class KVServer:
             conn.close()
             with self._conn_lock:
                 self._connections.pop(conn, None)
-
-    def _converse(self, conn: socket.socket) -> None:
-        nonce = secrets.token_bytes(NONCE_BYTES)
-        send_control(conn, MsgType.HELLO, {"nonce": nonce.hex()})
-        pull = recv_control(conn, MsgType.PULL)
-        try:
-            if not macs_equal(client_mac(self._secret, nonce), pull.get("mac")):
-                raise AuthError("client does not know the cluster secret")
-            client_nonce = bytes.fromhex(_field(pull, "client_nonce", str))
-            remote = ModelIdentity.from_dict(pull.get("identity"))
-            mismatches = identity_mismatches(remote, self.identity)
-            if mismatches:
-                raise HandshakeMismatch(HANDSHAKE_REFUSED + "; ".join(mismatches))
-            transport = _field(pull, "transport", str)
-            if transport not in ("tcp", "shm") or (
-                transport == "shm" and self._shm_host_id is None
-            ):
-                raise ProtocolError(f"transport {transport!r} is not offered")
-            entry = self._registry.checkout(_field(pull, "request_id", str))
-        except (TransferError, ValueError) as exc:
-            code = exc.code if isinstance(exc, TransferError) else "protocol"
-            send_control(conn, MsgType.ERROR, {"code": code, "message": str(exc)})
-            return
-        acked = False
-        try:
-            send_control(
-                conn,
-                MsgType.META,
-                {
-                    "mac": server_mac(self._secret, client_nonce, nonce),
-                    "num_layers": entry.num_layers,
-                    "bytes_per_layer": entry.bytes_per_layer,
-                    "checksum": CHECKSUM_NAME,
-                },
-            )
-            if transport == "tcp":
-                self._send_layers(conn, entry)
-            else:
-                self._offer_shm(conn, entry)
-            ack = recv_control(conn, MsgType.ACK)
-            acked = ack.get("request_id") == entry.request_id
-        finally:
-            self._registry.checkin(entry, acked=acked)
-        if acked:
-            send_control(conn, MsgType.DONE, {"released": True})
-
-    def _send_layers(self, conn: socket.socket, entry: Entry) -> None:
-        if self._faults.stall_s:
-            self._stop.wait(self._faults.stall_s)
-        num_sent_bytes = 0
-        limit = self._faults.close_after_bytes
-        for layer in range(entry.num_layers):
-            if entry.pending_reason is not None or self._stop.is_set():
-                raise TransferError("request released during the transfer")
-            data = entry.read_layer(layer)
-            checksum = kv_checksum(data)
-            if self._faults.corrupt_every_transfer and data.nbytes:
-                corrupted = bytearray(data)
-                corrupted[data.nbytes // 2] ^= 0xFF
-                data = memoryview(corrupted)
-            if limit is not None and num_sent_bytes + data.nbytes > limit:
-                send_layer(conn, checksum, data[: limit - num_sent_bytes], data.nbytes)
-                raise TransferError("fault injection: closing mid-transfer")
-            send_layer(conn, checksum, data, data.nbytes)
-            num_sent_bytes += data.nbytes
-
-    def _offer_shm(self, conn: socket.socket, entry: Entry) -> None:
-        if entry.shm is None:
-            entry.shm = ShmExport(entry.num_layers, entry.bytes_per_layer, entry.read_layer)
-        if self._faults.corrupt_every_transfer and not entry.shm_corrupted:
-            entry.shm.flip_byte(0)
-            entry.shm_corrupted = True
-        send_control(
-            conn,
-            MsgType.SHM,
-            {
-                "name": entry.shm.name,
-                "layer_offsets": entry.shm.layer_offsets,
-                "checksums": entry.shm.checksums,
-            },
-        )
-
-
-def _field(body: dict[str, Any], name: str, kind: type) -> Any:
-    value = body.get(name)
-    if not isinstance(value, kind):
-        raise ProtocolError(f"field {name!r} missing or not a {kind.__name__}")
-    return value
-
-
-def _checked_reader(
-    read_layer: Callable[[int], LayerBuffer], bytes_per_layer: int
-) -> Callable[[int], memoryview]:
-    def read(layer: int) -> memoryview:
-        view = byte_view(read_layer(layer))
-        if view.nbytes != bytes_per_layer:
-            raise TransferError(
-                f"read_layer({layer}) returned {view.nbytes} bytes, expected {bytes_per_layer}"
-            )
-        return view
-
-    return read
-
-
-def byte_view(buffer: LayerBuffer) -> memoryview:
-    """A flat byte view of a contiguous buffer (never a silent copy)."""
-    view = buffer.data if isinstance(buffer, np.ndarray) else memoryview(buffer)
-    if not view.c_contiguous:
-        raise ValueError("KV layer buffers must be C-contiguous")
-    return view.cast("B") if view.format != "B" or view.ndim != 1 else view

@@ -88,7 +88,7 @@ def test_garbage_clients_do_not_hurt_the_server(make_server, releases):
                 sock.shutdown(socket.SHUT_WR)
                 while sock.recv(65536):
                     pass
-            except (ConnectionResetError, BrokenPipeError):
+            except OSError:  # reset, broken pipe, not connected
                 pass  # the server hung up on the garbage: that is the point
     assert releases.calls == []
     pull_kv(record, SECRET, identity, Sink(), timeout_s=10, transport="tcp")
