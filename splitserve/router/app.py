@@ -113,10 +113,12 @@ def build_app(config: RouterConfig, tokenizer: Tokenizer | None = None) -> FastA
 
     @app.exception_handler(OpenAIError)
     async def _openai_error(_: Request, exc: OpenAIError) -> Response:
+        metrics.rejected.labels(code=str(exc.status)).inc()
         return exc.response()
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> Response:
+        metrics.rejected.labels(code=str(exc.status_code)).inc()
         return OpenAIError(exc.status_code, str(exc.detail)).response()
 
     @app.exception_handler(RequestValidationError)

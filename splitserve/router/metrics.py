@@ -54,6 +54,11 @@ class RouterMetrics:
             "splitserve_router_requests",
             "Finished requests by endpoint and status.", ["endpoint", "status"], registry=r,
         )
+        self.rejected = Counter(
+            "splitserve_router_rejected_requests",
+            "Requests answered with an HTTP error before any worker ran them, by status code.",
+            ["code"], registry=r,
+        )
         self.retries = Counter(
             "splitserve_router_kv_retries", "Prefills redone after a failed KV handoff.",
             registry=r,

@@ -7,8 +7,9 @@ EOS/stop, or max_tokens=1) it sends `finish` and no handoff. Other kinds are one
 `mode=full` stream to one worker.
 
 KV retry: if D fails before relaying any token (a transfer or verification error), the
-request's blocks on P are aborted, the prompt is prefilled again on another healthy
-prefill worker (or the same one when it is the only one) and D is asked once more. The new
+request's blocks on P are aborted, the prompt is prefilled again (under a fresh worker
+request id `<id>-retry`) on another healthy prefill worker (or the same one when it is the
+only one) and D is asked once more. The new
 prefill's own sampled token is dropped: D continues from the first token the client
 already has, so the text stays consistent for every sampling mode. A second failure, or a
 failure after D relayed tokens, is raised to the caller (an in-stream error once the
@@ -55,7 +56,13 @@ class Job:
     timeline: RequestTimeline
     num_output_tokens: int = 0
     last_token_s: float | None = None
-    touched: set[str] = field(default_factory=set)
+    # The id workers see. A retry uses a fresh one: a worker may remember aborted ids
+    # (to win the abort-before-admit race) and would refuse the old one.
+    worker_request_id: str = ""
+    touched: dict[str, set[str]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.worker_request_id = self.worker_request_id or self.request_id
 
 
 class Relay:
@@ -117,7 +124,7 @@ class Relay:
             self._metrics.requests.labels(endpoint=job.endpoint, status=status).inc()
             if status != "ok":
                 job.timeline.mark(status)
-                self._spawn(self._abort_all(job.request_id, set(job.touched)))
+                self._spawn(self._abort_all(dict(job.touched)))
 
     def _observe_token(self, job: Job, event: TokenEvent) -> None:
         now = job.timeline.mark("token")
@@ -146,14 +153,14 @@ class Relay:
     ) -> AsyncIterator[TokenEvent | HandoffEvent | FinishEvent]:
         """One worker stream; ErrorEvent becomes WorkerError; tracks in-flight counts."""
         body = {
-            "request_id": job.request_id,
+            "request_id": job.worker_request_id,
             "prompt_token_ids": job.prompt_ids,
             "sampling": job.sampling,
             "mode": mode,
             "handoff": extra.get("handoff"),
             "first_token_id": extra.get("first_token_id"),
         }
-        job.touched.add(url)
+        job.touched.setdefault(url, set()).add(job.worker_request_id)
         self._pool.acquire(url)
         try:
             async for event in self._client.generate(url, body):
@@ -239,7 +246,8 @@ class Relay:
         self._metrics.retries.inc()
         job.timeline.mark("kv_retry")
         with contextlib.suppress(Exception):
-            await self._client.abort(failed_url, job.request_id)
+            await self._client.abort(failed_url, job.worker_request_id)
+        job.worker_request_id = f"{job.request_id}-retry"
         url = alternative_prefill(self._pool.snapshot(), failed_url, self._policy, self._pickers)
         job.timeline.workers["prefill_retry"] = url
         p_events = self._prefill(job, url, relay_tokens=False)
@@ -250,12 +258,12 @@ class Relay:
         # The retry finished on its own (e.g. it sampled EOS): we cannot use its token.
         raise WorkerError(url, 502, "KV handoff failed and the retry gave no handoff")
 
-    async def _abort_all(self, request_id: str, urls: set[str]) -> None:
-        async def one(url: str) -> None:
+    async def _abort_all(self, touched: dict[str, set[str]]) -> None:
+        async def one(url: str, request_id: str) -> None:
             with contextlib.suppress(Exception):
                 await self._client.abort(url, request_id)
 
-        await asyncio.gather(*(one(u) for u in sorted(urls)))
+        await asyncio.gather(*(one(u, r) for u, ids in touched.items() for r in sorted(ids)))
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)

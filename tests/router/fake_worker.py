@@ -154,5 +154,16 @@ class ServerThread:
         return f"http://127.0.0.1:{port}"
 
     def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=5)
+
+
+def stop_all(servers: list[ServerThread]) -> None:
+    """Ask every server to exit first, then wait: shutdowns overlap."""
+    for server in servers:
+        server.server.should_exit = True
+    for server in servers:
+        server.thread.join(timeout=5)
