@@ -110,6 +110,10 @@ class Relay:
                     self._observe_token(job, event)
                     yield event
                 else:
+                    if event.finish_reason not in ("stop", "length"):
+                        # A worker-side abort (drain, lease expiry, ...) is no normal finish.
+                        reason = event.finish_reason
+                        raise WorkerError("", 503, f"request ended by worker: {reason}")
                     status = "ok"
                     self._observe_finish(job)
                     yield FinishEvent(

@@ -145,6 +145,20 @@ def test_decode_failure_before_response_is_an_http_error(
         c.client.completions.create(model=model_dir.name, prompt=LONG_PROMPT, max_tokens=4)
 
 
+def test_worker_side_abort_is_an_error_not_a_finish(
+    start_cluster: StartCluster, model_dir: Path
+) -> None:
+    c = start_cluster(mixed=[behaviour(finish_reason="abort")])
+    with pytest.raises(openai.InternalServerError, match="ended by worker: abort"):
+        c.client.completions.create(model=model_dir.name, prompt=LONG_PROMPT, max_tokens=3)
+    stream = c.client.chat.completions.create(
+        model=model_dir.name, messages=[{"role": "user", "content": "hi"}], max_tokens=3,
+        stream=True)
+    with pytest.raises(openai.APIError, match="ended by worker"):
+        for chunk in stream:
+            assert chunk.choices[0].finish_reason is None
+
+
 def test_kv_transfer_failure_retries_prefill_on_another_worker(
     start_cluster: StartCluster, model_dir: Path
 ) -> None:
