@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,6 +61,9 @@ class Job:
     # (to win the abort-before-admit race) and would refuse the old one.
     worker_request_id: str = ""
     touched: dict[str, set[str]] = field(default_factory=dict)
+    # Workers counted as busy with this request in the pool (from routing until the end),
+    # so that a burst of requests routed between two polls spreads over the workers.
+    held_urls: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.worker_request_id = self.worker_request_id or self.request_id
@@ -94,7 +98,25 @@ class Relay:
             job.timeline.workers["prefill"] = route.prefill_url
         job.timeline.mark("routed")
         self._timelines.add(job.timeline)
+        for url in (route.prefill_url, route.decode_url):
+            if url is not None:
+                self._hold(job, url)
         return route
+
+    def _hold(self, job: Job, url: str) -> None:
+        self._pool.acquire(url)
+        job.held_urls.append(url)
+
+    def _unhold(self, job: Job, url: str) -> None:
+        if url in job.held_urls:
+            job.held_urls.remove(url)
+            self._pool.release(url)
+
+    def release(self, job: Job) -> None:
+        """Drop the job's in-flight counts; idempotent (run() calls it when it ends)."""
+        for url in job.held_urls:
+            self._pool.release(url)
+        job.held_urls.clear()
 
     async def run(self, job: Job, route: Route) -> AsyncIterator[TokenEvent | FinishEvent]:
         """Token events, then exactly one FinishEvent carrying the router's counts.
@@ -125,19 +147,24 @@ class Relay:
             status = "abort"
             raise
         finally:
+            self.release(job)
             self._metrics.requests.labels(endpoint=job.endpoint, status=status).inc()
             if status != "ok":
                 job.timeline.mark(status)
                 self._spawn(self._abort_all(dict(job.touched)))
 
     def _observe_token(self, job: Job, event: TokenEvent) -> None:
-        now = job.timeline.mark("token")
+        # Only the first token is a timeline event: the ring of recent timelines must stay
+        # small however long the outputs are; later gaps go to the ITL histogram.
         if job.last_token_s is None:
+            now = job.timeline.mark("first_token")
             self._metrics.ttft_s.observe(now - job.timeline.received_s)
         else:
+            now = time.time()
             self._metrics.itl_s.observe(now - job.last_token_s)
         job.last_token_s = now
         job.num_output_tokens += len(event.token_ids)
+        job.timeline.num_output_tokens = job.num_output_tokens
 
     def _observe_finish(self, job: Job) -> None:
         now = job.timeline.mark("finished")
@@ -155,7 +182,7 @@ class Relay:
     async def _stream(
         self, job: Job, url: str, mode: str, role: str, **extra: Any
     ) -> AsyncIterator[TokenEvent | HandoffEvent | FinishEvent]:
-        """One worker stream; ErrorEvent becomes WorkerError; tracks in-flight counts."""
+        """One worker stream; an ErrorEvent becomes WorkerError."""
         body = {
             "request_id": job.worker_request_id,
             "prompt_token_ids": job.prompt_ids,
@@ -165,16 +192,12 @@ class Relay:
             "first_token_id": extra.get("first_token_id"),
         }
         job.touched.setdefault(url, set()).add(job.worker_request_id)
-        self._pool.acquire(url)
-        try:
-            async for event in self._client.generate(url, body):
-                if isinstance(event, ErrorEvent):
-                    raise WorkerError(url, event.code, event.message)
-                if not isinstance(event, TokenEvent) and event.timeline:
-                    job.timeline.worker_timelines[role] = event.timeline
-                yield event
-        finally:
-            self._pool.release(url)
+        async for event in self._client.generate(url, body):
+            if isinstance(event, ErrorEvent):
+                raise WorkerError(url, event.code, event.message)
+            if not isinstance(event, TokenEvent) and event.timeline:
+                job.timeline.worker_timelines[role] = event.timeline
+            yield event
 
     async def _full(self, job: Job, url: str) -> AsyncIterator[TokenEvent | FinishEvent]:
         async for event in self._stream(job, url, "full", "full"):
@@ -222,6 +245,7 @@ class Relay:
                 record = event.record
                 break
         self._spawn(self._drain(p_events))
+        self._unhold(job, prefill_url)  # P's part is done; its queue no longer has this one
         job.timeline.mark("handoff")
         if record is None or first_token_id is None:
             raise WorkerError(prefill_url, 502, "handoff before the first token")
@@ -234,6 +258,8 @@ class Relay:
                     handoff=record, first_token_id=first_token_id,
                 ):
                     if isinstance(event, TokenEvent):
+                        if not relayed:
+                            job.timeline.mark("decode_first_token")
                         relayed = True
                         yield event
                     elif isinstance(event, FinishEvent):
@@ -254,10 +280,12 @@ class Relay:
         job.worker_request_id = f"{job.request_id}-retry"
         url = alternative_prefill(self._pool.snapshot(), failed_url, self._policy, self._pickers)
         job.timeline.workers["prefill_retry"] = url
+        self._hold(job, url)
         p_events = self._prefill(job, url, relay_tokens=False)
         async for event in p_events:
             if isinstance(event, HandoffEvent):
                 self._spawn(self._drain(p_events))
+                self._unhold(job, url)
                 return url, event.record
         # The retry finished on its own (e.g. it sampled EOS): we cannot use its token.
         raise WorkerError(url, 502, "KV handoff failed and the retry gave no handoff")

@@ -132,10 +132,15 @@ async def start(ctx: ServingContext, job: Job, request: Request) -> tuple[Event,
     events = ctx.relay.run(job, route)
     try:
         first = await until_disconnect(request, events.__anext__())
-    except WorkerError as exc:
-        raise OpenAIError(_worker_status(exc), exc.message, code="worker_error") from None
-    except StopAsyncIteration:
-        raise OpenAIError(502, "worker stream ended early", code="worker_error") from None
+    except BaseException as exc:
+        # run() releases when it ends, but a generator cancelled before it started never
+        # runs its cleanup; release() is idempotent.
+        ctx.relay.release(job)
+        if isinstance(exc, WorkerError):
+            raise OpenAIError(_worker_status(exc), exc.message, code="worker_error") from None
+        if isinstance(exc, StopAsyncIteration):
+            raise OpenAIError(502, "worker stream ended early", code="worker_error") from None
+        raise
     return first, events
 
 

@@ -235,3 +235,18 @@ def test_client_timeout_on_non_stream_aborts_the_worker(
     gone = time.monotonic()
     request_id = c.workers["mixed"][0].generate_calls[0]["request_id"]
     _wait_for_aborts(c, ["mixed"], request_id, gone)
+
+
+def test_api_key_is_required_when_configured(
+    start_cluster: StartCluster, model_dir: Path
+) -> None:
+    c = start_cluster(mixed=[behaviour()], api_key="sk-right")
+    with pytest.raises(openai.AuthenticationError):
+        c.client.completions.create(model=model_dir.name, prompt="hi", max_tokens=1)
+    good = openai.OpenAI(base_url=c.url + "/v1", api_key="sk-right", max_retries=0)
+    try:
+        out = good.completions.create(model=model_dir.name, prompt="hi", max_tokens=2)
+        assert out.choices[0].text == script_text(2)
+    finally:
+        good.close()
+    assert c.workers["mixed"][0].generate_calls[0]["sampling"]["max_tokens"] == 2
