@@ -137,7 +137,7 @@ class Relay:
                         reason = event.finish_reason
                         raise WorkerError("", 503, f"request ended by worker: {reason}")
                     status = "ok"
-                    self._observe_finish(job)
+                    self._metrics.observe_finish(job.timeline)
                     yield FinishEvent(
                         event.finish_reason, len(job.prompt_ids), job.num_output_tokens,
                         event.timeline,
@@ -165,19 +165,6 @@ class Relay:
         job.last_token_s = now
         job.num_output_tokens += len(event.token_ids)
         job.timeline.num_output_tokens = job.num_output_tokens
-
-    def _observe_finish(self, job: Job) -> None:
-        now = job.timeline.mark("finished")
-        self._metrics.e2e_s.observe(now - job.timeline.received_s)
-        timelines = job.timeline.worker_timelines
-        first = timelines.get("prefill") or timelines.get("full") or {}
-        if isinstance(first.get("queue_s"), int | float):
-            self._metrics.queue_s.observe(float(first["queue_s"]))
-        decode = timelines.get("decode") or {}
-        if isinstance(decode.get("kv_transfer_s"), int | float):
-            self._metrics.kv_transfer_s.observe(float(decode["kv_transfer_s"]))
-        if isinstance(decode.get("kv_transfer_bytes"), int | float):
-            self._metrics.kv_transfer_bytes.observe(float(decode["kv_transfer_bytes"]))
 
     async def _stream(
         self, job: Job, url: str, mode: str, role: str, **extra: Any
