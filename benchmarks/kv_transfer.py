@@ -3,179 +3,255 @@ memory copy and a raw socket send of the same bytes, measured in the same run.
 
     PYTHONPATH=. python benchmarks/kv_transfer.py [--max-mb 1024] [--reps 5]
 
-Every transfer runs the full protocol (connect, HMAC auth, handshake, per-layer checksum
-on both sides, write_layer copying into a preallocated destination, ack and release),
-with source and sink as two threads of this process, like the raw-socket baseline.
-Writes benchmarks/results/kv_transfer.json. Throughput is payload bytes / median seconds.
+The source (prefill side) runs in a child process, as it would in a deployment; this
+process is the sink. Every protocol transfer runs in full: connect, HMAC auth, handshake,
+per-layer checksums on both sides, `write_layer` copying each layer into a preallocated
+destination, ack and release; the destination is compared with the source afterwards.
+The raw-socket baseline sends the same bytes from the same child process with one plain
+`sendall` into `recv_into` calls, after a one-byte go signal (the protocol also starts
+with a round trip). Throughput = payload bytes / median seconds of `--reps` runs after a
+warm-up. Writes benchmarks/results/kv_transfer.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing as mp
 import os
 import platform
 import socket
 import statistics
 import sys
-import threading
 import time
 import zlib
 from collections.abc import Callable
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 import numpy as np
 
-from splitserve.transfer import KVServer, ModelIdentity, kv_checksum, pull_kv
+from splitserve.transfer import HandoffRecord, KVServer, ModelIdentity, kv_checksum, pull_kv
 from splitserve.transfer.wire import tune_socket
 
 NUM_LAYERS = 32
 SECRET = b"bench-secret"
 RESULT_PATH = Path(__file__).parent / "results" / "kv_transfer.json"
+# label -> (pull transport, KVServer keyword arguments)
+PROTOCOLS: dict[str, tuple[str, dict[str, bool]]] = {
+    "tcp": ("tcp", {}),
+    "shm_export_at_pull": ("shm", {}),
+    "shm_export_at_register": ("shm", {"shm_export_at_register": True}),
+}
 
 
-def median_s(run: Callable[[], None], reps: int) -> tuple[float, list[float]]:
-    run()  # warm-up: page faults, connection setup paths
+def identity_for(num_bytes: int) -> tuple[ModelIdentity, int]:
+    """A model identity and a block count whose KV over all layers is ~num_bytes."""
+    identity = ModelIdentity(
+        "bench", "float16", block_size=16, num_layers=NUM_LAYERS, num_kv_heads=1, head_dim=32
+    )
+    return identity, max(1, num_bytes // (NUM_LAYERS * identity.bytes_per_block))
+
+
+def make_payload(num_bytes: int) -> np.ndarray:
+    return np.random.default_rng(num_bytes).integers(0, 256, num_bytes, dtype=np.uint8)
+
+
+def recv_all(sock: socket.socket, target: np.ndarray) -> None:
+    view = target.data
+    num_received = 0
+    while num_received < target.nbytes:
+        num_received += sock.recv_into(view[num_received : num_received + (16 << 20)])
+
+
+def source_process(pipe: Connection) -> None:
+    """The prefill side: holds the payload, serves it through KVServers and raw sockets."""
+    raw_listener = socket.create_server(("127.0.0.1", 0))
+    pipe.send(raw_listener.getsockname()[1])
+    servers: dict[str, KVServer] = {}
+    raw_socket: socket.socket | None = None
+    payload = np.zeros(0, np.uint8)
+    layers: list[np.ndarray] = []
+    num_blocks = 0
+    while True:
+        command, *args = pipe.recv()
+        if command == "payload":
+            for server in servers.values():
+                server.close()
+            identity, num_blocks = identity_for(args[0])
+            payload = make_payload(num_blocks * identity.bytes_per_block * NUM_LAYERS)
+            layers = np.split(payload, NUM_LAYERS)
+            servers = {
+                label: KVServer(identity, SECRET, **kwargs)  # type: ignore[arg-type]
+                for label, (_, kwargs) in PROTOCOLS.items()
+            }
+            pipe.send(payload.nbytes)
+        elif command == "raw_connect":
+            if raw_socket is not None:
+                raw_socket.close()
+            raw_socket, _ = raw_listener.accept()
+            if args[0]:
+                tune_socket(raw_socket)
+            pipe.send("ok")
+        elif command == "raw_serve":
+            assert raw_socket is not None
+            for _ in range(args[0]):
+                raw_socket.recv(1)
+                raw_socket.sendall(payload.data)
+            pipe.send("done")
+        elif command == "register":
+            label, request_id = args
+            started = time.perf_counter()
+            record = servers[label].register(
+                request_id,
+                layers=layers,
+                block_ids=range(num_blocks),
+                num_tokens=num_blocks * 16,
+                expires_at=time.time() + 600,
+            )
+            pipe.send((record.to_json(), time.perf_counter() - started))
+        elif command == "quit":
+            for server in servers.values():
+                server.close()
+            if raw_socket is not None:
+                raw_socket.close()
+            raw_listener.close()
+            pipe.send("bye")
+            return
+
+
+def summarize(num_bytes: int, samples: list[float]) -> dict[str, object]:
+    median = statistics.median(samples)
+    return {
+        "gb_per_s": num_bytes / median / 1e9,
+        "median_s": median,
+        "samples_s": samples,
+        "spread": (max(samples) - min(samples)) / median,
+    }
+
+
+def timed_runs(run: Callable[[], object], reps: int) -> list[float]:
+    """Seconds of `reps` timed runs after one warm-up run (page faults, first paths)."""
+    run()
     samples = []
     for _ in range(reps):
         started = time.perf_counter()
         run()
         samples.append(time.perf_counter() - started)
-    return statistics.median(samples), samples
+    return samples
 
 
-class RawSocketPair:
-    """A connected loopback TCP pair: one thread sendall()s, the caller recv_into()s."""
-
-    def __init__(self, tuned: bool) -> None:
-        listener = socket.create_server(("127.0.0.1", 0))
-        self.sender = socket.create_connection(listener.getsockname())
-        self.receiver, _ = listener.accept()
-        listener.close()
-        if tuned:
-            tune_socket(self.sender)
-            tune_socket(self.receiver)
-
-    def transfer(self, source: np.ndarray, target: np.ndarray) -> None:
-        thread = threading.Thread(target=self.sender.sendall, args=(memoryview(source),))
-        thread.start()
-        view = memoryview(target)
-        num_received = 0
-        while num_received < target.nbytes:
-            num_received += self.receiver.recv_into(view[num_received : num_received + (16 << 20)])
-        thread.join()
-
-    def close(self) -> None:
-        self.sender.close()
-        self.receiver.close()
-
-
-def identity_for(num_bytes: int) -> tuple[ModelIdentity, int]:
-    """A model identity whose per-layer KV of `num_blocks` blocks sums to num_bytes."""
-    identity = ModelIdentity("bench", "float16", block_size=16, num_layers=NUM_LAYERS,
-                             num_kv_heads=1, head_dim=32)
-    num_blocks = num_bytes // (NUM_LAYERS * identity.bytes_per_block)
-    return identity, num_blocks
-
-
-def bench_size(num_bytes: int, reps: int) -> dict[str, object]:
-    identity, num_blocks = identity_for(num_bytes)
-    layer_bytes = num_blocks * identity.bytes_per_block
-    num_bytes = layer_bytes * NUM_LAYERS
-    source = np.random.default_rng(0).integers(0, 256, num_bytes, dtype=np.uint8)
+def bench_size(pipe: Connection, raw_port: int, size_bytes: int, reps: int) -> dict[str, object]:
+    pipe.send(("payload", size_bytes))
+    num_bytes = pipe.recv()
+    identity, num_blocks = identity_for(size_bytes)
+    layer_bytes = num_bytes // NUM_LAYERS
+    source = make_payload(num_bytes)
     target = np.zeros_like(source)
-    source_layers = [source[i * layer_bytes : (i + 1) * layer_bytes] for i in range(NUM_LAYERS)]
+    samples = {"memcpy": timed_runs(lambda: np.copyto(target, source), reps)}
+
+    for tuned in (False, True):
+        pipe.send(("raw_connect", tuned))
+        sock = socket.create_connection(("127.0.0.1", raw_port))
+        if tuned:
+            tune_socket(sock)
+        assert pipe.recv() == "ok"
+        pipe.send(("raw_serve", reps + 1))
+
+        def raw_transfer(sock: socket.socket = sock) -> None:
+            sock.sendall(b"g")
+            recv_all(sock, target)
+
+        samples[f"raw_socket_{'tuned' if tuned else 'default'}"] = timed_runs(raw_transfer, reps)
+        assert pipe.recv() == "done"
+        sock.close()
 
     def write_layer(layer: int, view: memoryview) -> None:
-        np.copyto(target[layer * layer_bytes : (layer + 1) * layer_bytes],
-                  np.frombuffer(view, dtype=np.uint8))
+        np.copyto(
+            target[layer * layer_bytes : (layer + 1) * layer_bytes],
+            np.frombuffer(view, dtype=np.uint8),
+        )
 
-    results: dict[str, object] = {"payload_bytes": num_bytes, "num_layers": NUM_LAYERS}
-    timings: dict[str, tuple[float, list[float]]] = {}
-    timings["memcpy"] = median_s(lambda: np.copyto(target, source), reps)
-    for tuned in (False, True):
-        pair = RawSocketPair(tuned)
-        timings[f"raw_socket_{'tuned' if tuned else 'default'}"] = median_s(
-            lambda p=pair: p.transfer(source, target), reps)
-        pair.close()
-    counter = iter(range(1 << 30))
-    for label, kwargs, transport in (
-        ("tcp", {}, "tcp"),
-        ("shm_export_at_pull", {}, "shm"),
-        ("shm_export_at_register", {"shm_export_at_register": True}, "shm"),
-    ):
-        with KVServer(identity, SECRET, **kwargs) as server:
-            records = []
-
-            def register() -> None:
-                records.append(server.register(
-                    f"r{next(counter)}", layers=source_layers, block_ids=range(num_blocks),
-                    num_tokens=num_blocks * 16, expires_at=time.time() + 600))
-
-            def pull(transport: str = transport) -> None:
-                register_started = time.perf_counter()
-                register()
-                register_s.append(time.perf_counter() - register_started)
-                started = time.perf_counter()
-                pull_kv(records.pop(), SECRET, identity, write_layer, timeout_s=600,
-                        transport=transport)
+    register_s: dict[str, float] = {}
+    for label, (transport, _) in PROTOCOLS.items():
+        target[:] = 0
+        pull_s: list[float] = []
+        registering: list[float] = []
+        for rep in range(reps + 1):
+            pipe.send(("register", label, f"{label}-{rep}"))
+            record_json, seconds = pipe.recv()
+            record = HandoffRecord.from_json(record_json)
+            started = time.perf_counter()
+            pull_kv(record, SECRET, identity, write_layer, timeout_s=600, transport=transport)
+            if rep:  # the first pull is a warm-up
                 pull_s.append(time.perf_counter() - started)
-
-            register_s: list[float] = []
-            pull_s: list[float] = []
-            median_s(pull, reps)  # measured inside pull() so register time is excluded
-            timings[label] = (statistics.median(pull_s[1:]), pull_s[1:])
-            results[f"{label}_register_s_median"] = statistics.median(register_s[1:])
+                registering.append(seconds)
+        samples[label] = pull_s
+        register_s[label] = statistics.median(registering)
         if not np.array_equal(target, source):
             raise AssertionError(f"{label}: destination differs from source")
-        target[:] = 0
-    for label, (median, samples) in timings.items():
-        results[label] = {
-            "gb_per_s": num_bytes / median / 1e9,
-            "median_s": median,
-            "samples_s": samples,
-            "spread": (max(samples) - min(samples)) / median,
-        }
-    best_raw = max(results["raw_socket_default"]["gb_per_s"],  # type: ignore[index]
-                   results["raw_socket_tuned"]["gb_per_s"])  # type: ignore[index]
-    memcpy = results["memcpy"]["gb_per_s"]  # type: ignore[index]
-    results["ratio_tcp_vs_best_raw_socket"] = results["tcp"]["gb_per_s"] / best_raw  # type: ignore[index]
-    for label in ("shm_export_at_pull", "shm_export_at_register"):
-        results[f"ratio_{label}_vs_memcpy"] = results[label]["gb_per_s"] / memcpy  # type: ignore[index]
-    return results
+
+    gb_per_s = {label: num_bytes / statistics.median(s) / 1e9 for label, s in samples.items()}
+    best_raw = max(gb_per_s["raw_socket_default"], gb_per_s["raw_socket_tuned"])
+    return {
+        "payload_bytes": num_bytes,
+        "num_layers": NUM_LAYERS,
+        "num_blocks": num_blocks,
+        "gb_per_s": gb_per_s,
+        "ratio_tcp_vs_best_raw_socket": gb_per_s["tcp"] / best_raw,
+        "ratio_shm_export_at_pull_vs_memcpy": gb_per_s["shm_export_at_pull"] / gb_per_s["memcpy"],
+        "ratio_shm_export_at_register_vs_memcpy": (
+            gb_per_s["shm_export_at_register"] / gb_per_s["memcpy"]
+        ),
+        "source_register_s_median": register_s,
+        "runs": {label: summarize(num_bytes, s) for label, s in samples.items()},
+    }
 
 
 def bench_checksums(num_bytes: int, reps: int) -> dict[str, float]:
-    data = np.random.default_rng(1).integers(0, 256, num_bytes, dtype=np.uint8)
-    view = memoryview(data)
+    data = make_payload(num_bytes)
+    copy = np.empty_like(data)
+    view = data.data
     functions: dict[str, Callable[[], object]] = {
         "zlib.crc32": lambda: zlib.crc32(view),
         "zlib.adler32": lambda: zlib.adler32(view),
         "kv_checksum (chunksum64-blake2b)": lambda: kv_checksum(view),
         "numpy uint64 sum (bandwidth bound)": lambda: data.view(np.uint64).sum(),
+        "numpy copyto (for scale)": lambda: np.copyto(copy, data),
     }
-    return {name: num_bytes / median_s(fn, reps)[0] / 1e9 for name, fn in functions.items()}
+    return {
+        name: num_bytes / statistics.median(timed_runs(fn, reps)) / 1e9
+        for name, fn in functions.items()
+    }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--max-mb", type=int, default=1024, help="largest payload (MB)")
     parser.add_argument("--reps", type=int, default=5, help="timed repetitions per point")
     parser.add_argument("--out", type=Path, default=RESULT_PATH)
     args = parser.parse_args()
     sizes_mb = [mb for mb in (1, 4, 16, 64, 256, 1024) if mb <= args.max_mb]
     load_before = os.getloadavg()
+    pipe, child_pipe = mp.get_context("spawn").Pipe()
+    source = mp.get_context("spawn").Process(target=source_process, args=(child_pipe,))
+    source.start()
     points = []
-    for size_mb in sizes_mb:
-        reps = args.reps if size_mb < 1024 else max(3, args.reps // 2)
-        point = bench_size(size_mb << 20, reps)
-        points.append(point)
-        print(f"{size_mb:5d} MB  memcpy {point['memcpy']['gb_per_s']:.2f}  "  # type: ignore[index]
-              f"raw {point['raw_socket_tuned']['gb_per_s']:.2f}/"  # type: ignore[index]
-              f"{point['raw_socket_default']['gb_per_s']:.2f}  "  # type: ignore[index]
-              f"tcp {point['tcp']['gb_per_s']:.2f}  "  # type: ignore[index]
-              f"shm {point['shm_export_at_pull']['gb_per_s']:.2f}/"  # type: ignore[index]
-              f"{point['shm_export_at_register']['gb_per_s']:.2f} GB/s", flush=True)  # type: ignore[index]
+    try:
+        raw_port = pipe.recv()
+        for size_mb in sizes_mb:
+            reps = args.reps if size_mb < 1024 else max(3, args.reps // 2)
+            point = bench_size(pipe, raw_port, size_mb << 20, reps)
+            points.append(point)
+            rates = point["gb_per_s"]
+            assert isinstance(rates, dict)
+            print(f"{size_mb:5d} MB " + " ".join(f"{k} {v:.2f}" for k, v in rates.items()))
+        pipe.send(("quit",))
+        pipe.recv()
+    finally:
+        source.join(timeout=30)
+        if source.is_alive():
+            source.terminate()
     report = {
         "command": "PYTHONPATH=. python " + " ".join(sys.argv),
         "machine": {

@@ -4,13 +4,17 @@ For each row of `logits [N, vocab]` the sampler
   1. masks EOS / stop token ids while the row is below its `min_tokens` (only rows that need it);
   2. greedy rows (temperature 0) take `argmax` of those logits: exactly what HF greedy does;
   3. other rows: divide by temperature, then mask by top-k, then top-p, then min-p (each mask
-     works on the distribution left by the previous one), softmax, and draw one token by an
-     exponential race: `argmax(probs / E)` with `E ~ Exp(1)` i.i.d. per token, which picks
-     token t with probability probs[t].
-The race noise of a seeded row comes from a CPU `torch.Generator` seeded from a hash of
-(seed, output index) alone, so a seeded request draws the same token whatever the batch it
-sits in, its row, and whichever worker samples it (prefill samples index 0, decode the rest).
-Unseeded rows share the engine's generator. Logprobs are `log_softmax` of the raw logits.
+     works on the distribution left by the previous one; `top_k_mask`, `top_p_mask` and
+     `min_p_mask` are the reference definitions), and draw one token by inverse CDF with a
+     single uniform u per row: the first token whose cumulative probability exceeds u, in
+     id order for untruncated rows and in probability order for truncated ones (whose kept
+     set is then a prefix, found among the top NUM_CANDIDATES tokens without a full sort).
+The uniform of a seeded row is a 64-bit hash of (seed, output index) alone, computed in pure
+Python, so a seeded request draws the same token whatever the batch it sits in, its row, the
+device, and whichever worker samples it (prefill samples index 0, decode the rest). Unseeded
+rows draw u from the engine's generator. One uniform per row (not one per vocabulary entry,
+as Gumbel / exponential-race sampling needs) keeps the random draw off the hot path.
+Logprobs are `log_softmax` of the raw logits.
 
 An all-greedy batch without logprobs or min_tokens costs one `argmax` and one `.tolist()`.
 """
@@ -26,6 +30,9 @@ from splitserve.engine.outputs import TokenLogprobs
 from splitserve.engine.sampling_params import SamplingParams
 
 _MASK64 = (1 << 64) - 1
+# How many of a row's most likely tokens top-k / top-p / min-p are first applied to. Fixed
+# (not sized to the batch) so that which path a row takes depends on that row alone.
+NUM_CANDIDATES = 1024
 
 
 @dataclass
@@ -110,34 +117,93 @@ def _mask_min_tokens(
     return masked
 
 
-def _race_noise(
+def seeded_uniform(seed: int, output_index: int) -> float:
+    """The uniform in [0, 1) that picks output token `output_index` of a request seeded `seed`.
+
+    Pure Python integer arithmetic: identical on every device, torch version and worker.
+    """
+    return (seed_for(seed, output_index) >> 11) * 2.0**-53
+
+
+def _uniforms(
     rows: list[int],
     params_list: Sequence[SamplingParams],
     output_indices: Sequence[int],
-    num_vocab: int,
     device: torch.device,
     generator: torch.Generator | None,
 ) -> torch.Tensor:
-    """Exp(1) noise `[len(rows), V]`: per-(seed, index) CPU streams for seeded rows."""
-    noise = torch.empty((len(rows), num_vocab), dtype=torch.float32, device=device)
-    seeded = [i for i, r in enumerate(rows) if params_list[r].seed is not None]
-    unseeded = [i for i, r in enumerate(rows) if params_list[r].seed is None]
+    """One float64 uniform in [0, 1) per row `[len(rows)]`; unseeded rows use `generator`."""
+    seeds = [params_list[r].seed for r in rows]
+    values = [
+        seeded_uniform(seed, output_indices[r]) if seed is not None else 0.0
+        for r, seed in zip(rows, seeds, strict=True)
+    ]
+    u = torch.tensor(values, dtype=torch.float64, device=device)
+    unseeded = [i for i, seed in enumerate(seeds) if seed is None]
     if unseeded:
         gen_device = generator.device if generator is not None else device
-        u = torch.rand((len(unseeded), num_vocab), generator=generator, device=gen_device)
-        noise[torch.tensor(unseeded, device=device)] = u.to(device)
-    if seeded:
-        cpu_rows = []
-        for i in seeded:
-            row = rows[i]
-            seed = params_list[row].seed
-            assert seed is not None
-            g = torch.Generator(device="cpu")
-            g.manual_seed(seed_for(seed, output_indices[row]))
-            cpu_rows.append(torch.rand(num_vocab, generator=g))
-        noise[torch.tensor(seeded, device=device)] = torch.stack(cpu_rows).to(device)
-    # torch.rand gives multiples of 2^-24 in [0, 1); clamping 0 keeps E finite and > 0.
-    return -torch.log(noise.clamp_(min=2.0**-24))
+        drawn = torch.rand(
+            len(unseeded), dtype=torch.float64, generator=generator, device=gen_device
+        )
+        u[torch.tensor(unseeded, device=device)] = drawn.to(device)
+    return u
+
+
+def _draw(weights: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Inverse-CDF draw `[R]`: first position whose cumulative weight exceeds u * total.
+
+    `weights [R, K]` float64 keeps each interval's width exact down to tiny probabilities;
+    a zero-weight (masked) position has an empty interval and is never drawn.
+    """
+    cdf = torch.cumsum(weights, dim=-1)
+    target = (u * cdf[:, -1]).unsqueeze(-1)
+    return torch.searchsorted(cdf, target, right=True).squeeze(-1).clamp_max(cdf.shape[-1] - 1)
+
+
+def _take(t: torch.Tensor, rows: list[int]) -> torch.Tensor:
+    """`t[rows]`, without a copy when `rows` is every row in order (the common batch)."""
+    if len(rows) == t.shape[0] and rows == list(range(len(rows))):
+        return t
+    return t[torch.tensor(rows, device=t.device)]
+
+
+def _sample_truncated(
+    logits: torch.Tensor,
+    temps: torch.Tensor,
+    top_k: torch.Tensor,
+    top_p: torch.Tensor,
+    min_p: torch.Tensor,
+    u: torch.Tensor,
+    num_candidates: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Draw from the tokens kept by top-k, top-p, min-p among the `num_candidates` most likely.
+
+    logits `[R, V]` raw; temps, top_k (0 = off), top_p, min_p, u: `[R]`. The kept set is a
+    prefix of the tokens sorted by probability; when that prefix ends inside the candidates
+    (`covered`), the draw equals the one over the whole sorted vocabulary.
+    Returns (token ids `[R]`, covered `[R]` bool).
+    """
+    num_vocab = logits.shape[-1]
+    num_cand = min(num_vocab, num_candidates)
+    # Temperature does not change the order, so select on raw logits and scale K, not V.
+    vals, ids = torch.topk(logits, num_cand, dim=-1)  # [R, K], most likely first
+    vals = vals.float() / temps.unsqueeze(-1)
+    k_inside = (top_k > 0) & (top_k <= num_cand)
+    k_eff = torch.where(k_inside, top_k, num_cand)
+    keep = vals >= vals.gather(-1, (k_eff - 1).unsqueeze(-1))  # top-k, ties kept
+    # Normaliser of what top-k left: the kept candidates, or the whole vocabulary.
+    lse = torch.logsumexp(vals.masked_fill(~keep, float("-inf")), dim=-1)
+    if not bool(k_inside.all()):
+        need = (~k_inside).nonzero().squeeze(-1)
+        lse[need] = torch.logsumexp(logits[need].float() / temps[need].unsqueeze(-1), dim=-1)
+    probs = torch.exp(vals - lse.unsqueeze(-1)).masked_fill(~keep, 0.0)
+    mass_before = torch.cumsum(probs, dim=-1) - probs
+    keep &= (mass_before < top_p.unsqueeze(-1)) | (top_p.unsqueeze(-1) >= 1.0)
+    keep &= vals - vals[:, :1] >= torch.log(min_p).unsqueeze(-1)
+    keep[:, 0] = True
+    covered = (~keep[:, -1] & (top_k <= num_cand)) | (num_cand == num_vocab)
+    pos = _draw(probs.double().masked_fill(~keep, 0.0), u)
+    return ids.gather(-1, pos.unsqueeze(-1)).squeeze(-1), covered
 
 
 def _sample_rows(
@@ -146,26 +212,49 @@ def _sample_rows(
     params_list: Sequence[SamplingParams],
     output_indices: Sequence[int],
     generator: torch.Generator | None,
+    num_candidates: int,
 ) -> torch.Tensor:
-    """Random draws for the non-greedy `rows`; returns their token ids `[len(rows)]`."""
+    """Random draws for the non-greedy `rows`; returns their token ids `[len(rows)]`.
+
+    Rows without top-k / top-p / min-p draw over the vocabulary in id order. Rows with any
+    of them draw over their kept tokens in probability order, first among the top
+    `num_candidates` (a partial top-k instead of a full sort), and only the rare rows whose
+    kept set reaches past those are redone over the fully sorted vocabulary; both give the
+    same token for the same u, so a row's draw does not depend on its batch.
+    """
     device = logits.device
-    chosen = [params_list[r] for r in rows]
-    x = logits[torch.tensor(rows, device=device)].float()
-    temps = torch.tensor([p.temperature for p in chosen], dtype=torch.float32, device=device)
-    x = x / temps.unsqueeze(-1)
-    neg_inf = float("-inf")
-    if any(p.top_k > 0 for p in chosen):
-        top_k = torch.tensor([p.top_k for p in chosen], dtype=torch.long, device=device)
-        x = x.masked_fill(~top_k_mask(x, top_k), neg_inf)
-    if any(p.top_p < 1.0 for p in chosen):
-        top_p = torch.tensor([p.top_p for p in chosen], dtype=torch.float32, device=device)
-        x = x.masked_fill(~top_p_mask(x, top_p), neg_inf)
-    if any(p.min_p > 0.0 for p in chosen):
-        min_p = torch.tensor([p.min_p for p in chosen], dtype=torch.float32, device=device)
-        x = x.masked_fill(~min_p_mask(x, min_p), neg_inf)
-    probs = torch.softmax(x, dim=-1)
-    noise = _race_noise(rows, params_list, output_indices, x.shape[-1], device, generator)
-    return torch.argmax(probs / noise, dim=-1)
+    num_vocab = logits.shape[-1]
+    u = _uniforms(rows, params_list, output_indices, device, generator)
+    full: list[int] = []
+    truncated: list[int] = []
+    for i, r in enumerate(rows):
+        p = params_list[r]
+        is_truncated = 0 < p.top_k < num_vocab or p.top_p < 1 or p.min_p > 0
+        (truncated if is_truncated else full).append(i)
+    out = torch.empty(len(rows), dtype=torch.long, device=device)
+    if full:
+        temps = torch.tensor([params_list[rows[i]].temperature for i in full], device=device)
+        x = _take(logits, [rows[i] for i in full]).float() / temps.unsqueeze(-1)
+        full_idx = torch.tensor(full, device=device)
+        out[full_idx] = _draw(torch.softmax(x, dim=-1).double(), u[full_idx])
+    if truncated:
+        chosen = [params_list[rows[i]] for i in truncated]
+        temps = torch.tensor([p.temperature for p in chosen], device=device)
+        top_k = torch.tensor(
+            [p.top_k if 0 < p.top_k < num_vocab else 0 for p in chosen], device=device
+        )
+        top_p = torch.tensor([p.top_p for p in chosen], device=device)
+        min_p = torch.tensor([p.min_p for p in chosen], device=device)
+        trunc_idx = torch.tensor(truncated, device=device)
+        xt, ut = _take(logits, [rows[i] for i in truncated]), u[trunc_idx]
+        tokens, covered = _sample_truncated(xt, temps, top_k, top_p, min_p, ut, num_candidates)
+        if not bool(covered.all()):
+            redo = (~covered).nonzero().squeeze(-1)
+            tokens[redo], _ = _sample_truncated(
+                xt[redo], temps[redo], top_k[redo], top_p[redo], min_p[redo], ut[redo], num_vocab
+            )
+        out[trunc_idx] = tokens
+    return out
 
 
 def _logprobs(
@@ -205,6 +294,7 @@ def sample(
     output_indices: Sequence[int],
     generator: torch.Generator | None = None,
     eos_token_ids: Collection[int] = (),
+    num_candidates: int = NUM_CANDIDATES,
 ) -> SamplerOutput:
     """Sample one token per row.
 
@@ -216,6 +306,8 @@ def sample(
     generator: the engine's generator for unseeded rows (any device; noise is moved to the
         logits' device); None uses torch's global RNG.
     eos_token_ids: masked (with stop_token_ids) on rows below their min_tokens.
+    num_candidates: a speed knob only (draws do not depend on it up to exact ties); keep
+        the default everywhere a seeded request may be sampled.
     """
     if logits.dim() != 2:
         raise ValueError(f"logits must be [N, vocab], got shape {tuple(logits.shape)}")
@@ -230,11 +322,18 @@ def sample(
     masked = logits
     if any(p.min_tokens > 0 for p in params_list):
         masked = _mask_min_tokens(logits, params_list, output_indices, eos_token_ids)
-    token_ids = torch.argmax(masked, dim=-1)
     random_rows = [r for r, p in enumerate(params_list) if not p.greedy]
-    if random_rows:
-        drawn = _sample_rows(masked, random_rows, params_list, output_indices, generator)
-        token_ids[torch.tensor(random_rows, device=logits.device)] = drawn
+    if len(random_rows) == num_rows:
+        token_ids = _sample_rows(
+            masked, random_rows, params_list, output_indices, generator, num_candidates
+        )
+    else:
+        token_ids = torch.argmax(masked, dim=-1)
+        if random_rows:
+            drawn = _sample_rows(
+                masked, random_rows, params_list, output_indices, generator, num_candidates
+            )
+            token_ids[torch.tensor(random_rows, device=logits.device)] = drawn
     logprobs: list[TokenLogprobs | None]
     if any(p.logprobs is not None for p in params_list):
         logprobs = _logprobs(logits, token_ids, params_list)

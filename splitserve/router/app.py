@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import json
 import time
 from collections.abc import AsyncIterator
@@ -67,6 +68,14 @@ async def read_json_body(request: Request, limit_bytes: int) -> Any:
         raise bad_request(f"malformed JSON body: {exc}") from None
 
 
+def check_api_key(request: Request, api_key: str | None) -> None:
+    if api_key is None:
+        return
+    given = request.headers.get("authorization", "")
+    if not hmac.compare_digest(given.encode(), f"Bearer {api_key}".encode()):
+        raise OpenAIError(401, "invalid or missing API key", code="invalid_api_key")
+
+
 def _worker_roles(config: RouterConfig) -> dict[str, Role]:
     roles: dict[str, Role] = {}
     for urls, role in ((config.prefill_urls, "prefill"), (config.decode_urls, "decode"),
@@ -113,10 +122,12 @@ def build_app(config: RouterConfig, tokenizer: Tokenizer | None = None) -> FastA
 
     @app.exception_handler(OpenAIError)
     async def _openai_error(_: Request, exc: OpenAIError) -> Response:
+        metrics.rejected.labels(code=str(exc.status)).inc()
         return exc.response()
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> Response:
+        metrics.rejected.labels(code=str(exc.status_code)).inc()
         return OpenAIError(exc.status_code, str(exc.detail)).response()
 
     @app.exception_handler(RequestValidationError)
@@ -129,16 +140,19 @@ def build_app(config: RouterConfig, tokenizer: Tokenizer | None = None) -> FastA
 
     @app.post("/v1/completions")
     async def completions(request: Request) -> Response:
+        check_api_key(request, config.api_key)
         body = await read_json_body(request, config.max_body_bytes)
         return await create_completion(request.app.state.ctx, body, request)
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
+        check_api_key(request, config.api_key)
         body = await read_json_body(request, config.max_body_bytes)
         return await create_chat_completion(request.app.state.ctx, body, request)
 
     @app.get("/v1/models")
-    async def models() -> dict[str, Any]:
+    async def models(request: Request) -> dict[str, Any]:
+        check_api_key(request, config.api_key)
         card = {"id": model_name, "object": "model", "created": started_s,
                 "owned_by": "splitserve", "max_model_len": max_model_len}
         return {"object": "list", "data": [card]}
@@ -146,7 +160,8 @@ def build_app(config: RouterConfig, tokenizer: Tokenizer | None = None) -> FastA
     @app.get("/health")
     async def health(request: Request) -> Response:
         snapshot = request.app.state.pool.snapshot()
-        workers = [{"url": w.url, "role": w.role, "healthy": w.healthy} for w in snapshot]
+        workers = [{"url": w.url, "role": w.role, "healthy": w.healthy,
+                    "num_inflight": w.num_inflight} for w in snapshot]
         serving = any(w.healthy and w.role in ("decode", "mixed") for w in snapshot)
         body = {"status": "ok" if serving else "no_healthy_worker", "workers": workers}
         return JSONResponse(body, status_code=200 if serving else 503)

@@ -17,6 +17,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--secret", default="", help="cluster secret sent to workers")
+    p.add_argument("--api-key", default=None,
+                   help="require this bearer key from clients (default: $SPLITSERVE_API_KEY)")
     p.add_argument("--served-model-name", default=None, help="model id (default: folder name)")
     p.add_argument("--max-model-len", type=int, default=None,
                    help="default: config.json max_position_embeddings")
@@ -48,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         secret=args.secret or os.environ.get("SPLITSERVE_SECRET", ""),
+        api_key=args.api_key or os.environ.get("SPLITSERVE_API_KEY") or None,
         policy=args.policy,
         short_prompt_len=args.short_prompt_len,
         saturated_num_waiting=args.saturated_num_waiting,

@@ -27,6 +27,7 @@ class RouterConfig:
     host: str = "127.0.0.1"
     port: int = 8000
     secret: str = ""
+    api_key: str | None = None  # when set, clients must send "Authorization: Bearer <key>"
     policy: PolicyName = "least_loaded"
     short_prompt_len: int = 64
     saturated_num_waiting: int = 8

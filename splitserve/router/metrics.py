@@ -5,6 +5,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 from splitserve.router.policies import ROUTE_KINDS
+from splitserve.router.timeline import RequestTimeline
 
 _LATENCY_BUCKETS_S = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
@@ -54,12 +55,31 @@ class RouterMetrics:
             "splitserve_router_requests",
             "Finished requests by endpoint and status.", ["endpoint", "status"], registry=r,
         )
+        self.rejected = Counter(
+            "splitserve_router_rejected_requests",
+            "Requests answered with an HTTP error before any worker ran them, by status code.",
+            ["code"], registry=r,
+        )
         self.retries = Counter(
             "splitserve_router_kv_retries", "Prefills redone after a failed KV handoff.",
             registry=r,
         )
         for kind in ROUTE_KINDS:
             self.routing.labels(kind=kind)
+
+    def observe_finish(self, timeline: RequestTimeline) -> None:
+        """End-to-end latency, plus queue time and KV transfer from the workers' timelines
+        (first worker's `queue_s`; decode worker's `kv_transfer_s` / `kv_transfer_bytes`)."""
+        now = timeline.mark("finished")
+        self.e2e_s.observe(now - timeline.received_s)
+        workers = timeline.worker_timelines
+        first = workers.get("prefill") or workers.get("full") or {}
+        decode = workers.get("decode") or {}
+        for histogram, value in ((self.queue_s, first.get("queue_s")),
+                                 (self.kv_transfer_s, decode.get("kv_transfer_s")),
+                                 (self.kv_transfer_bytes, decode.get("kv_transfer_bytes"))):
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                histogram.observe(float(value))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -7,8 +7,9 @@ EOS/stop, or max_tokens=1) it sends `finish` and no handoff. Other kinds are one
 `mode=full` stream to one worker.
 
 KV retry: if D fails before relaying any token (a transfer or verification error), the
-request's blocks on P are aborted, the prompt is prefilled again on another healthy
-prefill worker (or the same one when it is the only one) and D is asked once more. The new
+request's blocks on P are aborted, the prompt is prefilled again (under a fresh worker
+request id `<id>-retry`) on another healthy prefill worker (or the same one when it is the
+only one) and D is asked once more. The new
 prefill's own sampled token is dropped: D continues from the first token the client
 already has, so the text stays consistent for every sampling mode. A second failure, or a
 failure after D relayed tokens, is raised to the caller (an in-stream error once the
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,7 +57,16 @@ class Job:
     timeline: RequestTimeline
     num_output_tokens: int = 0
     last_token_s: float | None = None
-    touched: set[str] = field(default_factory=set)
+    # The id workers see. A retry uses a fresh one: a worker may remember aborted ids
+    # (to win the abort-before-admit race) and would refuse the old one.
+    worker_request_id: str = ""
+    touched: dict[str, set[str]] = field(default_factory=dict)
+    # Workers counted as busy with this request in the pool (from routing until the end),
+    # so that a burst of requests routed between two polls spreads over the workers.
+    held_urls: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.worker_request_id = self.worker_request_id or self.request_id
 
 
 class Relay:
@@ -87,7 +98,25 @@ class Relay:
             job.timeline.workers["prefill"] = route.prefill_url
         job.timeline.mark("routed")
         self._timelines.add(job.timeline)
+        for url in (route.prefill_url, route.decode_url):
+            if url is not None:
+                self._hold(job, url)
         return route
+
+    def _hold(self, job: Job, url: str) -> None:
+        self._pool.acquire(url)
+        job.held_urls.append(url)
+
+    def _unhold(self, job: Job, url: str) -> None:
+        if url in job.held_urls:
+            job.held_urls.remove(url)
+            self._pool.release(url)
+
+    def release(self, job: Job) -> None:
+        """Drop the job's in-flight counts; idempotent (run() calls it when it ends)."""
+        for url in job.held_urls:
+            self._pool.release(url)
+        job.held_urls.clear()
 
     async def run(self, job: Job, route: Route) -> AsyncIterator[TokenEvent | FinishEvent]:
         """Token events, then exactly one FinishEvent carrying the router's counts.
@@ -103,8 +132,12 @@ class Relay:
                     self._observe_token(job, event)
                     yield event
                 else:
+                    if event.finish_reason not in ("stop", "length"):
+                        # A worker-side abort (drain, lease expiry, ...) is no normal finish.
+                        reason = event.finish_reason
+                        raise WorkerError("", 503, f"request ended by worker: {reason}")
                     status = "ok"
-                    self._observe_finish(job)
+                    self._metrics.observe_finish(job.timeline)
                     yield FinishEvent(
                         event.finish_reason, len(job.prompt_ids), job.num_output_tokens,
                         event.timeline,
@@ -114,56 +147,44 @@ class Relay:
             status = "abort"
             raise
         finally:
+            self.release(job)
             self._metrics.requests.labels(endpoint=job.endpoint, status=status).inc()
             if status != "ok":
                 job.timeline.mark(status)
-                self._spawn(self._abort_all(job.request_id, set(job.touched)))
+                self._spawn(self._abort_all(dict(job.touched)))
 
     def _observe_token(self, job: Job, event: TokenEvent) -> None:
-        now = job.timeline.mark("token")
+        # Only the first token is a timeline event: the ring of recent timelines must stay
+        # small however long the outputs are; later gaps go to the ITL histogram.
         if job.last_token_s is None:
+            now = job.timeline.mark("first_token")
             self._metrics.ttft_s.observe(now - job.timeline.received_s)
         else:
+            now = time.time()
             self._metrics.itl_s.observe(now - job.last_token_s)
         job.last_token_s = now
         job.num_output_tokens += len(event.token_ids)
-
-    def _observe_finish(self, job: Job) -> None:
-        now = job.timeline.mark("finished")
-        self._metrics.e2e_s.observe(now - job.timeline.received_s)
-        timelines = job.timeline.worker_timelines
-        first = timelines.get("prefill") or timelines.get("full") or {}
-        if isinstance(first.get("queue_s"), int | float):
-            self._metrics.queue_s.observe(float(first["queue_s"]))
-        decode = timelines.get("decode") or {}
-        if isinstance(decode.get("kv_transfer_s"), int | float):
-            self._metrics.kv_transfer_s.observe(float(decode["kv_transfer_s"]))
-        if isinstance(decode.get("kv_transfer_bytes"), int | float):
-            self._metrics.kv_transfer_bytes.observe(float(decode["kv_transfer_bytes"]))
+        job.timeline.num_output_tokens = job.num_output_tokens
 
     async def _stream(
         self, job: Job, url: str, mode: str, role: str, **extra: Any
     ) -> AsyncIterator[TokenEvent | HandoffEvent | FinishEvent]:
-        """One worker stream; ErrorEvent becomes WorkerError; tracks in-flight counts."""
+        """One worker stream; an ErrorEvent becomes WorkerError."""
         body = {
-            "request_id": job.request_id,
+            "request_id": job.worker_request_id,
             "prompt_token_ids": job.prompt_ids,
             "sampling": job.sampling,
             "mode": mode,
             "handoff": extra.get("handoff"),
             "first_token_id": extra.get("first_token_id"),
         }
-        job.touched.add(url)
-        self._pool.acquire(url)
-        try:
-            async for event in self._client.generate(url, body):
-                if isinstance(event, ErrorEvent):
-                    raise WorkerError(url, event.code, event.message)
-                if not isinstance(event, TokenEvent) and event.timeline:
-                    job.timeline.worker_timelines[role] = event.timeline
-                yield event
-        finally:
-            self._pool.release(url)
+        job.touched.setdefault(url, set()).add(job.worker_request_id)
+        async for event in self._client.generate(url, body):
+            if isinstance(event, ErrorEvent):
+                raise WorkerError(url, event.code, event.message)
+            if not isinstance(event, TokenEvent) and event.timeline:
+                job.timeline.worker_timelines[role] = event.timeline
+            yield event
 
     async def _full(self, job: Job, url: str) -> AsyncIterator[TokenEvent | FinishEvent]:
         async for event in self._stream(job, url, "full", "full"):
@@ -211,6 +232,7 @@ class Relay:
                 record = event.record
                 break
         self._spawn(self._drain(p_events))
+        self._unhold(job, prefill_url)  # P's part is done; its queue no longer has this one
         job.timeline.mark("handoff")
         if record is None or first_token_id is None:
             raise WorkerError(prefill_url, 502, "handoff before the first token")
@@ -223,6 +245,8 @@ class Relay:
                     handoff=record, first_token_id=first_token_id,
                 ):
                     if isinstance(event, TokenEvent):
+                        if not relayed:
+                            job.timeline.mark("decode_first_token")
                         relayed = True
                         yield event
                     elif isinstance(event, FinishEvent):
@@ -239,23 +263,26 @@ class Relay:
         self._metrics.retries.inc()
         job.timeline.mark("kv_retry")
         with contextlib.suppress(Exception):
-            await self._client.abort(failed_url, job.request_id)
+            await self._client.abort(failed_url, job.worker_request_id)
+        job.worker_request_id = f"{job.request_id}-retry"
         url = alternative_prefill(self._pool.snapshot(), failed_url, self._policy, self._pickers)
         job.timeline.workers["prefill_retry"] = url
+        self._hold(job, url)
         p_events = self._prefill(job, url, relay_tokens=False)
         async for event in p_events:
             if isinstance(event, HandoffEvent):
                 self._spawn(self._drain(p_events))
+                self._unhold(job, url)
                 return url, event.record
         # The retry finished on its own (e.g. it sampled EOS): we cannot use its token.
         raise WorkerError(url, 502, "KV handoff failed and the retry gave no handoff")
 
-    async def _abort_all(self, request_id: str, urls: set[str]) -> None:
-        async def one(url: str) -> None:
+    async def _abort_all(self, touched: dict[str, set[str]]) -> None:
+        async def one(url: str, request_id: str) -> None:
             with contextlib.suppress(Exception):
                 await self._client.abort(url, request_id)
 
-        await asyncio.gather(*(one(u) for u in sorted(urls)))
+        await asyncio.gather(*(one(u, r) for u, ids in touched.items() for r in sorted(ids)))
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)

@@ -4,6 +4,7 @@ a relay, SSE framing, usage and logprobs formatting."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 import uuid
@@ -95,22 +96,31 @@ def new_job(prefix: str, endpoint: str, prompt_ids: list[int], sampling: dict[st
 
 
 async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
-    """Await `work`, cancelling it (and so aborting the request) if the client goes away."""
+    """Await `work`; if the client goes away first, cancel it (its cleanup aborts the
+    request on the workers) and answer 499."""
     task = asyncio.ensure_future(work)
     try:
         while not task.done():
             done, _ = await asyncio.wait({task}, timeout=_DISCONNECT_POLL_S)
             if not done and await request.is_disconnected():
                 task.cancel()
-                break
-        return await task
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+                raise OpenAIError(499, "client disconnected")
+        return task.result()
     except asyncio.CancelledError:
         task.cancel()
-        raise OpenAIError(499, "client disconnected") from None
+        raise
 
 
 def _worker_status(exc: WorkerError) -> int:
-    return exc.code if 400 <= exc.code < 600 else 502
+    """Worker answers map to what the client can act on: its own mistakes stay 400,
+    overload stays 503, anything else (including a wrong cluster secret) is a 502."""
+    if exc.code in (400, 413, 422):
+        return 400
+    if exc.code in (429, 503):
+        return 503
+    return 502
 
 
 async def start(ctx: ServingContext, job: Job, request: Request) -> tuple[Event, AsyncIterator[Event]]:
@@ -122,10 +132,15 @@ async def start(ctx: ServingContext, job: Job, request: Request) -> tuple[Event,
     events = ctx.relay.run(job, route)
     try:
         first = await until_disconnect(request, events.__anext__())
-    except WorkerError as exc:
-        raise OpenAIError(_worker_status(exc), exc.message, code="worker_error") from None
-    except StopAsyncIteration:
-        raise OpenAIError(502, "worker stream ended early", code="worker_error") from None
+    except BaseException as exc:
+        # run() releases when it ends, but a generator cancelled before it started never
+        # runs its cleanup; release() is idempotent.
+        ctx.relay.release(job)
+        if isinstance(exc, WorkerError):
+            raise OpenAIError(_worker_status(exc), exc.message, code="worker_error") from None
+        if isinstance(exc, StopAsyncIteration):
+            raise OpenAIError(502, "worker stream ended early", code="worker_error") from None
+        raise
     return first, events
 
 

@@ -20,6 +20,7 @@ class RequestTimeline:
     workers: dict[str, str] = field(default_factory=dict)
     events: list[tuple[str, float]] = field(default_factory=list)
     worker_timelines: dict[str, dict[str, Any]] = field(default_factory=dict)
+    num_output_tokens: int = 0
 
     def mark(self, name: str) -> float:
         now = time.time()
@@ -35,6 +36,7 @@ class RequestTimeline:
             "received": self.received_s,
             "route_kind": self.route_kind,
             "workers": self.workers,
+            "num_output_tokens": self.num_output_tokens,
             "events": [{"name": n, "t": t, "since_received_s": t - self.received_s}
                        for n, t in self.events],
             "worker_timelines": self.worker_timelines,

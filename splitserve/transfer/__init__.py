@@ -17,6 +17,7 @@ from splitserve.transfer.errors import (
     TransferError,
     TransferTimeout,
 )
+from splitserve.transfer.faults import CORRUPT_ENV, FaultInjection
 from splitserve.transfer.handshake import (
     ModelIdentity,
     check_compatible,
@@ -25,7 +26,7 @@ from splitserve.transfer.handshake import (
 )
 from splitserve.transfer.record import RECORD_VERSION, HandoffRecord
 from splitserve.transfer.registry import ACK, EXPIRED, SHUTDOWN, UNREGISTERED
-from splitserve.transfer.server import CORRUPT_ENV, FaultInjection, KVServer
+from splitserve.transfer.server import KVServer
 
 __all__ = [
     "ACK",

@@ -124,7 +124,10 @@ class Registry:
 
     def _fire(self, entry: Entry, reason: str) -> None:
         if entry.shm is not None:
-            entry.shm.unlink()
+            try:
+                entry.shm.unlink()
+            except OSError:
+                logger.exception("unlinking the segment of %r failed", entry.request_id)
         if self._on_release is None:
             return
         try:

@@ -4,63 +4,34 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import secrets
 import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
 
-from splitserve.transfer.checksum import CHECKSUM_NAME, kv_checksum
-from splitserve.transfer.errors import AuthError, HandshakeMismatch, ProtocolError, TransferError
+from splitserve.transfer.buffers import LayerBuffer, byte_view, checked_reader
+from splitserve.transfer.errors import TransferError
+from splitserve.transfer.faults import FaultInjection
 from splitserve.transfer.handshake import (
     DTYPE_ITEM_BYTES,
-    HANDSHAKE_REFUSED,
     ModelIdentity,
-    identity_mismatches,
 )
 from splitserve.transfer.record import RECORD_VERSION, HandoffRecord
 from splitserve.transfer.registry import SHUTDOWN, UNREGISTERED, Entry, Registry, ReleaseCallback
 from splitserve.transfer.shm import ShmExport, local_host_id, shm_supported
+from splitserve.transfer.source_session import SessionContext, serve_pull
 from splitserve.transfer.wire import (
-    NONCE_BYTES,
-    MsgType,
-    client_mac,
-    macs_equal,
-    recv_control,
-    send_control,
-    send_layer,
-    server_mac,
     tune_socket,
 )
 
 logger = logging.getLogger(__name__)
 
-CORRUPT_ENV = "SPLITSERVE_TEST_CORRUPT_KV"
-LayerBuffer = memoryview | bytes | bytearray
-
-
-@dataclass(frozen=True)
-class FaultInjection:
-    """Test hooks. `corrupt_every_transfer` flips a byte of every layer sent (TCP) or of
-    the exported segment (shm) after it was checksummed; `close_after_bytes` closes the
-    connection once that many layer bytes were sent; `stall_s` sleeps before the layers."""
-
-    corrupt_every_transfer: bool = False
-    close_after_bytes: int | None = None
-    stall_s: float = 0.0
-
-    @classmethod
-    def from_env(cls) -> FaultInjection:
-        return cls(corrupt_every_transfer=os.environ.get(CORRUPT_ENV, "") == "1")
-
 
 class KVServer:
     """Serves registered requests' KV to authenticated sinks, one request per connection.
 
-    Call order: construct (binds and starts the accept, expiry and connection threads),
+    Call order: construct (binds `host:port`, 127.0.0.1 by default; give `advertise_host`
+    when binding a wildcard for other hosts; starts the accept, expiry and connection threads),
     `register` each finished prefill, hand the returned record to the router; `on_release`
     fires exactly once per registered request; `close()` releases what is left (reason
     "shutdown") and joins every thread. Buffers and `read_layer` are read from server
@@ -74,6 +45,7 @@ class KVServer:
         *,
         host: str = "127.0.0.1",
         port: int = 0,
+        advertise_host: str | None = None,
         worker_id: str = "",
         on_release: ReleaseCallback | None = None,
         shm_enabled: bool = True,
@@ -99,12 +71,22 @@ class KVServer:
         self._listener = socket.create_server((host, port))
         self._listener.settimeout(0.1)
         bound_host, bound_port = self._listener.getsockname()[:2]
-        bracketed = f"[{bound_host}]" if ":" in bound_host else bound_host
+        # Records must name an address other hosts can reach, not 0.0.0.0.
+        public_host = advertise_host or bound_host
+        bracketed = f"[{public_host}]" if ":" in public_host else public_host
         self.address = f"{bracketed}:{bound_port}"
         self._threads = [
             threading.Thread(target=self._accept_loop, name="kv-accept", daemon=True),
             threading.Thread(target=self._expiry_loop, name="kv-expiry", daemon=True),
         ]
+        self._session_context = SessionContext(
+            identity=identity,
+            secret=self._secret,
+            registry=self._registry,
+            faults=self._faults,
+            shm_offered=self._shm_host_id is not None,
+            stop=self._stop,
+        )
         for thread in self._threads:
             thread.start()
 
@@ -119,7 +101,6 @@ class KVServer:
         expires_at: float,
         layers: Sequence[LayerBuffer] | None = None,
         read_layer: Callable[[int], LayerBuffer] | None = None,
-        block_shape: Sequence[int] | None = None,
     ) -> HandoffRecord:
         """Hold one request's KV until released; return the record the sink pulls with.
 
@@ -128,7 +109,7 @@ class KVServer:
         """
         if (layers is None) == (read_layer is None):
             raise ValueError("give exactly one of layers or read_layer")
-        shape = tuple(block_shape) if block_shape is not None else self.identity.block_shape
+        shape = self.identity.block_shape
         item_bytes = DTYPE_ITEM_BYTES[self.identity.dtype]
         record = HandoffRecord(
             version=RECORD_VERSION,
@@ -148,7 +129,7 @@ class KVServer:
         if layers is not None:
             if len(layers) != record.num_layers:
                 raise ValueError(f"got {len(layers)} layers, the model has {record.num_layers}")
-            views = [memoryview(buffer).cast("B") for buffer in layers]
+            views = [byte_view(buffer) for buffer in layers]
             for layer, view in enumerate(views):
                 if view.nbytes != record.bytes_per_layer:
                     raise ValueError(
@@ -158,7 +139,7 @@ class KVServer:
             reader: Callable[[int], memoryview] = views.__getitem__
         else:
             assert read_layer is not None
-            reader = _checked_reader(read_layer, record.bytes_per_layer)
+            reader = checked_reader(read_layer, record.bytes_per_layer)
         entry = Entry(request_id, record.num_layers, record.bytes_per_layer, reader, expires_at)
         if self._shm_at_register:
             entry.shm = ShmExport(record.num_layers, record.bytes_per_layer, reader)
@@ -234,112 +215,12 @@ class KVServer:
         try:
             conn.settimeout(self._io_timeout_s)
             tune_socket(conn)
-            self._converse(conn)
+            serve_pull(conn, self._session_context)
         except (OSError, TransferError) as exc:
             logger.info("KV connection ended: %s", exc)
+        except Exception:
+            logger.exception("KV connection failed")
         finally:
             conn.close()
             with self._conn_lock:
                 self._connections.pop(conn, None)
-
-    def _converse(self, conn: socket.socket) -> None:
-        nonce = secrets.token_bytes(NONCE_BYTES)
-        send_control(conn, MsgType.HELLO, {"nonce": nonce.hex()})
-        pull = recv_control(conn, MsgType.PULL)
-        try:
-            if not macs_equal(client_mac(self._secret, nonce), pull.get("mac")):
-                raise AuthError("client does not know the cluster secret")
-            client_nonce = bytes.fromhex(_field(pull, "client_nonce", str))
-            remote = ModelIdentity.from_dict(pull.get("identity"))
-            mismatches = identity_mismatches(remote, self.identity)
-            if mismatches:
-                raise HandshakeMismatch(HANDSHAKE_REFUSED + "; ".join(mismatches))
-            transport = _field(pull, "transport", str)
-            if transport not in ("tcp", "shm") or (
-                transport == "shm" and self._shm_host_id is None
-            ):
-                raise ProtocolError(f"transport {transport!r} is not offered")
-            entry = self._registry.checkout(_field(pull, "request_id", str))
-        except (TransferError, ValueError) as exc:
-            code = exc.code if isinstance(exc, TransferError) else "protocol"
-            send_control(conn, MsgType.ERROR, {"code": code, "message": str(exc)})
-            return
-        acked = False
-        try:
-            send_control(
-                conn,
-                MsgType.META,
-                {
-                    "mac": server_mac(self._secret, client_nonce, nonce),
-                    "num_layers": entry.num_layers,
-                    "bytes_per_layer": entry.bytes_per_layer,
-                    "checksum": CHECKSUM_NAME,
-                },
-            )
-            if transport == "tcp":
-                self._send_layers(conn, entry)
-            else:
-                self._offer_shm(conn, entry)
-            ack = recv_control(conn, MsgType.ACK)
-            acked = ack.get("request_id") == entry.request_id
-        finally:
-            self._registry.checkin(entry, acked=acked)
-        if acked:
-            send_control(conn, MsgType.DONE, {"released": True})
-
-    def _send_layers(self, conn: socket.socket, entry: Entry) -> None:
-        if self._faults.stall_s:
-            self._stop.wait(self._faults.stall_s)
-        num_sent_bytes = 0
-        limit = self._faults.close_after_bytes
-        for layer in range(entry.num_layers):
-            if entry.pending_reason is not None or self._stop.is_set():
-                raise TransferError("request released during the transfer")
-            data = entry.read_layer(layer)
-            checksum = kv_checksum(data)
-            if self._faults.corrupt_every_transfer and data.nbytes:
-                corrupted = bytearray(data)
-                corrupted[data.nbytes // 2] ^= 0xFF
-                data = memoryview(corrupted)
-            if limit is not None and num_sent_bytes + data.nbytes > limit:
-                send_layer(conn, checksum, data[: limit - num_sent_bytes], data.nbytes)
-                raise TransferError("fault injection: closing mid-transfer")
-            send_layer(conn, checksum, data, data.nbytes)
-            num_sent_bytes += data.nbytes
-
-    def _offer_shm(self, conn: socket.socket, entry: Entry) -> None:
-        if entry.shm is None:
-            entry.shm = ShmExport(entry.num_layers, entry.bytes_per_layer, entry.read_layer)
-        if self._faults.corrupt_every_transfer and not entry.shm_corrupted:
-            entry.shm.flip_byte(0)
-            entry.shm_corrupted = True
-        send_control(
-            conn,
-            MsgType.SHM,
-            {
-                "name": entry.shm.name,
-                "layer_offsets": entry.shm.layer_offsets,
-                "checksums": entry.shm.checksums,
-            },
-        )
-
-
-def _field(body: dict[str, Any], name: str, kind: type) -> Any:
-    value = body.get(name)
-    if not isinstance(value, kind):
-        raise ProtocolError(f"field {name!r} missing or not a {kind.__name__}")
-    return value
-
-
-def _checked_reader(
-    read_layer: Callable[[int], LayerBuffer], bytes_per_layer: int
-) -> Callable[[int], memoryview]:
-    def read(layer: int) -> memoryview:
-        view = memoryview(read_layer(layer)).cast("B")
-        if view.nbytes != bytes_per_layer:
-            raise TransferError(
-                f"read_layer({layer}) returned {view.nbytes} bytes, expected {bytes_per_layer}"
-            )
-        return view
-
-    return read

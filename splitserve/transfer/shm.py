@@ -28,6 +28,11 @@ SHM_DIR = "/dev/shm"
 SHM_PREFIX = "sskv_"
 
 
+def segment_prefix(pid: int | None = None) -> str:
+    """Names carry the creating process id, so a leak points at its owner."""
+    return f"{SHM_PREFIX}{os.getpid() if pid is None else pid}_"
+
+
 def shm_supported() -> bool:
     return os.path.isdir(SHM_DIR)
 
@@ -58,7 +63,7 @@ class ShmExport:
         self.bytes_per_layer = bytes_per_layer
         self.layer_offsets = [layer * bytes_per_layer for layer in range(num_layers)]
         segment = shared_memory.SharedMemory(
-            name=SHM_PREFIX + secrets.token_hex(12),
+            name=segment_prefix() + secrets.token_hex(12),
             create=True,
             size=max(1, num_layers * bytes_per_layer),
         )

@@ -203,6 +203,61 @@ def test_temperature_and_top_k_reshape_the_distribution() -> None:
     assert abs(frac0 - 0.5 / 0.8) < 4 * math.sqrt(0.625 * 0.375 / num_rows)
 
 
+def _reference_keep(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor:
+    """Kept set by the pure masks applied in the documented order, on one row `[1, V]`."""
+    x = logits / params.temperature
+    x = x.masked_fill(~top_k_mask(x, torch.tensor([params.top_k])), -math.inf)
+    x = x.masked_fill(~top_p_mask(x, torch.tensor([params.top_p])), -math.inf)
+    x = x.masked_fill(~min_p_mask(x, torch.tensor([params.min_p])), -math.inf)
+    return x > -math.inf
+
+
+def test_truncated_draws_follow_the_reference_masks() -> None:
+    # Vocabulary order differs from probability order on purpose.
+    probs = [0.05, 0.3, 0.02, 0.4, 0.15, 0.08]
+    params = SamplingParams(temperature=0.9, top_p=0.85, min_p=0.1, seed=0)
+    logits = torch.log(torch.tensor([probs]))
+    keep = _reference_keep(logits, params)[0]
+    ref = torch.softmax((logits / 0.9).masked_fill(~keep, -math.inf), dim=-1)[0]
+    num_rows = 4000
+    rows = [SamplingParams(temperature=0.9, top_p=0.85, min_p=0.1, seed=s) for s in range(num_rows)]
+    out = sample(logits.repeat(num_rows, 1), rows, [0] * num_rows)
+    kept_ids = keep.nonzero().squeeze(-1).tolist()
+    assert set(out.token_ids) == set(kept_ids) and len(kept_ids) == 3
+    counts = [out.token_ids.count(t) for t in kept_ids]
+    # 2 degrees of freedom, p = 0.001
+    assert _chi_square(counts, [float(ref[t]) for t in kept_ids]) < 13.82
+
+
+def test_candidate_shortcut_gives_the_same_draws_as_a_full_sort() -> None:
+    gen = torch.Generator().manual_seed(7)
+    vocab = 400
+    logits = torch.randn(48, vocab, generator=gen) * 2
+    logits[::5] = torch.randn(vocab, generator=gen) * 0.01  # flat rows: nucleus is wide
+    params = [
+        SamplingParams(temperature=t, top_k=k, top_p=p, min_p=m, seed=s)
+        for s, (t, k, p, m) in enumerate(
+            [
+                (1.0, 0, 0.9, 0.0),
+                (0.7, 20, 1.0, 0.0),
+                (1.5, 300, 0.95, 0.0),
+                (1.0, 0, 1.0, 0.01),
+                (2.0, 50, 0.5, 0.2),
+                (1.0, 0, 0.999, 0.0),
+            ]
+            * 8
+        )
+    ]
+    indices = list(range(48))
+    reference = sample(logits, params, indices, num_candidates=vocab).token_ids
+    for num_candidates in (1, 8, 64, 1024):
+        assert sample(logits, params, indices, num_candidates=num_candidates).token_ids == (
+            reference
+        )
+    for r in range(48):
+        assert _reference_keep(logits[r : r + 1], params[r])[0, reference[r]]
+
+
 def test_logprobs_are_log_softmax_of_raw_logits() -> None:
     logits = torch.randn(4, 300, generator=torch.Generator().manual_seed(5)) * 2
     params = [

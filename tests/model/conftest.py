@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from splitserve.model import load_model
 from tests.model.tiny import VARIANTS, load_hf, make_tiny_checkpoint
@@ -35,3 +37,13 @@ class TinyModels:
 @pytest.fixture(scope="session")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> TinyModels:
     return TinyModels(tmp_path_factory.mktemp("tiny_models"))
+
+
+@pytest.fixture(scope="package", autouse=True)
+def single_thread_torch() -> Iterator[None]:
+    """Tiny models gain nothing from intra-op threads, and on a shared busy machine the
+    thread pool's spinning made these tests ~20x slower."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

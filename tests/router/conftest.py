@@ -14,7 +14,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from splitserve.router import RouterConfig, build_app
-from tests.router.fake_worker import FakeBehaviour, FakeWorker, ServerThread
+from tests.router.fake_worker import FakeBehaviour, FakeWorker, ServerThread, stop_all
 from tests.router.tokenizer_fixtures import build_llama3_like
 
 SECRET = "cluster-secret"
@@ -57,7 +57,15 @@ StartCluster = Callable[..., Cluster]
 
 @pytest.fixture
 def start_cluster(model_dir: Path) -> Iterator[StartCluster]:
+    servers: list[ServerThread] = []
+
+    def serve(app: Any) -> str:
+        server = ServerThread(app)
+        servers.append(server)
+        return server.__enter__()
+
     with contextlib.ExitStack() as stack:
+        stack.callback(stop_all, servers)
 
         def start(
             prefill: list[FakeBehaviour] | None = None,
@@ -69,7 +77,7 @@ def start_cluster(model_dir: Path) -> Iterator[StartCluster]:
             for role, behaviours in (("prefill", prefill), ("decode", decode), ("mixed", mixed)):
                 for behaviour in behaviours or []:
                     worker = FakeWorker(role, SECRET, behaviour)
-                    worker.url = stack.enter_context(ServerThread(worker.app()))
+                    worker.url = serve(worker.app())
                     workers[role].append(worker)
             settings: dict[str, Any] = {"short_prompt_len": 4, "poll_interval_s": 0.1}
             settings.update(overrides)
@@ -81,9 +89,10 @@ def start_cluster(model_dir: Path) -> Iterator[StartCluster]:
                 secret=SECRET,
                 **settings,
             )
-            url = stack.enter_context(ServerThread(build_app(config)))
+            url = serve(build_app(config))
             client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0,
                                    timeout=10)
+            stack.callback(client.close)
             http = stack.enter_context(httpx.Client(base_url=url, timeout=10))
             return Cluster(url, workers, client, http)
 

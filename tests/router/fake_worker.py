@@ -27,6 +27,7 @@ class FakeBehaviour:
     prefill_finishes: bool = False  # P says finish after token 0 (e.g. it sampled EOS)
     num_decode_failures: int = 0  # next N decode calls fail before any token (KV error)
     fail_after_tokens: int | None = None  # decode/full fail after this many tokens
+    finish_reason: str | None = None  # overrides the natural "stop"/"length"
     ready: bool = True
     num_waiting: int = 0
 
@@ -124,6 +125,7 @@ class FakeWorker:
         if limit is not None and limit < len(events):
             return events[:limit] + [{"type": "error", "code": 500, "message": "engine crashed"}]
         reason = "length" if max_tokens == sampling["max_tokens"] else "stop"
+        reason = self.behaviour.finish_reason or reason
         timeline = {"kv_transfer_s": 0.004, "kv_transfer_bytes": 65536} if mode == "decode" else {
             "queue_s": 0.002}
         return events + [self._finish(reason, num_prompt, max_tokens, timeline)]
@@ -154,5 +156,16 @@ class ServerThread:
         return f"http://127.0.0.1:{port}"
 
     def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=5)
+
+
+def stop_all(servers: list[ServerThread]) -> None:
+    """Ask every server to exit first, then wait: shutdowns overlap."""
+    for server in servers:
+        server.server.should_exit = True
+    for server in servers:
+        server.thread.join(timeout=5)

@@ -188,7 +188,11 @@ def test_debug_timeline_header_and_endpoint(start_cluster: StartCluster, model_d
                        json={"model": model_dir.name, "prompt": LONG_PROMPT, "max_tokens": 3})
     timeline = json.loads(resp.headers["X-Splitserve-Timeline"])
     names = [e["name"] for e in timeline["events"]]
-    assert names[0] == "routed" and names[-1] == "finished" and names.count("token") == 3
+    assert names == ["routed", "prefill_sent", "first_token", "handoff", "decode_sent",
+                     "decode_first_token", "finished"]
+    assert timeline["num_output_tokens"] == 3
+    times = [e["t"] for e in timeline["events"]]
+    assert times == sorted(times)
     assert timeline["worker_timelines"]["decode"]["kv_transfer_bytes"] == 65536
     again = c.http.get(f"/debug/requests/{resp.json()['id']}").json()
     assert again["route_kind"] == "disaggregated"

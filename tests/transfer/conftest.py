@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from splitserve.transfer import KVServer, ModelIdentity
-from splitserve.transfer.shm import SHM_DIR, SHM_PREFIX
+from splitserve.transfer.shm import SHM_DIR, segment_prefix
 
 SECRET = b"cluster-secret-for-tests"
 
@@ -66,7 +66,8 @@ class Releases:
 def _shm_segments() -> set[str]:
     if not os.path.isdir(SHM_DIR):
         return set()
-    return {name for name in os.listdir(SHM_DIR) if name.startswith(SHM_PREFIX)}
+    # Only this process's segments: other test processes may be transferring right now.
+    return {name for name in os.listdir(SHM_DIR) if name.startswith(segment_prefix())}
 
 
 @pytest.fixture(autouse=True)

@@ -6,6 +6,7 @@ import dataclasses
 import threading
 import time
 
+import numpy as np
 import pytest
 
 from splitserve.transfer import (
@@ -484,3 +485,59 @@ def test_short_read_layer_fails_the_pull_not_the_server(make_server, releases):
 
 def test_releases_fixture_is_typed() -> None:
     assert Releases().calls == []
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_numpy_layers_in_kv_cache_shape_roundtrip(make_server, transport):
+    """Layers as the engine holds them: [2, num_blocks, block_size, heads, head_dim] arrays."""
+    rng = np.random.default_rng(3)
+    shape = (2, 5, IDENTITY.block_size, IDENTITY.num_kv_heads, IDENTITY.head_dim)
+    arrays = [rng.standard_normal(shape).astype(np.float16) for _ in range(3)]
+    server = make_server()
+    record = server.register(
+        "np", layers=arrays, block_ids=range(5), num_tokens=20, expires_at=far_future()
+    )
+    received: list[np.ndarray] = []
+    pull_kv(
+        record,
+        SECRET,
+        IDENTITY,
+        lambda layer, view: received.append(np.frombuffer(view, np.float16).reshape(shape).copy()),
+        timeout_s=10,
+        transport=transport,
+    )
+    for got, sent in zip(received, arrays, strict=True):
+        np.testing.assert_array_equal(got, sent)
+
+
+def test_non_contiguous_layers_are_refused(make_server):
+    server = make_server()
+    wide = np.zeros((2 * 3, IDENTITY.bytes_per_block), np.uint8)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        server.register(
+            "nc", layers=[wide[::2]] * 3, block_ids=[0, 1, 2], num_tokens=3, expires_at=far_future()
+        )
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_failing_write_layer_propagates_and_the_request_stays_held(
+    make_server, releases, transport
+):
+    server = make_server(shm_export_at_register=True)
+    record = server.register(
+        "w",
+        layers=make_layers(IDENTITY, 2),
+        block_ids=[0, 1],
+        num_tokens=5,
+        expires_at=far_future(),
+    )
+
+    def broken_sink(layer: int, view: memoryview) -> None:
+        raise RuntimeError("engine import failed")
+
+    with pytest.raises(RuntimeError, match="engine import failed"):
+        pull_kv(record, SECRET, IDENTITY, broken_sink, timeout_s=10, transport=transport)
+    assert releases.calls == [] and server.num_registered == 1
+    assert server.unregister("w")
+    releases.wait_for(1)
+    assert releases.calls == [("w", "unregistered")]

@@ -1,0 +1,146 @@
+"""What the simulator simulates: pools of instances, their scheduler knobs, the KV link."""
+
+from __future__ import annotations
+
+import heapq
+from collections import OrderedDict, deque
+from dataclasses import dataclass
+from typing import Literal
+
+from splitserve.planner.cost_model import LatencyModel
+
+Role = Literal["mixed", "prefill", "decode"]
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    """Per-instance batching knobs (the engine's scheduler, as the simulator models it).
+
+    token_budget: tokens per step of a mixed (colocated) or decode instance, decode tokens
+    included (Sarathi / vLLM chunked prefill). prefill_token_budget: tokens per step of a
+    prefill instance (whole prompts are batched up to it; one longer prompt still runs
+    alone). chunked_prefill=False gives the pre-chunking vLLM policy DistServe compared
+    against: a step with any prompt in it is prefill-only, decodes wait.
+    """
+
+    token_budget: int = 2048
+    prefill_token_budget: int = 8192
+    max_num_seqs: int = 256
+    chunked_prefill: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("token_budget", "prefill_token_budget", "max_num_seqs"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class TransferConfig:
+    """The prefill -> decode KV link of one instance: every GPU of the receiving instance
+    has its own link (`link_bw_bytes_s` each), transfers into one instance queue on it."""
+
+    link_bw_bytes_s: float
+    latency_s: float = 0.0
+    layer_overlap: bool = False  # send layer by layer while the prefill still runs
+
+    def __post_init__(self) -> None:
+        if self.link_bw_bytes_s <= 0:
+            raise ValueError(f"link_bw_bytes_s must be > 0, got {self.link_bw_bytes_s}")
+        if self.latency_s < 0:
+            raise ValueError(f"latency_s must be >= 0, got {self.latency_s}")
+
+
+@dataclass(frozen=True)
+class Pool:
+    role: Role
+    num_instances: int
+    latency_model: LatencyModel
+
+    def __post_init__(self) -> None:
+        if self.role not in ("mixed", "prefill", "decode"):
+            raise ValueError(f"unknown role {self.role!r}")
+        if self.num_instances < 1:
+            raise ValueError(f"{self.role} pool needs >= 1 instance, got {self.num_instances}")
+
+    @property
+    def num_gpus(self) -> int:
+        return self.num_instances * self.latency_model.tensor_parallel
+
+
+class Instance:
+    """Mutable state of one simulated engine instance."""
+
+    __slots__ = (
+        "idx",
+        "role",
+        "model",
+        "kv_capacity",
+        "waiting",
+        "pending",
+        "ready",
+        "running",
+        "num_running",
+        "num_incoming",
+        "ctx_tokens",
+        "kv_used",
+        "decode_step",
+        "busy",
+        "queued_prefill_tokens",
+        "link_free_s",
+        "chunks",
+        "has_decode",
+        "step_s",
+        "prefix_cache",
+        "prefix_capacity",
+    )
+
+    def __init__(self, idx: int, role: Role, model: LatencyModel, prefix_blocks: int) -> None:
+        self.idx = idx
+        self.role = role
+        self.model = model
+        self.kv_capacity = model.kv_capacity_tokens
+        self.waiting: deque[int] = deque()  # requests to prefill here, FIFO
+        self.pending: deque[int] = deque()  # prefilled elsewhere, waiting for KV space here
+        self.ready: list[int] = []  # KV arrived, join the batch at the next step
+        self.running: list[tuple[int, int]] = []  # heap of (last decode step, request)
+        self.num_running = 0
+        self.num_incoming = 0
+        self.ctx_tokens = 0  # KV tokens of the running sequences
+        self.kv_used = 0  # tokens reserved (prompt + output, or prompt on a prefill role)
+        self.decode_step = 0
+        self.busy = False
+        self.queued_prefill_tokens = 0
+        self.link_free_s = 0.0
+        self.chunks: list[tuple[int, int, int]] = []  # (request, new tokens, cached before)
+        self.has_decode = False
+        self.step_s = 0.0
+        self.prefix_cache: OrderedDict[int, None] | None = (
+            OrderedDict() if prefix_blocks > 0 else None
+        )
+        self.prefix_capacity = prefix_blocks
+
+    def join_running(self, rid: int, input_len: int, output_len: int) -> None:
+        """Start decoding `rid` (first token already out): it runs output_len - 1 steps."""
+        heapq.heappush(self.running, (self.decode_step + output_len - 1, rid))
+        self.num_running += 1
+        self.ctx_tokens += input_len + 1
+
+    def decode_load(self) -> int:
+        return self.num_running + self.num_incoming + len(self.pending) + len(self.ready)
+
+    def lookup_prefix(self, hash_ids: tuple[int, ...]) -> int:
+        """Leading blocks of `hash_ids` cached here; then insert them all (LRU)."""
+        cache = self.prefix_cache
+        if cache is None:
+            return 0
+        num_hit = 0
+        for h in hash_ids:
+            if h not in cache:
+                break
+            num_hit += 1
+        for h in hash_ids:
+            cache[h] = None
+            cache.move_to_end(h)
+        while len(cache) > self.prefix_capacity:
+            cache.popitem(last=False)
+        return num_hit

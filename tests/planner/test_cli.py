@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from splitserve.cli import main
+
+from .conftest import TINY_CONFIG
+
+
+def _plan(out: Path, *extra: str) -> list[str]:
+    return [
+        "plan",
+        "--hardware", "l40s",
+        "--workload", "code",
+        "--rate", "40",
+        "--ttft", "0.5",
+        "--tpot", "0.05",
+        "--num-requests", "300",
+        "--tp", "1",
+        "--out", str(out),
+        *extra,
+    ]  # fmt: skip
+
+
+def test_plan_writes_json_and_png(
+    tiny_config_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    assert main(_plan(out, "--model", str(tiny_config_path.parent))) == 0
+    plan = json.loads((out / "plan.json").read_text())
+    png = (out / "attainment_vs_rate.png").read_bytes()
+    assert png.startswith(b"\x89PNG")
+    assert plan["hardware"] == "l40s" and plan["slo"]["ttft_s"] == 0.5
+    for side in ("colocated", "disaggregated"):
+        assert plan[side]["attainment"] >= 0.9
+        assert plan[side]["goodput_per_gpu_rps"] > 0
+        assert len(plan["attainment_vs_rate"][side]) == len(plan["attainment_vs_rate"]["rates_rps"])
+    printed = capsys.readouterr().out
+    assert "recommendation:" in printed and "$/M output tokens" in printed
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--hardware", "tpu-v9"], "unknown hardware"),
+        (["--ttft", "0"], "TTFT SLO must be > 0"),
+        (["--tpot", "-0.1"], "TPOT SLO must be > 0"),
+        (["--workload", "poetry"], "unknown workload"),
+        (["--trace", "/nonexistent/trace.csv"], "trace not found"),
+    ],
+)
+def test_plan_bad_input_exits_2_with_message(
+    tiny_config_path: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    extra: list[str],
+    message: str,
+) -> None:
+    args = _plan(tmp_path / "o", "--model", str(tiny_config_path), "--no-plot", *extra)
+    assert main(args) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_plan_config_missing_field_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    broken = {k: v for k, v in TINY_CONFIG.items() if k != "hidden_size"}
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(broken))
+    assert main(_plan(tmp_path / "o", "--model", str(path), "--no-plot")) == 2
+    assert "hidden_size" in capsys.readouterr().err
