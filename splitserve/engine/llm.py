@@ -39,21 +39,21 @@ class LLM:
         sampling_params: SamplingParams | Sequence[SamplingParams] | None = None,
     ) -> list[RequestOutput]:
         """Generate for every prompt (text or token ids); results in prompt order."""
-        if isinstance(prompts, str):
-            prompts = [prompts]
-        prompts = list(prompts)
-        if not prompts:
+        prompt_list: list[str | list[int]] = (
+            [prompts] if isinstance(prompts, str) else [p if isinstance(p, str) else list(p)
+                                                        for p in prompts])
+        if not prompt_list:
             raise ValueError("prompts is empty")
         if sampling_params is None:
             sampling_params = SamplingParams()
         params_list = (
-            [sampling_params] * len(prompts)
+            [sampling_params] * len(prompt_list)
             if isinstance(sampling_params, SamplingParams) else list(sampling_params))
-        if len(params_list) != len(prompts):
-            raise ValueError(f"{len(prompts)} prompts but {len(params_list)} sampling params")
+        if len(params_list) != len(prompt_list):
+            raise ValueError(f"{len(prompt_list)} prompts but {len(params_list)} sampling params")
         order: list[str] = []
         results: dict[str, RequestOutput] = {}
-        for prompt, params in zip(prompts, params_list, strict=True):
+        for prompt, params in zip(prompt_list, params_list, strict=True):
             if isinstance(prompt, str):
                 if not prompt:
                     raise ValueError("prompt is empty")

@@ -27,8 +27,8 @@ from splitserve.engine.engine_config import EngineConfig
 from splitserve.engine.model_runner import ModelRunner
 from splitserve.engine.sampler import sample
 from splitserve.engine.sampling_params import SamplingParams
-from splitserve.engine.scheduler import Scheduler
 from splitserve.engine.sched_output import HeldBlocks
+from splitserve.engine.scheduler import Scheduler
 from splitserve.engine.sequence import FinishReason, Sequence
 from splitserve.metrics.phase import PhaseCounters
 from splitserve.tokenizer import Tokenizer, load_tokenizer

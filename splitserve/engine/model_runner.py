@@ -27,8 +27,8 @@ from splitserve.model import (
 )
 
 if TYPE_CHECKING:
-    from splitserve.transfer import ModelIdentity
     from splitserve.engine.llm_engine import KVLayout
+    from splitserve.transfer import ModelIdentity
 
 
 class ModelRunner:

@@ -49,7 +49,8 @@ def create_app(cfg: WorkerConfig, engine: LLMEngine | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        eng = engine or await asyncio.to_thread(LLMEngine.from_config, cfg.engine)
+        eng = engine if engine is not None else await asyncio.to_thread(
+            LLMEngine.from_config, cfg.engine)
         state = WorkerState(cfg, eng, asyncio.get_running_loop())
         state.thread.start()
         state.kv.start()
@@ -155,7 +156,7 @@ async def _generate_stream(
                 timeline["worker_finished"] = time.time()
                 done = True
                 if out.finish_reason == "error":
-                    yield error_line(500, out.stop_reason or "engine error")
+                    yield error_line(500, str(out.stop_reason or "engine error"))
                     return
                 yield event_line("finish", finish_reason=out.finish_reason,
                                  stop_reason=out.stop_reason,
@@ -178,8 +179,15 @@ async def _abort(st: WorkerState, request_id: str) -> bool:
 
 
 def _token_event(out: StepOutput) -> bytes:
+    logprobs = None
+    if out.logprobs is not None:
+        # wire shape: one entry per token id, alternatives as {"token_id", "logprob"}
+        logprobs = [{"token_id": lp["token_id"], "logprob": lp["logprob"], "rank": lp["rank"],
+                     "top_logprobs": [{"token_id": t, "logprob": v} for t, v in
+                                      zip(lp["top_token_ids"], lp["top_logprobs"], strict=True)]}
+                    for lp in out.logprobs]
     return event_line("token", token_ids=out.new_token_ids, text=out.new_text,
-                      logprobs=out.logprobs)
+                      logprobs=logprobs)
 
 
 def dumps(obj: Any) -> str:

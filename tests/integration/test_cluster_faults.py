@@ -137,13 +137,18 @@ def test_handshake_refuses_kv_from_a_different_model(model_dir: Path, tmp_path: 
               "--decode", f"http://127.0.0.1:{ports[1]}", "--short-prompt-len", "0")
         url = f"http://127.0.0.1:{ports[2]}"
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
+        ready: set[int] = set()
+        while time.monotonic() < deadline and len(ready) < 3:
+            for port, path in zip(ports, ("/internal/health",) * 2 + ("/health",), strict=True):
+                try:
+                    resp = httpx.get(f"http://127.0.0.1:{port}{path}", timeout=2,
+                                     headers={"X-Splitserve-Secret": secret})
+                    if resp.status_code == 200:
+                        ready.add(port)
+                except httpx.HTTPError:
+                    pass
             time.sleep(0.3)
+        time.sleep(1.5)  # let the router's poller see both workers healthy
         resp = httpx.post(f"{url}/v1/completions", timeout=60, json={
             "model": model_dir.name, "prompt": "The function returns a new list " * 4,
             "max_tokens": 8, "temperature": 0, "ignore_eos": True})
