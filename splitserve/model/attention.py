@@ -124,6 +124,15 @@ def write_kv(
     flat[1].index_copy_(0, slot_mapping, v)
 
 
+def _gather_blocks(kv_cache: torch.Tensor, block_ids: torch.Tensor) -> torch.Tensor:
+    """[2, len(block_ids), block_size * KVH * D]: whole blocks copied in `block_ids` order.
+
+    index_select over flat rows is a plain row copy, several times faster on CPU than
+    advanced indexing of the 5-D cache.
+    """
+    return kv_cache.view(2, kv_cache.shape[1], -1).index_select(1, block_ids)
+
+
 def paged_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -145,7 +154,7 @@ def paged_attention(
         if p.block_ids is None:
             k_seq, v_seq = k[rows].transpose(0, 1), v[rows].transpose(0, 1)  # [KVH, Q, D]
         else:
-            ctx = kv_cache[:, p.block_ids].reshape(2, -1, num_kv_heads, head_dim)
+            ctx = _gather_blocks(kv_cache, p.block_ids).view(2, -1, num_kv_heads, head_dim)
             k_seq = ctx[0, : p.context_len].transpose(0, 1)  # [KVH, C, D]
             v_seq = ctx[1, : p.context_len].transpose(0, 1)
         out[rows] = F.scaled_dot_product_attention(
@@ -155,7 +164,8 @@ def paged_attention(
     if d is not None:
         q_dec = q if d.all_rows else q[d.rows]  # [B, H, D]
         num_seqs = q_dec.shape[0]
-        ctx = kv_cache[:, d.block_tables].reshape(2, num_seqs, -1, num_kv_heads, head_dim)
+        ctx = _gather_blocks(kv_cache, d.block_tables.flatten())
+        ctx = ctx.view(2, num_seqs, -1, num_kv_heads, head_dim)
         attn = F.scaled_dot_product_attention(
             q_dec[:, :, None, :],  # [B, H, 1, D]
             ctx[0].transpose(1, 2),  # [B, KVH, L, D]
