@@ -54,3 +54,13 @@ def test_forward_rejects_wrong_number_of_layer_caches(tiny: TinyModels) -> None:
     batch = ForwardBatch.build([([5, 6], 0, [0])], 4)
     with pytest.raises(ValueError, match="expected 2 KV cache tensors, got 1"):
         model(batch, caches[:1])
+
+
+def test_step_without_logits_rows_still_fills_the_cache(tiny: TinyModels) -> None:
+    config, model, _ = tiny.get("llama")
+    caches = allocate_kv_caches(config, 4, 4)
+    batch = ForwardBatch.build([([5, 6, 7], 0, [2])], 4, logits_for=[])
+    logits = model(batch, caches)
+    assert logits.shape == (0, config.vocab_size)
+    assert torch.count_nonzero(caches[0][:, 2, :3]) > 0
+    assert torch.count_nonzero(caches[0][:, 2, 3]) == 0
