@@ -67,9 +67,24 @@ def _window_mask(
     return mask
 
 
+def _check_block_ids(batch: ForwardBatch, block_size: int, num_blocks: int) -> None:
+    """Out-of-range ids would fail deep inside a kernel (CUDA: device assert); fail here."""
+    for i, (table, ctx_len) in enumerate(zip(batch.block_tables, batch.context_lens, strict=True)):
+        used = table[: -(-ctx_len // block_size)]
+        if len(used) * block_size < ctx_len:
+            raise ValueError(f"sequence {i}: block table too short for {ctx_len} tokens")
+        if used and not (0 <= min(used) and max(used) < num_blocks):
+            raise ValueError(
+                f"sequence {i}: block table {used} has ids outside the cache's "
+                f"[0, {num_blocks}) blocks"
+            )
+
+
 def plan_attention(
-    batch: ForwardBatch, block_size: int, sliding_window: int | None
+    batch: ForwardBatch, block_size: int, sliding_window: int | None, num_blocks: int
 ) -> AttentionPlan:
+    """Masks and gather indices for one step, shared by every layer."""
+    _check_block_ids(batch, block_size, num_blocks)
     device = batch.input_ids.device
     prefills: list[PrefillPlan] = []
     decode_seqs: list[int] = []

@@ -64,3 +64,11 @@ def test_step_without_logits_rows_still_fills_the_cache(tiny: TinyModels) -> Non
     assert logits.shape == (0, config.vocab_size)
     assert torch.count_nonzero(caches[0][:, 2, :3]) > 0
     assert torch.count_nonzero(caches[0][:, 2, 3]) == 0
+
+
+def test_forward_rejects_block_ids_outside_the_cache(tiny: TinyModels) -> None:
+    config, model, _ = tiny.get("llama")
+    caches = allocate_kv_caches(config, 4, 4)
+    batch = ForwardBatch.build([([5, 6, 7, 8, 9], 0, [1, 4])], 4)
+    with pytest.raises(ValueError, match=r"ids outside the cache's \[0, 4\) blocks"):
+        model(batch, caches)
