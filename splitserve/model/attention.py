@@ -98,9 +98,9 @@ def plan_attention(
             start = ctx_len - q_len
             block_ids = mask = None
             if start > 0:
-                num_blocks = -(-ctx_len // block_size)
+                num_ctx_blocks = -(-ctx_len // block_size)
                 block_ids = torch.tensor(
-                    batch.block_tables[i][:num_blocks], dtype=torch.int64, device=device
+                    batch.block_tables[i][:num_ctx_blocks], dtype=torch.int64, device=device
                 )
             if start > 0 or sliding_window is not None:
                 query_pos = torch.arange(start, ctx_len, device=device)[:, None]
@@ -112,16 +112,21 @@ def plan_attention(
     if decode_seqs:
         ctx_lens = [batch.context_lens[i] for i in decode_seqs]
         max_blocks = -(-max(ctx_lens) // block_size)
-        tables = [
-            batch.block_tables[i][:max_blocks] + [0] * (max_blocks - len(batch.block_tables[i]))
-            for i in decode_seqs
-        ]
+        tables = []
+        for i, ctx_len in zip(decode_seqs, ctx_lens, strict=True):
+            # Only the blocks this sequence uses; the padding (block 0) is masked out below.
+            num_ctx_blocks = -(-ctx_len // block_size)
+            tables.append(
+                batch.block_tables[i][:num_ctx_blocks] + [0] * (max_blocks - num_ctx_blocks)
+            )
         ctx = torch.tensor(ctx_lens, dtype=torch.int64, device=device)
         key_pos = torch.arange(max_blocks * block_size, device=device)[None, :]
-        mask = (key_pos < ctx[:, None]) & _window_mask(ctx[:, None] - 1, key_pos, sliding_window)
+        # The single query sits at position ctx_len - 1: keys past it are padding.
+        mask = _window_mask(ctx[:, None] - 1, key_pos, sliding_window)
         decode = DecodePlan(
-            rows=torch.tensor([row_starts[i] for i in decode_seqs], dtype=torch.int64,
-                              device=device),
+            rows=torch.tensor(
+                [row_starts[i] for i in decode_seqs], dtype=torch.int64, device=device
+            ),
             block_tables=torch.tensor(tables, dtype=torch.int64, device=device),
             mask=mask[:, None, None, :],
             all_rows=len(decode_seqs) == len(batch.query_lens),

@@ -91,18 +91,20 @@ def load_model(
                     problems.append(f"unexpected tensor {name!r} {shape} in {path.name}")
                     continue
                 if shape != expected[name]:
-                    problems.append(
-                        f"tensor {name!r} has shape {shape}, expected {expected[name]}"
-                    )
+                    problems.append(f"tensor {name!r} has shape {shape}, expected {expected[name]}")
                     continue
                 found[name] = shape
                 tensor = f.get_tensor(name).to(device=device, dtype=torch_dtype)
                 _set_parameter(model, name, tensor)
-    problems += [f"missing tensor {name!r} {expected[name]}" for name in expected
-                 if name not in found and not any(name in p for p in problems)]
+    problems += [
+        f"missing tensor {name!r} {expected[name]}"
+        for name in expected
+        if name not in found and not any(name in p for p in problems)
+    ]
     if problems:
-        raise ValueError(f"checkpoint {model_dir} does not match {config.architecture}: "
-                         + "; ".join(problems))
+        raise ValueError(
+            f"checkpoint {model_dir} does not match {config.architecture}: " + "; ".join(problems)
+        )
     model.tie_weights()
     model.rotary_emb.to(device)
     model.identity = config.model_identity(found)

@@ -53,9 +53,7 @@ def test_chunked_prefill_then_decode_matches_hf(
 
 
 @pytest.mark.parametrize("arch", ARCHS)
-def test_mixed_batch_of_prefills_chunks_and_decodes_matches_hf(
-    tiny: TinyModels, arch: str
-) -> None:
+def test_mixed_batch_of_prefills_chunks_and_decodes_matches_hf(tiny: TinyModels, arch: str) -> None:
     config, model, hf = tiny.get(arch)
     runner = PagedRunner(config, model, block_size=8, num_blocks=200, seed=7)
     # (full sequence, tokens already cached before the mixed step, tokens computed in it)
@@ -76,9 +74,7 @@ def test_mixed_batch_of_prefills_chunks_and_decodes_matches_hf(
         for (ids, cached, num_new), table in zip(plans, tables, strict=True)
     ]
     ours = runner.step(seqs, every_token=True)
-    refs = [
-        hf_logits(hf, ids[: cached + num_new])[cached:] for ids, cached, num_new in plans
-    ]
+    refs = [hf_logits(hf, ids[: cached + num_new])[cached:] for ids, cached, num_new in plans]
     assert_close(ours, torch.cat(refs))
     # Only the last-token rows, in the order asked for.
     order = [4, 0, 2]
@@ -122,11 +118,13 @@ def test_cuda_chunked_prefill_and_decode_match_hf(tiny: TinyModels, dtype: str) 
     runner = PagedRunner(config, model, block_size=16, device="cuda")
     full = random_ids(70, seed=40)
     table = runner.new_table(len(full))
-    ours = torch.cat([
-        runner.step([(full[:33], 0, table)], every_token=True),
-        runner.step([(full[33:69], 33, table)], every_token=True),
-        runner.step([(full[69:], 69, table)], every_token=True),
-    ])
+    ours = torch.cat(
+        [
+            runner.step([(full[:33], 0, table)], every_token=True),
+            runner.step([(full[33:69], 33, table)], every_token=True),
+            runner.step([(full[69:], 69, table)], every_token=True),
+        ]
+    )
     ref = hf_logits(hf, full)
     if dtype == "float32":
         assert (ours - ref).abs().max().item() < 1e-3
