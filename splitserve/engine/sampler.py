@@ -113,7 +113,8 @@ def _mask_min_tokens(
     if not rows:
         return logits
     masked = logits.clone()
-    masked[torch.tensor(rows), torch.tensor(cols)] = float("-inf")
+    device = logits.device
+    masked[torch.tensor(rows, device=device), torch.tensor(cols, device=device)] = float("-inf")
     return masked
 
 
@@ -264,18 +265,20 @@ def _logprobs(
     out: list[TokenLogprobs | None] = [None] * len(params_list)
     if not rows:
         return out
-    row_index = torch.tensor(rows, device=logits.device)
-    lp = torch.log_softmax(logits[row_index].float(), dim=-1)  # [R, V]
-    sampled = token_ids[row_index].unsqueeze(-1)
-    sampled_lp = lp.gather(-1, sampled)  # [R, 1]
-    ranks = (lp > sampled_lp).sum(dim=-1) + 1
+    # logprob = logit - logsumexp(logits): three passes over [R, V] (logsumexp, rank count,
+    # top-n) and no [R, V] log_softmax tensor written.
+    x = _take(logits, rows).float()
+    sampled = _take(token_ids, rows).unsqueeze(-1)
+    lse = torch.logsumexp(x, dim=-1, keepdim=True)  # [R, 1]
+    sampled_logit = x.gather(-1, sampled)  # [R, 1]
+    ranks = (x > sampled_logit).sum(dim=-1) + 1
     max_n = max(params_list[r].logprobs or 0 for r in rows)
-    top = torch.topk(lp, max_n, dim=-1) if max_n > 0 else None
+    top = torch.topk(x, max_n, dim=-1) if max_n > 0 else None
     sampled_list = sampled.squeeze(-1).tolist()
-    sampled_lp_list = sampled_lp.squeeze(-1).tolist()
+    sampled_lp_list = (sampled_logit - lse).squeeze(-1).tolist()
     ranks_list = ranks.tolist()
     top_ids = top.indices.tolist() if top is not None else None
-    top_lps = top.values.tolist() if top is not None else None
+    top_lps = (top.values - lse).tolist() if top is not None else None
     for i, r in enumerate(rows):
         n = params_list[r].logprobs or 0
         out[r] = TokenLogprobs(
