@@ -14,7 +14,9 @@ Python, so a seeded request draws the same token whatever the batch it sits in, 
 device, and whichever worker samples it (prefill samples index 0, decode the rest). Unseeded
 rows draw u from the engine's generator. One uniform per row (not one per vocabulary entry,
 as Gumbel / exponential-race sampling needs) keeps the random draw off the hot path.
-Logprobs are `log_softmax` of the raw logits.
+Logprobs are `log_softmax` of the raw logits. "Same token" holds up to floating point: a
+draw lying within rounding error of a probability boundary (or exactly tied tokens) may
+resolve differently on another device or with reductions split differently.
 
 An all-greedy batch without logprobs or min_tokens costs one `argmax` and one `.tolist()`.
 """
@@ -44,9 +46,9 @@ class SamplerOutput:
 
 
 def seed_for(seed: int, output_index: int) -> int:
-    """64-bit generator seed for output index `output_index` of a request seeded `seed`.
+    """64-bit hash of (seed, output index) that keys a seeded request's draw at that index.
 
-    splitmix64 finalizer over (seed, index): nearby seeds and indices give unrelated streams.
+    splitmix64 finalizer: nearby seeds and indices give unrelated values.
     """
     x = ((seed & _MASK64) * 0x9E3779B97F4A7C15 + output_index + 1) & _MASK64
     x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64

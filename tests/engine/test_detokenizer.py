@@ -4,7 +4,12 @@ import pytest
 
 from splitserve.engine.detokenizer import Finish, IncrementalDetokenizer, check_stop
 from splitserve.engine.sampling_params import SamplingParams
-from tests.engine.tok_fixture import TRAIN_TEXT, byte_bpe_tokenizer, eos_id
+from tests.engine.tok_fixture import (
+    TRAIN_TEXT,
+    byte_bpe_tokenizer,
+    eos_id,
+    metaspace_bpe_tokenizer,
+)
 
 MULTIBYTE_TEXT = "Café 你好，世界。🙂 launch 🚀 naïve 👍🏽 こんにちは ❤️ end"
 PROMPT = "Once upon a time"
@@ -44,6 +49,18 @@ def test_multibyte_stream_has_no_replacement_char_and_matches_decode() -> None:
     assert "".join(deltas) == byte_bpe_tokenizer().decode(ids) == MULTIBYTE_TEXT
     assert detok.finish_reason == "length" and detok.stop_reason is None
     assert detok.token_ids == ids
+
+
+@pytest.mark.parametrize("num_prompt_tokens", [1, 3, 8])
+def test_sentencepiece_style_leading_spaces_survive_streaming(num_prompt_tokens: int) -> None:
+    tok = metaspace_bpe_tokenizer()
+    ids = tok.encode("Once upon a time there was a little robot").ids
+    prompt_ids, output_ids = ids[:num_prompt_tokens], ids[num_prompt_tokens:]
+    detok = IncrementalDetokenizer(tok, prompt_ids, SamplingParams(max_tokens=len(output_ids)))
+    text = "".join(detok.append(t) for t in output_ids)
+    assert text == tok.decode(ids)[len(tok.decode(prompt_ids)) :]
+    assert " a time there" in text  # decoding tokens one by one would lose every space
+    assert "".join(tok.decode([t]) for t in output_ids) != text
 
 
 def test_incomplete_character_at_finish_is_flushed_like_decode() -> None:
