@@ -59,7 +59,7 @@ def test_sentencepiece_style_leading_spaces_survive_streaming(num_prompt_tokens:
     detok = IncrementalDetokenizer(tok, prompt_ids, SamplingParams(max_tokens=len(output_ids)))
     text = "".join(detok.append(t) for t in output_ids)
     assert text == tok.decode(ids)[len(tok.decode(prompt_ids)) :]
-    assert " a time there" in text  # decoding tokens one by one would lose every space
+    assert text.endswith(" little robot")  # token-by-token decoding loses every space
     assert "".join(tok.decode([t]) for t in output_ids) != text
 
 
