@@ -197,8 +197,9 @@ def _sample_truncated(
     # Normaliser of what top-k left: the kept candidates, or the whole vocabulary.
     lse = torch.logsumexp(vals.masked_fill(~keep, float("-inf")), dim=-1)
     if not bool(k_inside.all()):
-        need = (~k_inside).nonzero().squeeze(-1)
-        lse[need] = torch.logsumexp(logits[need].float() / temps[need].unsqueeze(-1), dim=-1)
+        need = (~k_inside).nonzero().squeeze(-1).tolist()
+        scaled = _take(logits, need).float() / temps[need].unsqueeze(-1)
+        lse[need] = torch.logsumexp(scaled, dim=-1)
     probs = torch.exp(vals - lse.unsqueeze(-1)).masked_fill(~keep, 0.0)
     mass_before = torch.cumsum(probs, dim=-1) - probs
     keep &= (mass_before < top_p.unsqueeze(-1)) | (top_p.unsqueeze(-1) >= 1.0)
