@@ -32,6 +32,17 @@ class ScheduledSequence:
         return self.num_computed_tokens
 
     @property
+    def positions(self) -> range:
+        """Position of each of token_ids."""
+        return range(self.num_computed_tokens, self.num_computed_tokens + len(self.token_ids))
+
+    def slot_ids(self, block_size: int) -> list[int]:
+        """Cache slot (block_id * block_size + offset) each new token's K/V is written to."""
+        return [
+            self.block_ids[p // block_size] * block_size + p % block_size for p in self.positions
+        ]
+
+    @property
     def context_len(self) -> int:
         """Cached + new tokens after this step (what attention spans)."""
         return self.num_computed_tokens + len(self.token_ids)

@@ -58,7 +58,7 @@ from splitserve.engine.sched_output import (
     SchedulerStats,
     UpdateResult,
 )
-from splitserve.engine.sequence import FinishReason, Sequence, SequenceStatus
+from splitserve.engine.sequence import FinishReason, Sequence, SequenceStatus, as_token_id
 
 
 def _arrival(seq: Sequence) -> int:
@@ -150,13 +150,13 @@ class Scheduler(LifecycleOps):
             raise RuntimeError("update() needs the output of the latest non-empty schedule()")
         # Validate everything before changing anything: a bad call leaves no half-update.
         live = [(item, seq) for item in output.scheduled if (seq := self._live(item.request_id))]
-        for item, seq in live:
-            self._check_sampled(item, seq, sampled.get(item.request_id))
+        tokens = [
+            self._check_sampled(item, seq, sampled.get(item.request_id)) for item, seq in live
+        ]
         self._pending = None
         finished: list[str] = []
         held: list[str] = []
-        for item, seq in live:
-            token_id = sampled.get(item.request_id)
+        for (item, seq), token_id in zip(live, tokens, strict=True):
             seq.num_computed_tokens += item.num_new_tokens
             self.block_manager.cache_computed_blocks(seq)
             if token_id is None:
@@ -251,7 +251,7 @@ class Scheduler(LifecycleOps):
         return seq if seq is not None and seq.status is SequenceStatus.RUNNING else None
 
     @staticmethod
-    def _check_sampled(item: ScheduledSequence, seq: Sequence, token_id: int | None) -> None:
+    def _check_sampled(item: ScheduledSequence, seq: Sequence, token_id: object) -> int | None:
         rid = item.request_id
         if seq.num_computed_tokens != item.num_computed_tokens:
             raise RuntimeError(f"{rid}: progress changed since schedule()")
@@ -259,8 +259,7 @@ class Scheduler(LifecycleOps):
             raise ValueError(f"no sampled token for {rid}")
         if not item.sample and token_id is not None:
             raise ValueError(f"{rid} computed a partial chunk: nothing to sample")
-        if token_id is not None and (not isinstance(token_id, int) or token_id < 0):
-            raise ValueError(f"{rid}: sampled token {token_id!r} is not a token id")
+        return None if token_id is None else as_token_id(token_id, f"sampled token of {rid}")
 
     def _grow_or_preempt(self, seq: Sequence, preempted: list[str]) -> bool:
         """Blocks for seq's next token, preempting latest arrivals; False if seq itself went."""
