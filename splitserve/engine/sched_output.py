@@ -71,12 +71,15 @@ class SchedulerOutput:
 
 @dataclass(frozen=True)
 class UpdateResult:
-    """What `Scheduler.update()` changed beyond appending sampled tokens.
+    """What `Scheduler.update()` changed.
 
+    appended_ids: sequences that got the sampled token appended, in batch order (includes
+        those that then finished or went HELD); the engine checks stop conditions on them.
     finished_length_ids: reached max_tokens or the length limit (already freed).
     held_ids: prefill-only sequences now HELD: export their KV and emit the handoff.
     """
 
+    appended_ids: tuple[str, ...]
     finished_length_ids: tuple[str, ...]
     held_ids: tuple[str, ...]
 

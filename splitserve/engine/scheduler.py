@@ -33,14 +33,18 @@ Call order the engine loop follows (one thread):
     out = scheduler.schedule()          # raises if the previous output was not updated
     if not out.is_empty:
         sampled = run model + sampler on out.scheduled   # {request_id: token} for items
-                                                         # with sample=True
+                                                         # with sample=True, nothing else
         res = scheduler.update(out, sampled, now_s=clock())
-        # res.finished_length_ids are done; res.held_ids wait for their decode worker
-        for each request with a new token: stop token / stop string ->
-            scheduler.finish(request_id, FinishReason.STOPPED)
-    scheduler.expire(now_s=clock())     # frees HELD requests whose lease ran out
-    # at any time between steps: add(), abort(), release(), reserve(), mark_*(),
-    # activate(), fail(), finish(); an abort between schedule() and update() is safe.
+        for request_id in res.appended_ids:             # got a token: stream it, then
+            stop token / stop string -> scheduler.finish(request_id, FinishReason.STOPPED)
+        # res.finished_length_ids already ended (max_tokens / length limit, freed);
+        # res.held_ids (prefill-only) are HELD: held_blocks(id) -> export, emit handoff.
+    scheduler.expire(now_s=clock())     # frees HELD requests whose lease ran out; when
+    # idle (not has_work()), wake by scheduler.next_lease_deadline_s() to expire again.
+    # Between steps, any time: add(), abort(), release(), reserve(), mark_receiving(),
+    # mark_verified(), activate(), fail(), finish(); an abort between schedule() and
+    # update() is safe (update skips it). Sequences in out.preempted_ids lost their KV;
+    # the engine needs to do nothing for them (they recompute when readmitted).
 """
 
 from __future__ import annotations
@@ -146,6 +150,8 @@ class Scheduler(LifecycleOps):
         lease until `now_s + handoff_lease_s`. Sequences aborted or finished since
         `schedule()` are skipped.
         """
+        if output.is_empty and output.step_index == self._step_index:
+            return UpdateResult(appended_ids=(), finished_length_ids=(), held_ids=())
         if output is not self._pending:
             raise RuntimeError("update() needs the output of the latest non-empty schedule()")
         # Validate everything before changing anything: a bad call leaves no half-update.
@@ -154,6 +160,7 @@ class Scheduler(LifecycleOps):
             self._check_sampled(item, seq, sampled.get(item.request_id)) for item, seq in live
         ]
         self._pending = None
+        appended: list[str] = []
         finished: list[str] = []
         held: list[str] = []
         for (item, seq), token_id in zip(live, tokens, strict=True):
@@ -162,6 +169,7 @@ class Scheduler(LifecycleOps):
             if token_id is None:
                 continue
             seq.output_token_ids.append(token_id)
+            appended.append(seq.request_id)
             max_tokens = seq.max_tokens
             at_max = max_tokens is not None and seq.num_output_tokens >= max_tokens
             if at_max or seq.num_tokens >= self.max_len:
@@ -170,7 +178,9 @@ class Scheduler(LifecycleOps):
             elif seq.prefill_only:
                 self._hold(seq, now_s)
                 held.append(seq.request_id)
-        return UpdateResult(finished_length_ids=tuple(finished), held_ids=tuple(held))
+        return UpdateResult(
+            appended_ids=tuple(appended), finished_length_ids=tuple(finished), held_ids=tuple(held)
+        )
 
     # ---- requests out ---------------------------------------------------------------
 

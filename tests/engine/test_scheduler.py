@@ -346,3 +346,20 @@ def test_scheduled_item_gives_positions_and_cache_slots() -> None:
     b0, b1, b2, b3 = chunk.block_ids
     assert list(chunk.positions) == [5, 6]
     assert chunk.slot_ids(2) == [b2 * 2 + 1, b3 * 2]
+
+
+def test_update_reports_which_sequences_got_a_token() -> None:
+    s = _scheduler(budget=6)
+    s.add(_seq("long", 10))
+    s.add(_seq("short", 2, max_tokens=1, base=50))
+    out = s.schedule()
+    assert _work(out) == [("long", 0, 6, False)]
+    assert s.update(out, {}, now_s=0.0).appended_ids == ()
+    out = s.schedule()
+    result = s.update(out, {"long": 1, "short": 2}, now_s=0.0)
+    assert result.appended_ids == ("long", "short")
+    assert result.finished_length_ids == ("short",)
+    idle = _scheduler()
+    empty = idle.schedule()
+    assert empty.is_empty
+    assert idle.update(empty, {}, now_s=0.0).appended_ids == ()  # harmless on an idle step
