@@ -363,3 +363,29 @@ def test_update_reports_which_sequences_got_a_token() -> None:
     empty = idle.schedule()
     assert empty.is_empty
     assert idle.update(empty, {}, now_s=0.0).appended_ids == ()  # harmless on an idle step
+
+
+def test_scheduling_modules_import_only_stdlib_and_each_other() -> None:
+    """The scheduler stays pure: no torch, numpy or sockets, even indirectly."""
+    import ast
+    import pathlib
+    import sys
+
+    engine_dir = pathlib.Path(__file__).resolve().parents[2] / "splitserve" / "engine"
+    pure = ["config", "sequence", "block_manager", "handoff", "scheduler"]
+    pure += [p.stem for p in engine_dir.glob("sched_*.py")]
+    for name in pure:
+        tree = ast.parse((engine_dir / f"{name}.py").read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                modules = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                modules = [node.module or ""]
+            else:
+                continue
+            for module in modules:
+                top = module.split(".")[0]
+                if module.startswith("splitserve."):
+                    assert module.removeprefix("splitserve.engine.") in pure, (name, module)
+                else:
+                    assert top in sys.stdlib_module_names and top != "socket", (name, module)
