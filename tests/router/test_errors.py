@@ -102,6 +102,7 @@ def test_malformed_json_unknown_route_and_large_body(
     _assert_openai_error(c.http.post("/v1/completions", content=b"{not json", headers=headers), 400)
     _assert_openai_error(c.http.post("/v1/completions", content=b"[1, 2]", headers=headers), 400)
     _assert_openai_error(c.http.post("/v1/nothing-here", json={}), 404)
+    _assert_openai_error(c.http.get("/v1/completions"), 405)
     big = {"model": model_dir.name, "prompt": "x" * 5000}
     _assert_openai_error(c.http.post("/v1/completions", json=big), 413)
     _still_serves(c, model_dir.name)
