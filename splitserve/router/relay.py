@@ -9,9 +9,9 @@ EOS/stop, or max_tokens=1) it sends `finish` and no handoff. Other kinds are one
 KV retry: if D fails before relaying any token (a transfer or verification error), the
 request's blocks on P are aborted, the prompt is prefilled again (under a fresh worker
 request id `<id>-retry`) on another healthy prefill worker (or the same one when it is the
-only one) and D is asked once more. The new
-prefill's own sampled token is dropped: D continues from the first token the client
-already has, so the text stays consistent for every sampling mode. A second failure, or a
+only one) and D is asked once more. The new prefill's own sampled token is dropped: D
+continues from the first token the client already has, so the text stays consistent for
+every sampling mode. Only 5xx failures are retried (a 4xx would fail the same way). A second failure, or a
 failure after D relayed tokens, is raised to the caller (an in-stream error once the
 response has started).
 
@@ -243,8 +243,8 @@ class Relay:
                         yield event
                         return
                 raise WorkerError(decode_url, 502, "decode stream ended without a finish event")
-            except WorkerError:
-                if relayed or attempt == 1:
+            except WorkerError as exc:
+                if relayed or attempt == 1 or exc.code < 500:
                     raise
             prefill_url, record = await self._prefill_again(job, prefill_url)
 
