@@ -120,6 +120,8 @@ class BlockManager:
         are shared (reference +1) instead of newly allocated. False, and no change, when
         the free blocks do not suffice.
         """
+        if not cached_block_ids and num_tokens <= len(seq.block_ids) * self.block_size:
+            return True  # the common decode step: the last block still has room
         if cached_block_ids and seq.block_ids:
             raise BlockAccountingError(f"{seq.request_id}: cached prefix on a non-empty table")
         num_new = self.num_blocks_for(num_tokens) - len(seq.block_ids) - len(cached_block_ids)

@@ -71,6 +71,12 @@ class SchedulerConfig:
             raise ValueError(f"handoff_lease_s must be a positive number, got {lease!r}")
         if lease == float("inf"):
             raise ValueError("handoff_lease_s must be finite: an endless lease leaks blocks")
+        if self.max_num_batched_tokens < self.max_num_seqs:
+            raise ValueError(
+                f"max_num_batched_tokens ({self.max_num_batched_tokens}) must be >= "
+                f"max_num_seqs ({self.max_num_seqs}): every running sequence needs a token "
+                "of the step budget to decode, or the latest arrivals would starve"
+            )
         if not self.enable_chunked_prefill and self.max_num_batched_tokens < self.max_model_len:
             raise ValueError(
                 f"max_num_batched_tokens ({self.max_num_batched_tokens}) must be >= "

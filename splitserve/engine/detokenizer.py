@@ -109,7 +109,8 @@ class IncrementalDetokenizer:
         self._eos_token_ids = frozenset(eos_token_ids)
         self._max_model_len = max_model_len
         self._num_prompt_tokens = len(prompt_token_ids)
-        # Window of ids: the prompt's tail, then every output token whose text is produced.
+        # Decode window: ids[prefix_offset:read_offset] is already emitted text (context),
+        # ids[read_offset:] is not yet emitted. Starts as the prompt's tail.
         self._ids: list[int] = list(prompt_token_ids[-INITIAL_WINDOW_TOKENS:])
         self._prefix_offset = 0
         self._read_offset = len(self._ids)
@@ -186,7 +187,10 @@ class IncrementalDetokenizer:
             new_text.endswith(_REPLACEMENT_CHAR) and not final
         ):
             return ""
-        self._prefix_offset = self._read_offset
+        # The window now starts at the old read offset; drop what lies before it so the id
+        # list stays a few tokens long however long the output grows.
+        del self._ids[: self._read_offset]
+        self._prefix_offset = 0
         self._read_offset = len(self._ids)
         return new_text[len(prefix_text) :]
 

@@ -14,7 +14,9 @@ Python, so a seeded request draws the same token whatever the batch it sits in, 
 device, and whichever worker samples it (prefill samples index 0, decode the rest). Unseeded
 rows draw u from the engine's generator. One uniform per row (not one per vocabulary entry,
 as Gumbel / exponential-race sampling needs) keeps the random draw off the hot path.
-Logprobs are `log_softmax` of the raw logits.
+Logprobs are `log_softmax` of the raw logits. "Same token" holds up to floating point: a
+draw lying within rounding error of a probability boundary (or exactly tied tokens) may
+resolve differently on another device or with reductions split differently.
 
 An all-greedy batch without logprobs or min_tokens costs one `argmax` and one `.tolist()`.
 """
@@ -44,9 +46,9 @@ class SamplerOutput:
 
 
 def seed_for(seed: int, output_index: int) -> int:
-    """64-bit generator seed for output index `output_index` of a request seeded `seed`.
+    """64-bit hash of (seed, output index) that keys a seeded request's draw at that index.
 
-    splitmix64 finalizer over (seed, index): nearby seeds and indices give unrelated streams.
+    splitmix64 finalizer: nearby seeds and indices give unrelated values.
     """
     x = ((seed & _MASK64) * 0x9E3779B97F4A7C15 + output_index + 1) & _MASK64
     x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
@@ -113,7 +115,8 @@ def _mask_min_tokens(
     if not rows:
         return logits
     masked = logits.clone()
-    masked[torch.tensor(rows), torch.tensor(cols)] = float("-inf")
+    device = logits.device
+    masked[torch.tensor(rows, device=device), torch.tensor(cols, device=device)] = float("-inf")
     return masked
 
 
@@ -194,8 +197,9 @@ def _sample_truncated(
     # Normaliser of what top-k left: the kept candidates, or the whole vocabulary.
     lse = torch.logsumexp(vals.masked_fill(~keep, float("-inf")), dim=-1)
     if not bool(k_inside.all()):
-        need = (~k_inside).nonzero().squeeze(-1)
-        lse[need] = torch.logsumexp(logits[need].float() / temps[need].unsqueeze(-1), dim=-1)
+        need = (~k_inside).nonzero().squeeze(-1).tolist()
+        scaled = _take(logits, need).float() / temps[need].unsqueeze(-1)
+        lse[need] = torch.logsumexp(scaled, dim=-1)
     probs = torch.exp(vals - lse.unsqueeze(-1)).masked_fill(~keep, 0.0)
     mass_before = torch.cumsum(probs, dim=-1) - probs
     keep &= (mass_before < top_p.unsqueeze(-1)) | (top_p.unsqueeze(-1) >= 1.0)
@@ -264,18 +268,20 @@ def _logprobs(
     out: list[TokenLogprobs | None] = [None] * len(params_list)
     if not rows:
         return out
-    row_index = torch.tensor(rows, device=logits.device)
-    lp = torch.log_softmax(logits[row_index].float(), dim=-1)  # [R, V]
-    sampled = token_ids[row_index].unsqueeze(-1)
-    sampled_lp = lp.gather(-1, sampled)  # [R, 1]
-    ranks = (lp > sampled_lp).sum(dim=-1) + 1
+    # logprob = logit - logsumexp(logits): three passes over [R, V] (logsumexp, rank count,
+    # top-n) and no [R, V] log_softmax tensor written.
+    x = _take(logits, rows).float()
+    sampled = _take(token_ids, rows).unsqueeze(-1)
+    lse = torch.logsumexp(x, dim=-1, keepdim=True)  # [R, 1]
+    sampled_logit = x.gather(-1, sampled)  # [R, 1]
+    ranks = (x > sampled_logit).sum(dim=-1) + 1
     max_n = max(params_list[r].logprobs or 0 for r in rows)
-    top = torch.topk(lp, max_n, dim=-1) if max_n > 0 else None
+    top = torch.topk(x, max_n, dim=-1) if max_n > 0 else None
     sampled_list = sampled.squeeze(-1).tolist()
-    sampled_lp_list = sampled_lp.squeeze(-1).tolist()
+    sampled_lp_list = (sampled_logit - lse).squeeze(-1).tolist()
     ranks_list = ranks.tolist()
     top_ids = top.indices.tolist() if top is not None else None
-    top_lps = top.values.tolist() if top is not None else None
+    top_lps = (top.values - lse).tolist() if top is not None else None
     for i, r in enumerate(rows):
         n = params_list[r].logprobs or 0
         out[r] = TokenLogprobs(

@@ -96,6 +96,15 @@ class LifecycleOps:
             self._end(self._seqs[rid], SequenceStatus.RELEASED, ReleaseReason.EXPIRED)
         return expired
 
+    def next_lease_deadline_s(self) -> float | None:
+        """Earliest deadline among HELD requests (when an idle loop must call expire)."""
+        deadlines = [
+            h.lease_deadline_s
+            for h in self._prefill_handoffs.values()
+            if h.state is PrefillState.HELD and h.lease_deadline_s is not None
+        ]
+        return min(deadlines, default=None)
+
     def _hold(self, seq: Sequence, now_s: float) -> None:
         self._prefill_handoffs[seq.request_id].hold(now_s, self.config.handoff_lease_s)
         self._running.remove(seq)

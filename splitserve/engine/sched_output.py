@@ -32,6 +32,17 @@ class ScheduledSequence:
         return self.num_computed_tokens
 
     @property
+    def positions(self) -> range:
+        """Position of each of token_ids."""
+        return range(self.num_computed_tokens, self.num_computed_tokens + len(self.token_ids))
+
+    def slot_ids(self, block_size: int) -> list[int]:
+        """Cache slot (block_id * block_size + offset) each new token's K/V is written to."""
+        return [
+            self.block_ids[p // block_size] * block_size + p % block_size for p in self.positions
+        ]
+
+    @property
     def context_len(self) -> int:
         """Cached + new tokens after this step (what attention spans)."""
         return self.num_computed_tokens + len(self.token_ids)
@@ -60,12 +71,15 @@ class SchedulerOutput:
 
 @dataclass(frozen=True)
 class UpdateResult:
-    """What `Scheduler.update()` changed beyond appending sampled tokens.
+    """What `Scheduler.update()` changed.
 
+    appended_ids: sequences that got the sampled token appended, in batch order (includes
+        those that then finished or went HELD); the engine checks stop conditions on them.
     finished_length_ids: reached max_tokens or the length limit (already freed).
     held_ids: prefill-only sequences now HELD: export their KV and emit the handoff.
     """
 
+    appended_ids: tuple[str, ...]
     finished_length_ids: tuple[str, ...]
     held_ids: tuple[str, ...]
 

@@ -33,14 +33,18 @@ Call order the engine loop follows (one thread):
     out = scheduler.schedule()          # raises if the previous output was not updated
     if not out.is_empty:
         sampled = run model + sampler on out.scheduled   # {request_id: token} for items
-                                                         # with sample=True
+                                                         # with sample=True, nothing else
         res = scheduler.update(out, sampled, now_s=clock())
-        # res.finished_length_ids are done; res.held_ids wait for their decode worker
-        for each request with a new token: stop token / stop string ->
-            scheduler.finish(request_id, FinishReason.STOPPED)
-    scheduler.expire(now_s=clock())     # frees HELD requests whose lease ran out
-    # at any time between steps: add(), abort(), release(), reserve(), mark_*(),
-    # activate(), fail(), finish(); an abort between schedule() and update() is safe.
+        for request_id in res.appended_ids:             # got a token: stream it, then
+            stop token / stop string -> scheduler.finish(request_id, FinishReason.STOPPED)
+        # res.finished_length_ids already ended (max_tokens / length limit, freed);
+        # res.held_ids (prefill-only) are HELD: held_blocks(id) -> export, emit handoff.
+    scheduler.expire(now_s=clock())     # frees HELD requests whose lease ran out; when
+    # idle (not has_work()), wake by scheduler.next_lease_deadline_s() to expire again.
+    # Between steps, any time: add(), abort(), release(), reserve(), mark_receiving(),
+    # mark_verified(), activate(), fail(), finish(); an abort between schedule() and
+    # update() is safe (update skips it). Sequences in out.preempted_ids lost their KV;
+    # the engine needs to do nothing for them (they recompute when readmitted).
 """
 
 from __future__ import annotations
@@ -58,7 +62,7 @@ from splitserve.engine.sched_output import (
     SchedulerStats,
     UpdateResult,
 )
-from splitserve.engine.sequence import FinishReason, Sequence, SequenceStatus
+from splitserve.engine.sequence import FinishReason, Sequence, SequenceStatus, as_token_id
 
 
 def _arrival(seq: Sequence) -> int:
@@ -146,22 +150,26 @@ class Scheduler(LifecycleOps):
         lease until `now_s + handoff_lease_s`. Sequences aborted or finished since
         `schedule()` are skipped.
         """
+        if output.is_empty and output.step_index == self._step_index:
+            return UpdateResult(appended_ids=(), finished_length_ids=(), held_ids=())
         if output is not self._pending:
             raise RuntimeError("update() needs the output of the latest non-empty schedule()")
         # Validate everything before changing anything: a bad call leaves no half-update.
         live = [(item, seq) for item in output.scheduled if (seq := self._live(item.request_id))]
-        for item, seq in live:
-            self._check_sampled(item, seq, sampled.get(item.request_id))
+        tokens = [
+            self._check_sampled(item, seq, sampled.get(item.request_id)) for item, seq in live
+        ]
         self._pending = None
+        appended: list[str] = []
         finished: list[str] = []
         held: list[str] = []
-        for item, seq in live:
-            token_id = sampled.get(item.request_id)
+        for (item, seq), token_id in zip(live, tokens, strict=True):
             seq.num_computed_tokens += item.num_new_tokens
             self.block_manager.cache_computed_blocks(seq)
             if token_id is None:
                 continue
             seq.output_token_ids.append(token_id)
+            appended.append(seq.request_id)
             max_tokens = seq.max_tokens
             at_max = max_tokens is not None and seq.num_output_tokens >= max_tokens
             if at_max or seq.num_tokens >= self.max_len:
@@ -170,7 +178,9 @@ class Scheduler(LifecycleOps):
             elif seq.prefill_only:
                 self._hold(seq, now_s)
                 held.append(seq.request_id)
-        return UpdateResult(finished_length_ids=tuple(finished), held_ids=tuple(held))
+        return UpdateResult(
+            appended_ids=tuple(appended), finished_length_ids=tuple(finished), held_ids=tuple(held)
+        )
 
     # ---- requests out ---------------------------------------------------------------
 
@@ -251,7 +261,7 @@ class Scheduler(LifecycleOps):
         return seq if seq is not None and seq.status is SequenceStatus.RUNNING else None
 
     @staticmethod
-    def _check_sampled(item: ScheduledSequence, seq: Sequence, token_id: int | None) -> None:
+    def _check_sampled(item: ScheduledSequence, seq: Sequence, token_id: object) -> int | None:
         rid = item.request_id
         if seq.num_computed_tokens != item.num_computed_tokens:
             raise RuntimeError(f"{rid}: progress changed since schedule()")
@@ -259,8 +269,7 @@ class Scheduler(LifecycleOps):
             raise ValueError(f"no sampled token for {rid}")
         if not item.sample and token_id is not None:
             raise ValueError(f"{rid} computed a partial chunk: nothing to sample")
-        if token_id is not None and (not isinstance(token_id, int) or token_id < 0):
-            raise ValueError(f"{rid}: sampled token {token_id!r} is not a token id")
+        return None if token_id is None else as_token_id(token_id, f"sampled token of {rid}")
 
     def _grow_or_preempt(self, seq: Sequence, preempted: list[str]) -> bool:
         """Blocks for seq's next token, preempting latest arrivals; False if seq itself went."""

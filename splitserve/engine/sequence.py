@@ -3,8 +3,20 @@
 from __future__ import annotations
 
 import enum
+import operator
 from dataclasses import dataclass, field
 from typing import Protocol
+
+
+def as_token_id(value: object, where: str) -> int:
+    """A plain int >= 0 from any integer type (numpy/torch scalars included); else ValueError."""
+    try:
+        token_id = operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        token_id = -1
+    if isinstance(value, bool) or token_id < 0:
+        raise ValueError(f"{where}: token ids must be integers >= 0, got {value!r}")
+    return token_id
 
 
 class HasMaxTokens(Protocol):
@@ -104,15 +116,14 @@ class Sequence:
     def __post_init__(self) -> None:
         if not isinstance(self.request_id, str) or not self.request_id:
             raise ValueError(f"request_id must be a non-empty str, got {self.request_id!r}")
-        self.prompt_token_ids = list(self.prompt_token_ids)
         if not self.prompt_token_ids:
             raise ValueError(f"request {self.request_id}: prompt_token_ids is empty")
-        for token_id in self.prompt_token_ids:
-            if not isinstance(token_id, int) or isinstance(token_id, bool) or token_id < 0:
-                raise ValueError(
-                    f"request {self.request_id}: prompt token ids must be ints >= 0, "
-                    f"got {token_id!r}"
-                )
+        self.prompt_token_ids = [
+            as_token_id(t, f"request {self.request_id}") for t in self.prompt_token_ids
+        ]
+        self.output_token_ids = [
+            as_token_id(t, f"request {self.request_id}") for t in self.output_token_ids
+        ]
         max_tokens = self.max_tokens
         if max_tokens is not None and max_tokens < 1:
             raise ValueError(f"request {self.request_id}: max_tokens must be >= 1")

@@ -108,4 +108,7 @@ def import_blocks(
         raw = torch.frombuffer(data, dtype=torch.uint8)
     _, _, block_size, num_kv_heads, head_dim = cache.shape
     blocks = raw.view(cache.dtype).view(len(block_ids), 2, block_size, num_kv_heads, head_dim)
-    cache.index_copy_(1, ids, blocks.to(cache.device).transpose(0, 1))
+    # inference_mode: the engine may have allocated the cache inside it, and in-place writes
+    # to such a tensor are only allowed there (harmless for an ordinary tensor).
+    with torch.inference_mode():
+        cache.index_copy_(1, ids, blocks.to(cache.device).transpose(0, 1))

@@ -109,8 +109,8 @@ class LlamaForCausalLM(nn.Module):
             raise ValueError(
                 f"expected {self.config.num_layers} KV cache tensors, got {len(kv_caches)}"
             )
-        block_size = int(kv_caches[0].shape[2])
-        plan = plan_attention(batch, block_size, self.config.sliding_window)
+        _, num_blocks, block_size, _, _ = kv_caches[0].shape
+        plan = plan_attention(batch, block_size, self.config.sliding_window, num_blocks)
         hidden = self.model.embed_tokens(batch.input_ids)  # [T, hidden]
         cos_sin = self.rotary_emb(batch.positions, hidden.dtype)
         for layer, kv_cache in zip(self.model.layers, kv_caches, strict=True):

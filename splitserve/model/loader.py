@@ -80,29 +80,36 @@ def load_model(
     expected = {name: tuple(p.shape) for name, p in model.named_parameters()}
     tied_head = "lm_head.weight" if config.tie_word_embeddings else None
     found: dict[str, tuple[int, ...]] = {}
+    misshapen: set[str] = set()
     problems: list[str] = []
     for path in checkpoint_files(model_dir):
         with safe_open(str(path), framework="pt", device="cpu") as f:
-            for name in f.keys():  # noqa: SIM118 (safe_open is not a mapping)
+            for name in f.keys():
                 if name.endswith(_IGNORED_SUFFIXES) or name == tied_head:
                     continue
                 shape = tuple(f.get_slice(name).get_shape())
+                if name in found:
+                    problems.append(f"duplicate tensor {name!r} (again in {path.name})")
+                    continue
                 if name not in expected:
                     problems.append(f"unexpected tensor {name!r} {shape} in {path.name}")
                     continue
                 if shape != expected[name]:
-                    problems.append(
-                        f"tensor {name!r} has shape {shape}, expected {expected[name]}"
-                    )
+                    problems.append(f"tensor {name!r} has shape {shape}, expected {expected[name]}")
+                    misshapen.add(name)
                     continue
                 found[name] = shape
                 tensor = f.get_tensor(name).to(device=device, dtype=torch_dtype)
                 _set_parameter(model, name, tensor)
-    problems += [f"missing tensor {name!r} {expected[name]}" for name in expected
-                 if name not in found and not any(name in p for p in problems)]
+    problems += [
+        f"missing tensor {name!r} {expected[name]}"
+        for name in expected
+        if name not in found and name not in misshapen
+    ]
     if problems:
-        raise ValueError(f"checkpoint {model_dir} does not match {config.architecture}: "
-                         + "; ".join(problems))
+        raise ValueError(
+            f"checkpoint {model_dir} does not match {config.architecture}: " + "; ".join(problems)
+        )
     model.tie_weights()
     model.rotary_emb.to(device)
     model.identity = config.model_identity(found)

@@ -61,11 +61,14 @@ class RouterMetrics:
             ["code"], registry=r,
         )
         self.retries = Counter(
-            "splitserve_router_kv_retries", "Prefills redone after a failed KV handoff.",
-            registry=r,
+            "splitserve_router_retries",
+            "Work redone: reason=kv_transfer (prefill again after a failed handoff), "
+            "prefill_failed (decode worker ran it whole).", ["reason"], registry=r,
         )
         for kind in ROUTE_KINDS:
             self.routing.labels(kind=kind)
+        for reason in ("kv_transfer", "prefill_failed"):
+            self.retries.labels(reason=reason)
 
     def observe_finish(self, timeline: RequestTimeline) -> None:
         """End-to-end latency, plus queue time and KV transfer from the workers' timelines

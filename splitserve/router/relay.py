@@ -9,11 +9,14 @@ EOS/stop, or max_tokens=1) it sends `finish` and no handoff. Other kinds are one
 KV retry: if D fails before relaying any token (a transfer or verification error), the
 request's blocks on P are aborted, the prompt is prefilled again (under a fresh worker
 request id `<id>-retry`) on another healthy prefill worker (or the same one when it is the
-only one) and D is asked once more. The new
-prefill's own sampled token is dropped: D continues from the first token the client
-already has, so the text stays consistent for every sampling mode. A second failure, or a
+only one) and D is asked once more. The new prefill's own sampled token is dropped: D
+continues from the first token the client already has, so the text stays consistent for
+every sampling mode. Only 5xx failures are retried (a 4xx would fail the same way). A second failure, or a
 failure after D relayed tokens, is raised to the caller (an in-stream error once the
 response has started).
+
+Prefill failover: if P fails (5xx, lost connection) before the client got anything, the
+decode worker runs the request whole (`mode=full`) under a fresh worker request id.
 
 Cancellation (client gone) or any error aborts the request on every worker it touched.
 """
@@ -24,9 +27,9 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from typing import Any
 
+from splitserve.router.job import Job
 from splitserve.router.metrics import RouterMetrics
 from splitserve.router.policies import (
     Pickers,
@@ -37,7 +40,7 @@ from splitserve.router.policies import (
     choose,
 )
 from splitserve.router.pool import WorkerPool
-from splitserve.router.timeline import RequestTimeline, TimelineStore
+from splitserve.router.timeline import TimelineStore
 from splitserve.router.worker_client import (
     ErrorEvent,
     FinishEvent,
@@ -46,27 +49,6 @@ from splitserve.router.worker_client import (
     WorkerClient,
     WorkerError,
 )
-
-
-@dataclass
-class Job:
-    request_id: str
-    prompt_ids: list[int]
-    sampling: dict[str, Any]
-    endpoint: str
-    timeline: RequestTimeline
-    num_output_tokens: int = 0
-    last_token_s: float | None = None
-    # The id workers see. A retry uses a fresh one: a worker may remember aborted ids
-    # (to win the abort-before-admit race) and would refuse the old one.
-    worker_request_id: str = ""
-    touched: dict[str, set[str]] = field(default_factory=dict)
-    # Workers counted as busy with this request in the pool (from routing until the end),
-    # so that a burst of requests routed between two polls spreads over the workers.
-    held_urls: list[str] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self.worker_request_id = self.worker_request_id or self.request_id
 
 
 class Relay:
@@ -220,17 +202,25 @@ class Relay:
         first_token_id: int | None = None
         record: dict[str, Any] | None = None
         p_events = self._prefill(job, prefill_url, relay_tokens=True)
-        async for event in p_events:
-            if isinstance(event, TokenEvent):
-                if event.token_ids:
-                    first_token_id = event.token_ids[-1]
+        try:
+            async for event in p_events:
+                if isinstance(event, TokenEvent):
+                    if event.token_ids:
+                        first_token_id = event.token_ids[-1]
+                    yield event
+                elif isinstance(event, FinishEvent):
+                    yield event
+                    return
+                else:
+                    record = event.record
+                    break
+        except WorkerError as exc:
+            if first_token_id is not None or exc.code < 500:
+                raise
+            # Nothing reached the client yet, so the decode worker can run it whole.
+            async for event in self._prefill_failover(job, prefill_url, decode_url):
                 yield event
-            elif isinstance(event, FinishEvent):
-                yield event
-                return
-            else:
-                record = event.record
-                break
+            return
         self._spawn(self._drain(p_events))
         self._unhold(job, prefill_url)  # P's part is done; its queue no longer has this one
         job.timeline.mark("handoff")
@@ -253,14 +243,25 @@ class Relay:
                         yield event
                         return
                 raise WorkerError(decode_url, 502, "decode stream ended without a finish event")
-            except WorkerError:
-                if relayed or attempt == 1:
+            except WorkerError as exc:
+                if relayed or attempt == 1 or exc.code < 500:
                     raise
             prefill_url, record = await self._prefill_again(job, prefill_url)
 
+    async def _prefill_failover(
+        self, job: Job, failed_url: str, decode_url: str
+    ) -> AsyncIterator[TokenEvent | FinishEvent]:
+        self._metrics.retries.labels(reason="prefill_failed").inc()
+        job.timeline.mark("prefill_failover")
+        self._unhold(job, failed_url)
+        self._spawn(self._abort_all({failed_url: {job.worker_request_id}}))
+        job.worker_request_id = f"{job.request_id}-retry"
+        async for event in self._full(job, decode_url):
+            yield event
+
     async def _prefill_again(self, job: Job, failed_url: str) -> tuple[str, dict[str, Any]]:
         """Free the old KV, prefill on another (or the same) worker, return its handoff."""
-        self._metrics.retries.inc()
+        self._metrics.retries.labels(reason="kv_transfer").inc()
         job.timeline.mark("kv_retry")
         with contextlib.suppress(Exception):
             await self._client.abort(failed_url, job.worker_request_id)

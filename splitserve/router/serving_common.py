@@ -16,9 +16,10 @@ from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 
 from splitserve.router.errors import OpenAIError, bad_request
+from splitserve.router.job import Job
 from splitserve.router.policies import NoWorkerError
 from splitserve.router.protocol import _SamplingRequest, describe_validation_error
-from splitserve.router.relay import Job, Relay
+from splitserve.router.relay import Relay
 from splitserve.router.timeline import RequestTimeline
 from splitserve.router.worker_client import FinishEvent, TokenEvent, WorkerError
 from splitserve.tokenizer import Tokenizer

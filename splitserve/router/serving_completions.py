@@ -11,8 +11,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from splitserve.router.errors import bad_request
+from splitserve.router.job import Job
 from splitserve.router.protocol import CompletionRequest
-from splitserve.router.relay import Job
 from splitserve.router.serving_common import (
     Event,
     ServingContext,

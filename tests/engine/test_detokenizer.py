@@ -4,7 +4,12 @@ import pytest
 
 from splitserve.engine.detokenizer import Finish, IncrementalDetokenizer, check_stop
 from splitserve.engine.sampling_params import SamplingParams
-from tests.engine.tok_fixture import TRAIN_TEXT, byte_bpe_tokenizer, eos_id
+from tests.engine.tok_fixture import (
+    TRAIN_TEXT,
+    byte_bpe_tokenizer,
+    eos_id,
+    metaspace_bpe_tokenizer,
+)
 
 MULTIBYTE_TEXT = "Café 你好，世界。🙂 launch 🚀 naïve 👍🏽 こんにちは ❤️ end"
 PROMPT = "Once upon a time"
@@ -44,6 +49,18 @@ def test_multibyte_stream_has_no_replacement_char_and_matches_decode() -> None:
     assert "".join(deltas) == byte_bpe_tokenizer().decode(ids) == MULTIBYTE_TEXT
     assert detok.finish_reason == "length" and detok.stop_reason is None
     assert detok.token_ids == ids
+
+
+@pytest.mark.parametrize("num_prompt_tokens", [1, 3, 8])
+def test_sentencepiece_style_leading_spaces_survive_streaming(num_prompt_tokens: int) -> None:
+    tok = metaspace_bpe_tokenizer()
+    ids = tok.encode("Once upon a time there was a little robot").ids
+    prompt_ids, output_ids = ids[:num_prompt_tokens], ids[num_prompt_tokens:]
+    detok = IncrementalDetokenizer(tok, prompt_ids, SamplingParams(max_tokens=len(output_ids)))
+    text = "".join(detok.append(t) for t in output_ids)
+    assert text == tok.decode(ids)[len(tok.decode(prompt_ids)) :]
+    assert text.endswith(" little robot")  # token-by-token decoding loses every space
+    assert "".join(tok.decode([t]) for t in output_ids) != text
 
 
 def test_incomplete_character_at_finish_is_flushed_like_decode() -> None:
@@ -96,14 +113,19 @@ def test_earliest_of_several_stop_strings_wins() -> None:
     assert detok.stop_reason == "here"
 
 
-def test_random_streams_never_retract_text() -> None:
+def _random_piece(rng: random.Random, corpus: str, max_chars: int) -> str:
+    start = rng.randrange(len(corpus) - max_chars)
+    return corpus[start : start + rng.randrange(1, max_chars)]
+
+
+CORPUS = " ".join(TRAIN_TEXT[:10]) + " " + MULTIBYTE_TEXT
+
+
+def test_random_streams_cut_at_the_single_stop_string() -> None:
     tok = byte_bpe_tokenizer()
     rng = random.Random(0)
-    corpus = " ".join(TRAIN_TEXT[:10]) + " " + MULTIBYTE_TEXT
     for case in range(150):
-        start = rng.randrange(len(corpus) - 80)
-        text = corpus[start : start + rng.randrange(10, 80)]
-        ids = tok.encode(text).ids
+        ids = tok.encode(_random_piece(rng, CORPUS, 80)).ids
         full = tok.decode(ids)
         a = rng.randrange(len(full))
         stop = full[a : a + rng.randrange(1, 6)] if case % 3 else "\u2603never"
@@ -111,16 +133,40 @@ def test_random_streams_never_retract_text() -> None:
         params = SamplingParams(
             max_tokens=len(ids), stop=[stop], include_stop_str_in_output=include
         )
-        detok, deltas = _stream(params, ids)
+        detok, deltas = _stream(params, ids)  # checks no retraction at every step
         sent = "".join(deltas)
         if stop in full:
             cut = full.index(stop) + (len(stop) if include else 0)
-            # A match can be completed only once a later token is decoded; never earlier.
             assert detok.finish_reason == "stop" and detok.stop_reason == stop
-            assert sent == full[:cut], (text, stop)
+            assert sent == full[:cut], (full, stop)
         else:
             assert detok.finish_reason == "length" and sent == full
-        assert "\ufffd" not in sent or "\ufffd" in full
+        assert "\ufffd" not in sent
+
+
+def test_random_streams_with_several_stops_keep_their_invariants() -> None:
+    tok = byte_bpe_tokenizer()
+    rng = random.Random(1)
+    num_stopped = 0
+    for case in range(150):
+        ids = tok.encode(_random_piece(rng, CORPUS, 80)).ids
+        full = tok.decode(ids)
+        stops = [_random_piece(rng, CORPUS, 5) for _ in range(rng.randrange(1, 4))]
+        include = case % 2 == 0
+        params = SamplingParams(max_tokens=len(ids), stop=stops, include_stop_str_in_output=include)
+        detok, deltas = _stream(params, ids)
+        sent = "".join(deltas)
+        assert full.startswith(sent)
+        if detok.finish_reason == "length":
+            assert sent == full and not any(s in full for s in stops)
+            continue
+        num_stopped += 1
+        matched = detok.stop_reason
+        assert isinstance(matched, str) and matched in stops
+        before = sent[: len(sent) - len(matched)] if include else sent
+        assert full[len(before) :].startswith(matched)
+        assert not any(s in before for s in stops)  # no earlier match was skipped
+    assert 30 < num_stopped < 150  # both outcomes were exercised
 
 
 def test_eos_and_stop_token_ids() -> None:

@@ -30,7 +30,7 @@ def _scheduler(num_blocks: int = 16, budget: int = 64, max_num_seqs: int = 8) ->
     return Scheduler(
         SchedulerConfig(
             max_num_batched_tokens=budget,
-            max_num_seqs=max_num_seqs,
+            max_num_seqs=min(max_num_seqs, budget),
             max_model_len=64,
             handoff_lease_s=LEASE_S,
         ),
@@ -361,3 +361,13 @@ def test_disaggregated_outputs_equal_colocated_outputs() -> None:
     for seq in decoded:
         assert seq.status is SequenceStatus.FINISHED_LENGTH
         assert seq.output_token_ids == reference_output(seq.prompt_token_ids, max_tokens)
+
+
+def test_next_lease_deadline_tells_an_idle_loop_when_to_expire() -> None:
+    s = _scheduler()
+    assert s.next_lease_deadline_s() is None
+    _prefill_to_held(s, "a", list(range(6)), now_s=3.0)
+    _prefill_to_held(s, "b", list(range(10, 16)), now_s=1.0)
+    assert s.next_lease_deadline_s() == 1.0 + LEASE_S
+    assert s.expire(s.next_lease_deadline_s() or 0.0) == ["b"]
+    assert s.next_lease_deadline_s() == 3.0 + LEASE_S

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from splitserve.engine.config import CacheConfig, SchedulerConfig
@@ -23,7 +24,7 @@ def _scheduler(
     return Scheduler(
         SchedulerConfig(
             max_num_batched_tokens=budget,
-            max_num_seqs=max_num_seqs,
+            max_num_seqs=min(max_num_seqs, budget),
             max_model_len=max_model_len,
             enable_chunked_prefill=chunked,
         ),
@@ -303,6 +304,7 @@ def test_pool_smaller_than_max_model_len_finishes_at_capacity() -> None:
         ({"handoff_lease_s": float("nan")}, "handoff_lease_s"),
         ({"handoff_lease_s": float("inf")}, "handoff_lease_s"),
         ({"enable_chunked_prefill": 1}, "enable_chunked_prefill"),
+        ({"max_num_batched_tokens": 3}, "max_num_seqs"),
         ({"enable_chunked_prefill": False, "max_num_batched_tokens": 8}, "max_num_batched_tokens"),
     ],
 )
@@ -315,3 +317,75 @@ def test_scheduler_config_rejects_bad_values(kwargs: dict[str, object], field: s
     values.update(kwargs)
     with pytest.raises(ValueError, match=field):
         SchedulerConfig(**values)  # type: ignore[arg-type]
+
+
+def test_update_accepts_integer_scalars_and_rejects_non_ids() -> None:
+    s = _scheduler()
+    s.add(_seq("a", 3))
+    out = s.schedule()
+    for bad in (-1, 2.0, "5", True):
+        with pytest.raises(ValueError, match="token ids must be integers"):
+            s.update(out, {"a": bad}, now_s=0.0)  # type: ignore[dict-item]
+    s.update(out, {"a": np.int64(11)}, now_s=0.0)  # type: ignore[dict-item]
+    seq = s.get("a")
+    assert seq is not None and seq.output_token_ids == [11]
+    assert type(seq.output_token_ids[0]) is int
+
+
+def test_scheduled_item_gives_positions_and_cache_slots() -> None:
+    s = _scheduler(budget=8, block_size=4)
+    s.add(_seq("a", 6))
+    _step(s)
+    (item,) = s.schedule().scheduled
+    assert list(item.positions) == [6] and item.context_len == 7
+    assert item.slot_ids(4) == [item.block_ids[1] * 4 + 2]
+    s2 = _scheduler(budget=5, block_size=2)
+    s2.add(_seq("b", 7))
+    _step(s2)
+    (chunk,) = s2.schedule().scheduled
+    b0, b1, b2, b3 = chunk.block_ids
+    assert list(chunk.positions) == [5, 6]
+    assert chunk.slot_ids(2) == [b2 * 2 + 1, b3 * 2]
+
+
+def test_update_reports_which_sequences_got_a_token() -> None:
+    s = _scheduler(budget=6)
+    s.add(_seq("long", 10))
+    s.add(_seq("short", 2, max_tokens=1, base=50))
+    out = s.schedule()
+    assert _work(out) == [("long", 0, 6, False)]
+    assert s.update(out, {}, now_s=0.0).appended_ids == ()
+    out = s.schedule()
+    result = s.update(out, {"long": 1, "short": 2}, now_s=0.0)
+    assert result.appended_ids == ("long", "short")
+    assert result.finished_length_ids == ("short",)
+    idle = _scheduler()
+    empty = idle.schedule()
+    assert empty.is_empty
+    assert idle.update(empty, {}, now_s=0.0).appended_ids == ()  # harmless on an idle step
+
+
+def test_scheduling_modules_import_only_stdlib_and_each_other() -> None:
+    """The scheduler stays pure: no torch, numpy or sockets, even indirectly."""
+    import ast
+    import pathlib
+    import sys
+
+    engine_dir = pathlib.Path(__file__).resolve().parents[2] / "splitserve" / "engine"
+    pure = ["config", "sequence", "block_manager", "handoff", "scheduler"]
+    pure += [p.stem for p in engine_dir.glob("sched_*.py")]
+    for name in pure:
+        tree = ast.parse((engine_dir / f"{name}.py").read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                modules = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                modules = [node.module or ""]
+            else:
+                continue
+            for module in modules:
+                top = module.split(".")[0]
+                if module.startswith("splitserve."):
+                    assert module.removeprefix("splitserve.engine.") in pure, (name, module)
+                else:
+                    assert top in sys.stdlib_module_names and top != "socket", (name, module)

@@ -60,6 +60,8 @@ class FakePagedKV:
         """Compute one step; with `scheduler`, also assert each context is the true one."""
         sampled: dict[str, int] = {}
         for item in out.scheduled:
+            # A real model needs at least one computed row to take logits from.
+            assert item.num_new_tokens >= 1, item.request_id
             assert len(item.block_ids) * self.block_size >= item.context_len
             self.write(item.block_ids, item.num_computed_tokens, list(item.token_ids))
             context = self.read(item.block_ids, item.context_len)

@@ -49,3 +49,18 @@ def eos_id(tokenizer: Tokenizer) -> int:
     token_id = tokenizer.token_to_id(EOS_TOKEN)
     assert token_id is not None
     return token_id
+
+
+@functools.lru_cache(maxsize=1)
+def metaspace_bpe_tokenizer() -> Tokenizer:
+    """SentencePiece-style BPE ("▁" marks spaces, as Llama-2 / Mistral tokenizers do): its
+    decoder drops the leading space of the first token decoded, which a per-token decode
+    gets wrong and a window decode gets right. ASCII only (unknown characters -> <unk>)."""
+    tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
+    tokenizer.decoder = decoders.Metaspace()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400, special_tokens=[*SPECIAL_TOKENS, "<unk>"], show_progress=False
+    )
+    tokenizer.train_from_iterator(TRAIN_TEXT, trainer=trainer)
+    return tokenizer

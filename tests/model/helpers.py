@@ -20,11 +20,14 @@ class PagedRunner:
     block_size: int
     num_blocks: int = 256
     seed: int = 0
+    device: str = "cpu"
     kv_caches: list[torch.Tensor] = field(init=False)
     free_ids: list[int] = field(init=False)
 
     def __post_init__(self) -> None:
-        self.kv_caches = allocate_kv_caches(self.config, self.num_blocks, self.block_size)
+        self.kv_caches = allocate_kv_caches(
+            self.config, self.num_blocks, self.block_size, device=self.device
+        )
         self.free_ids = list(range(self.num_blocks))
         random.Random(self.seed).shuffle(self.free_ids)
 
@@ -35,8 +38,8 @@ class PagedRunner:
         return table
 
     def step(self, seqs: list[tuple[list[int], int, list[int]]], **kwargs: Any) -> torch.Tensor:
-        batch = ForwardBatch.build(seqs, self.block_size, **kwargs)
-        return self.model(batch, self.kv_caches)
+        batch = ForwardBatch.build(seqs, self.block_size, device=self.device, **kwargs)
+        return self.model(batch, self.kv_caches).cpu()
 
 
 def hf_logits(hf_model: Any, token_ids: list[int]) -> torch.Tensor:

@@ -30,7 +30,11 @@ LLAMA31_SCALING = {
 
 def test_released_llama31_layout_rope_theta_and_rope_scaling() -> None:
     config = ModelConfig.from_hf(
-        {**LLAMA, "rope_theta": 500000.0, "rope_scaling": {"rope_type": "llama3", **LLAMA31_SCALING}}
+        {
+            **LLAMA,
+            "rope_theta": 500000.0,
+            "rope_scaling": {"rope_type": "llama3", **LLAMA31_SCALING},
+        }
     )
     assert (config.rope_type, config.rope_theta, config.rope_factor) == ("llama3", 500000.0, 8.0)
     assert config.rope_original_max_position == 8192

@@ -54,3 +54,31 @@ def test_forward_rejects_wrong_number_of_layer_caches(tiny: TinyModels) -> None:
     batch = ForwardBatch.build([([5, 6], 0, [0])], 4)
     with pytest.raises(ValueError, match="expected 2 KV cache tensors, got 1"):
         model(batch, caches[:1])
+
+
+def test_step_without_logits_rows_still_fills_the_cache(tiny: TinyModels) -> None:
+    config, model, _ = tiny.get("llama")
+    caches = allocate_kv_caches(config, 4, 4)
+    batch = ForwardBatch.build([([5, 6, 7], 0, [2])], 4, logits_for=[])
+    logits = model(batch, caches)
+    assert logits.shape == (0, config.vocab_size)
+    assert torch.count_nonzero(caches[0][:, 2, :3]) > 0
+    assert torch.count_nonzero(caches[0][:, 2, 3]) == 0
+
+
+def test_forward_rejects_block_ids_outside_the_cache(tiny: TinyModels) -> None:
+    config, model, _ = tiny.get("llama")
+    caches = allocate_kv_caches(config, 4, 4)
+    batch = ForwardBatch.build([([5, 6, 7, 8, 9], 0, [1, 4])], 4)
+    with pytest.raises(ValueError, match=r"ids outside the cache's \[0, 4\) blocks"):
+        model(batch, caches)
+
+
+def test_unused_trailing_block_table_entries_are_ignored(tiny: TinyModels) -> None:
+    """An allocator may pad tables (e.g. with -1) past the blocks a context uses."""
+    config, model, _ = tiny.get("llama")
+    caches = allocate_kv_caches(config, 4, 4)
+    prompt = ForwardBatch.build([([5, 6, 7], 0, [2, -1])], 4)
+    decode = ForwardBatch.build([([8], 3, [2, -1]), ([9, 10, 11, 12, 13], 0, [0, 1])], 4)
+    model(prompt, caches)
+    assert model(decode, caches).shape == (2, config.vocab_size)

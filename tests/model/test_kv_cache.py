@@ -74,3 +74,14 @@ def test_import_errors_are_clear(tiny: TinyModels) -> None:
         export_blocks(caches, 2, [0])
     with pytest.raises(ValueError, match="duplicate block ids"):
         export_blocks(caches, 0, [1, 1])
+
+
+def test_import_into_cache_allocated_under_inference_mode(tiny: TinyModels) -> None:
+    config, _, _ = tiny.get("llama")
+    with torch.inference_mode():
+        caches = allocate_kv_caches(config, 4, 8)
+    source = [torch.randn_like(c) for c in allocate_kv_caches(config, 4, 8)]
+    import_blocks(caches, 1, [3, 0], export_blocks(source, 1, [0, 2]))
+    assert torch.equal(caches[1][:, 3], source[1][:, 0])
+    assert torch.equal(caches[1][:, 0], source[1][:, 2])
+    assert torch.count_nonzero(caches[1][:, 1:3]) == 0

@@ -51,7 +51,9 @@ def test_misshapen_tensor_is_named(tiny: TinyModels, tmp_path: Path) -> None:
         t[name] = torch.zeros(8, 64)
 
     bad = edited_checkpoint(tiny.path("llama"), tmp_path / "bad", reshape)
-    with pytest.raises(ValueError, match=rf"tensor '{name}' has shape \(8, 64\), expected \(32, 64\)"):
+    with pytest.raises(
+        ValueError, match=rf"tensor '{name}' has shape \(8, 64\), expected \(32, 64\)"
+    ):
         load_model(bad)
 
 
@@ -123,10 +125,12 @@ def test_bfloat16_on_cpu_loads_and_tracks_float32(tiny: TinyModels) -> None:
     runner = PagedRunner(config, model, block_size=16)
     assert runner.kv_caches[0].dtype == torch.bfloat16
     table = runner.new_table(51)
-    ours = torch.cat([
-        runner.step([(prompt[:30], 0, table)], every_token=True),
-        runner.step([(prompt[30:], 30, table)], every_token=True),
-    ])
+    ours = torch.cat(
+        [
+            runner.step([(prompt[:30], 0, table)], every_token=True),
+            runner.step([(prompt[30:], 30, table)], every_token=True),
+        ]
+    )
     assert ours.dtype == torch.float32
     ref = hf_logits(hf, prompt)
     # bf16 keeps ~3 significant digits: loose logit tolerance, mostly the same argmax.

@@ -53,9 +53,7 @@ def test_chunked_prefill_then_decode_matches_hf(
 
 
 @pytest.mark.parametrize("arch", ARCHS)
-def test_mixed_batch_of_prefills_chunks_and_decodes_matches_hf(
-    tiny: TinyModels, arch: str
-) -> None:
+def test_mixed_batch_of_prefills_chunks_and_decodes_matches_hf(tiny: TinyModels, arch: str) -> None:
     config, model, hf = tiny.get(arch)
     runner = PagedRunner(config, model, block_size=8, num_blocks=200, seed=7)
     # (full sequence, tokens already cached before the mixed step, tokens computed in it)
@@ -76,9 +74,7 @@ def test_mixed_batch_of_prefills_chunks_and_decodes_matches_hf(
         for (ids, cached, num_new), table in zip(plans, tables, strict=True)
     ]
     ours = runner.step(seqs, every_token=True)
-    refs = [
-        hf_logits(hf, ids[: cached + num_new])[cached:] for ids, cached, num_new in plans
-    ]
+    refs = [hf_logits(hf, ids[: cached + num_new])[cached:] for ids, cached, num_new in plans]
     assert_close(ours, torch.cat(refs))
     # Only the last-token rows, in the order asked for.
     order = [4, 0, 2]
@@ -96,3 +92,43 @@ def test_sliding_window_is_active_for_mistral_window(tiny: TinyModels) -> None:
     assert config.sliding_window == 16
     plain, _, _ = tiny.get("mistral")
     assert plain.sliding_window is None
+
+
+@pytest.mark.parametrize("arch", ["llama", "mistral-window"])
+def test_shared_prefix_blocks_are_read_not_recomputed(tiny: TinyModels, arch: str) -> None:
+    """Prefix caching: B's block table starts with A's full blocks; B computes only its suffix."""
+    config, model, hf = tiny.get(arch)
+    runner = PagedRunner(config, model, block_size=8, seed=11)
+    prefix = random_ids(32, seed=30)
+    table_a = runner.new_table(40)
+    runner.step([(prefix + random_ids(8, seed=31), 0, table_a)])
+    suffix = random_ids(25, seed=32)
+    table_b = table_a[:4] + runner.new_table(25)
+    ours = runner.step([(suffix, 32, table_b)], every_token=True)
+    assert_close(ours, hf_logits(hf, prefix + suffix)[32:])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_cuda_chunked_prefill_and_decode_match_hf(tiny: TinyModels, dtype: str) -> None:
+    from splitserve.model import load_model
+
+    _, _, hf = tiny.get("qwen3")
+    config, model = load_model(tiny.path("qwen3"), dtype=dtype, device="cuda")
+    runner = PagedRunner(config, model, block_size=16, device="cuda")
+    full = random_ids(70, seed=40)
+    table = runner.new_table(len(full))
+    ours = torch.cat(
+        [
+            runner.step([(full[:33], 0, table)], every_token=True),
+            runner.step([(full[33:69], 33, table)], every_token=True),
+            runner.step([(full[69:], 69, table)], every_token=True),
+        ]
+    )
+    ref = hf_logits(hf, full)
+    if dtype == "float32":
+        assert (ours - ref).abs().max().item() < 1e-3
+        assert torch.equal(ours.argmax(-1), ref.argmax(-1))
+    else:
+        assert (ours - ref).abs().max().item() < 0.5
+        assert (ours.argmax(-1) == ref.argmax(-1)).float().mean().item() > 0.9

@@ -25,6 +25,7 @@ class FakeBehaviour:
     script: list[tuple[int, str]]
     token_delay_s: float = 0.0
     prefill_finishes: bool = False  # P says finish after token 0 (e.g. it sampled EOS)
+    prefill_fails: bool = False  # P answers an error event before any token
     num_decode_failures: int = 0  # next N decode calls fail before any token (KV error)
     fail_after_tokens: int | None = None  # decode/full fail after this many tokens
     finish_reason: str | None = None  # overrides the natural "stop"/"length"
@@ -106,6 +107,8 @@ class FakeWorker:
         num_prompt = len(body["prompt_token_ids"])
         mode = body["mode"]
         if mode == "prefill":
+            if self.behaviour.prefill_fails:
+                return [{"type": "error", "code": 500, "message": "prefill out of memory"}]
             events = [self._token(0, sampling["logprobs"])]
             if self.behaviour.prefill_finishes or max_tokens == 1:
                 reason = "stop" if self.behaviour.prefill_finishes else "length"

@@ -102,6 +102,7 @@ def test_malformed_json_unknown_route_and_large_body(
     _assert_openai_error(c.http.post("/v1/completions", content=b"{not json", headers=headers), 400)
     _assert_openai_error(c.http.post("/v1/completions", content=b"[1, 2]", headers=headers), 400)
     _assert_openai_error(c.http.post("/v1/nothing-here", json={}), 404)
+    _assert_openai_error(c.http.get("/v1/completions"), 405)
     big = {"model": model_dir.name, "prompt": "x" * 5000}
     _assert_openai_error(c.http.post("/v1/completions", json=big), 413)
     _still_serves(c, model_dir.name)
@@ -174,7 +175,23 @@ def test_kv_transfer_failure_retries_prefill_on_another_worker(
     assert retry_source != decode_calls[0]["handoff"]["source"]
     failed_p = next(w for w in c.workers["prefill"] if w.url != retry_source)
     assert [rid for rid, _ in failed_p.aborts] == [out.id]
-    assert c.metric("splitserve_router_kv_retries_total") == 1
+    assert c.metric("splitserve_router_retries_total", {"reason": "kv_transfer"}) == 1
+
+
+def test_prefill_failure_before_first_token_fails_over_to_decode_worker(
+    start_cluster: StartCluster, model_dir: Path
+) -> None:
+    c = start_cluster(prefill=[behaviour(prefill_fails=True)], decode=[behaviour()])
+    chunks = list(c.client.completions.create(model=model_dir.name, prompt=LONG_PROMPT,
+                                              max_tokens=4, stream=True))
+    assert "".join(ch.choices[0].text for ch in chunks) == script_text(4)
+    (p_call,), (d_call,) = c.workers["prefill"][0].generate_calls, c.workers["decode"][0].generate_calls
+    assert d_call["mode"] == "full" and d_call["request_id"] == p_call["request_id"] + "-retry"
+    assert c.metric("splitserve_router_retries_total", {"reason": "prefill_failed"}) == 1
+    deadline = time.monotonic() + 1
+    while not c.workers["prefill"][0].aborts:
+        assert time.monotonic() < deadline, "failed prefill was not aborted"
+        time.sleep(0.01)
 
 
 def test_kv_transfer_failing_twice_is_an_in_stream_error(
