@@ -197,7 +197,8 @@ class Simulation:
         chunked = self.sched.chunked_prefill
         num_decode = inst.num_running
         budget = self.sched.prefill_token_budget if prefill_role else self.sched.token_budget
-        budget -= num_decode
+        if chunked:
+            budget -= num_decode  # decode tokens share the step's budget (Sarathi / vLLM)
         chunks: list[tuple[int, int, int]] = []
         tokens = 0
         pairs = 0.0
