@@ -101,3 +101,15 @@ def make_server(releases: Releases) -> Iterator[Callable[..., KVServer]]:
     yield make
     for server in servers:
         server.close()
+
+
+@pytest.fixture(params=["inline", "pipelined"])
+def verify_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a test with layer checksums verified inline and on the helper thread."""
+    from splitserve.transfer import client
+
+    if request.param == "pipelined":
+        monkeypatch.setattr(client, "PIPELINE_MIN_LAYER_BYTES", 0)
+    else:
+        monkeypatch.setattr(client, "PIPELINE_MIN_LAYER_BYTES", 1 << 62)
+    return str(request.param)
