@@ -10,6 +10,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from splitserve.transfer import checksum as checksum_module
 from splitserve.transfer.checksum import CHECKSUM_NAME, kv_checksum
 from splitserve.transfer.errors import (
     AuthError,
@@ -39,8 +40,6 @@ from splitserve.transfer.wire import (
 )
 
 WriteLayer = Callable[[int, memoryview], None]
-# Below this layer size the checksum (~0.1 ms per MB) is cheaper than a thread handoff.
-PIPELINE_MIN_LAYER_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -189,9 +188,9 @@ class _Session:
                     f"layer {layer}: expected LAYER of {CHECKSUM.size + bytes_per_layer} bytes, "
                     f"got {msg_type.name} of {body_bytes}"
                 )
+            recv_into_exact(self.sock, staging[layer % 2])
             recv_into_exact(self.sock, checksum_raw)
             (expected_checksum,) = CHECKSUM.unpack(checksum_raw)
-            recv_into_exact(self.sock, staging[layer % 2])
             yield layer, staging[layer % 2], expected_checksum
 
     def read_shm(self, write_layer: WriteLayer) -> None:
@@ -236,7 +235,7 @@ class _Session:
         adds little to the critical path. Small layers are checked inline: a thread
         handoff per layer costs more than their checksum. write_layer sees only verified
         layers, in order, on the calling thread."""
-        if self.record.bytes_per_layer < PIPELINE_MIN_LAYER_BYTES:
+        if self.record.bytes_per_layer < checksum_module.PARALLEL_CHECKSUM_MIN_BYTES:
             for layer, view, expected_checksum in layers:
                 checksum: Future[int] = Future()
                 checksum.set_result(kv_checksum(view))

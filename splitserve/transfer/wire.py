@@ -1,9 +1,9 @@
 """Framing of the KV transport: a fixed struct header, JSON control bodies, raw layer bytes.
 
 Every frame starts with `HEADER` = magic, wire version, message type, reserved, body length.
-Control bodies are UTF-8 JSON objects of at most `MAX_CONTROL_BYTES`; a LAYER body is an
-8-byte little-endian checksum followed by the layer's raw bytes, and its length must equal
-what META announced. Nothing received is unpickled or evaluated.
+Control bodies are UTF-8 JSON objects of at most `MAX_CONTROL_BYTES`; a LAYER body is the
+layer's raw bytes followed by their 8-byte little-endian checksum, and its length must
+equal what META announced. Nothing received is unpickled or evaluated.
 
 Conversation (client = decode side, server = prefill side), one request per connection:
 
@@ -81,12 +81,10 @@ def send_control(sock: socket.socket, msg_type: MsgType, body: dict[str, Any]) -
     sock.sendall(HEADER.pack(MAGIC, WIRE_VERSION, msg_type, 0, len(payload)) + payload)
 
 
-def send_layer(sock: socket.socket, checksum: int, data: memoryview, num_bytes: int) -> None:
-    """Send a LAYER frame announcing `num_bytes` of layer data; `data` is normally all of
-    it (fault injection sends less and then closes)."""
-    header = HEADER.pack(MAGIC, WIRE_VERSION, MsgType.LAYER, 0, CHECKSUM.size + num_bytes)
-    sock.sendall(header + CHECKSUM.pack(checksum))
-    sock.sendall(data)
+def send_layer_header(sock: socket.socket, num_bytes: int) -> None:
+    """Announce a LAYER frame: `num_bytes` of layer data follow, then the 8-byte checksum
+    (a trailer, so the sender can checksum a layer while it is being sent)."""
+    sock.sendall(HEADER.pack(MAGIC, WIRE_VERSION, MsgType.LAYER, 0, num_bytes + CHECKSUM.size))
 
 
 def recv_into_exact(sock: socket.socket, view: memoryview) -> None:

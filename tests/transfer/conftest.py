@@ -105,11 +105,9 @@ def make_server(releases: Releases) -> Iterator[Callable[..., KVServer]]:
 
 @pytest.fixture(params=["inline", "pipelined"])
 def verify_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Run a test with layer checksums verified inline and on the helper thread."""
-    from splitserve.transfer import client
+    """Run a test with layer checksums computed inline and on helper threads (both ends)."""
+    from splitserve.transfer import checksum
 
-    if request.param == "pipelined":
-        monkeypatch.setattr(client, "PIPELINE_MIN_LAYER_BYTES", 0)
-    else:
-        monkeypatch.setattr(client, "PIPELINE_MIN_LAYER_BYTES", 1 << 62)
+    threshold = 0 if request.param == "pipelined" else 1 << 62
+    monkeypatch.setattr(checksum, "PARALLEL_CHECKSUM_MIN_BYTES", threshold)
     return str(request.param)
