@@ -7,6 +7,7 @@ import socket
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
@@ -97,11 +98,16 @@ def pull_kv(
             tune_socket(sock)
             session = _Session(sock, record, deadline)
             session.handshake(secret_bytes, identity, transport)
-            if transport == "tcp":
-                session.receive_layers(write_layer)
-            else:
-                session.read_shm(write_layer)
-            ack_confirmed = session.ack()
+            with ExitStack() as mappings:
+                if transport == "tcp":
+                    session.receive_layers(write_layer)
+                else:
+                    session.read_shm(write_layer, mappings)
+                ack_sent = session.send_ack()
+                # Unmapping a large segment takes a while: overlap it with the source's
+                # release instead of waiting for both in turn.
+                mappings.close()
+                ack_confirmed = ack_sent and session.await_done()
     except TimeoutError:
         raise TransferTimeout(
             f"KV transfer of {record.request_id!r} exceeded {timeout_s} s"
@@ -193,7 +199,8 @@ class _Session:
             (expected_checksum,) = CHECKSUM.unpack(checksum_raw)
             yield layer, staging[layer % 2], expected_checksum
 
-    def read_shm(self, write_layer: WriteLayer) -> None:
+    def read_shm(self, write_layer: WriteLayer, mappings: ExitStack) -> None:
+        """Verify and write every layer from the offered segment; `mappings` unmaps it."""
         offer = self._recv(MsgType.SHM)
         name, offsets, checksums = (
             offer.get("name"),
@@ -220,8 +227,8 @@ class _Session:
                 yield layer, segment[offset : offset + bytes_per_layer], checksums[layer]
 
         try:
-            with mapped_segment(name) as segment:
-                self._verify_and_write(layers(segment), write_layer)
+            segment = mappings.enter_context(mapped_segment(name))
+            self._verify_and_write(layers(segment), write_layer)
         except ValueError as exc:
             raise ProtocolError(str(exc)) from None
         except FileNotFoundError:
@@ -267,12 +274,20 @@ class _Session:
             )
         write_layer(layer, view)
 
-    def ack(self) -> bool:
-        """Tell the source to release; True once it confirmed. A lost confirmation is not
-        an error: the KV is verified here and the source's lease frees its copy anyway."""
+    def send_ack(self) -> bool:
+        """Tell the source to release: every layer is verified and written. A failure
+        here does not undo that; the source's lease then frees its copy."""
         try:
             self._arm()
             send_control(self.sock, MsgType.ACK, {"request_id": self.record.request_id})
+        except (OSError, TransferError):
+            return False
+        return True
+
+    def await_done(self) -> bool:
+        """True once the source confirmed its release. A lost confirmation is not an
+        error: the KV is verified here and the source's lease frees its copy anyway."""
+        try:
             done = self._recv(MsgType.DONE)
         except (OSError, TransferError):
             return False

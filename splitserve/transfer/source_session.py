@@ -81,9 +81,13 @@ def serve_pull(conn: socket.socket, ctx: SessionContext) -> None:
         ack = recv_control(conn, MsgType.ACK)
         acked = ack.get("request_id") == entry.request_id
     finally:
-        ctx.registry.checkin(entry, acked=acked)
-    if acked:
-        send_control(conn, MsgType.DONE, {"released": True})
+        detached = ctx.registry.checkin(entry, acked=acked)
+    try:
+        if acked:
+            send_control(conn, MsgType.DONE, {"released": True})
+    finally:
+        if detached is not None:
+            detached.unlink()
 
 
 def _send_layers(conn: socket.socket, entry: Entry, ctx: SessionContext) -> None:
