@@ -28,10 +28,12 @@ from splitserve.transfer.record import HandoffRecord, parse_address
 from splitserve.transfer.shm import local_host_id, mapped_segment
 from splitserve.transfer.wire import (
     CHECKSUM,
+    HEADER,
     NONCE_BYTES,
     MsgType,
     client_mac,
     macs_equal,
+    parse_header,
     recv_control_body,
     recv_header,
     recv_into_exact,
@@ -181,23 +183,27 @@ class _Session:
         self._verify_and_write(self._received_layers(), write_layer)
 
     def _received_layers(self) -> Iterator[tuple[int, memoryview, int]]:
-        """Receive layer after layer into two alternating staging buffers: the consumer
-        holds at most the previous layer while the next one arrives."""
+        """Receive each LAYER frame whole (header, bytes, checksum trailer: few syscalls)
+        into one of two alternating staging buffers: the consumer holds at most the
+        previous layer while the next one arrives."""
         bytes_per_layer = self.record.bytes_per_layer
-        staging = [memoryview(bytearray(bytes_per_layer)) for _ in range(2)]
-        checksum_raw = memoryview(bytearray(CHECKSUM.size))
+        frame_bytes = HEADER.size + bytes_per_layer + CHECKSUM.size
+        staging = [memoryview(bytearray(frame_bytes)) for _ in range(2)]
         for layer in range(self.record.num_layers):
+            frame = staging[layer % 2]
             self._arm()
-            msg_type, body_bytes = recv_header(self.sock)
+            # A short or foreign frame cannot pass: the header is checked below, and a
+            # peer that stops early leaves recv waiting until close (ConnectionLost) or
+            # the deadline (TransferTimeout).
+            recv_into_exact(self.sock, frame)
+            msg_type, body_bytes = parse_header(frame[: HEADER.size])
             if msg_type != MsgType.LAYER or body_bytes != CHECKSUM.size + bytes_per_layer:
                 raise ProtocolError(
                     f"layer {layer}: expected LAYER of {CHECKSUM.size + bytes_per_layer} bytes, "
                     f"got {msg_type.name} of {body_bytes}"
                 )
-            recv_into_exact(self.sock, staging[layer % 2])
-            recv_into_exact(self.sock, checksum_raw)
-            (expected_checksum,) = CHECKSUM.unpack(checksum_raw)
-            yield layer, staging[layer % 2], expected_checksum
+            (expected_checksum,) = CHECKSUM.unpack(frame[HEADER.size + bytes_per_layer :])
+            yield layer, frame[HEADER.size : HEADER.size + bytes_per_layer], expected_checksum
 
     def read_shm(self, write_layer: WriteLayer, mappings: ExitStack) -> None:
         """Verify and write every layer from the offered segment; `mappings` unmaps it."""

@@ -21,10 +21,11 @@ from splitserve.transfer.wire import (
     NONCE_BYTES,
     MsgType,
     client_mac,
+    layer_header,
     macs_equal,
     recv_control,
     send_control,
-    send_layer_header,
+    send_parts,
     server_mac,
 )
 
@@ -105,16 +106,17 @@ def _send_layers(conn: socket.socket, entry: Entry, ctx: SessionContext) -> None
             checksum = pool.submit(kv_checksum, data) if parallel else None
             checksum_value = kv_checksum(data) if checksum is None else None
             sent = _corrupted(data) if ctx.faults.corrupt_every_transfer else data
-            send_layer_header(conn, sent.nbytes)
             limit = ctx.faults.close_after_bytes
             if limit is not None and num_sent_bytes + sent.nbytes > limit:
-                conn.sendall(sent[: limit - num_sent_bytes])
+                send_parts(conn, [layer_header(sent.nbytes), sent[: limit - num_sent_bytes]])
                 raise TransferError("fault injection: closing mid-transfer")
-            conn.sendall(sent)
             num_sent_bytes += sent.nbytes
-            value = checksum.result() if checksum is not None else checksum_value
-            assert value is not None
-            conn.sendall(CHECKSUM.pack(value))
+            if checksum is None:
+                assert checksum_value is not None
+                send_parts(conn, [layer_header(sent.nbytes), sent, CHECKSUM.pack(checksum_value)])
+            else:
+                send_parts(conn, [layer_header(sent.nbytes), sent])
+                conn.sendall(CHECKSUM.pack(checksum.result()))
 
 
 def _corrupted(data: memoryview) -> memoryview:

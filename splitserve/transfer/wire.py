@@ -81,10 +81,22 @@ def send_control(sock: socket.socket, msg_type: MsgType, body: dict[str, Any]) -
     sock.sendall(HEADER.pack(MAGIC, WIRE_VERSION, msg_type, 0, len(payload)) + payload)
 
 
-def send_layer_header(sock: socket.socket, num_bytes: int) -> None:
-    """Announce a LAYER frame: `num_bytes` of layer data follow, then the 8-byte checksum
+def layer_header(num_bytes: int) -> bytes:
+    """Header of a LAYER frame: `num_bytes` of layer data follow, then the 8-byte checksum
     (a trailer, so the sender can checksum a layer while it is being sent)."""
-    sock.sendall(HEADER.pack(MAGIC, WIRE_VERSION, MsgType.LAYER, 0, num_bytes + CHECKSUM.size))
+    return HEADER.pack(MAGIC, WIRE_VERSION, MsgType.LAYER, 0, num_bytes + CHECKSUM.size)
+
+
+def send_parts(sock: socket.socket, parts: list[bytes | memoryview]) -> None:
+    """Send `parts` back to back, in one gather syscall when the kernel takes it all."""
+    num_sent = sock.sendmsg(parts)
+    for part in parts:
+        part_bytes = memoryview(part).nbytes
+        if num_sent >= part_bytes:
+            num_sent -= part_bytes
+            continue
+        sock.sendall(memoryview(part)[num_sent:])
+        num_sent = 0
 
 
 def recv_into_exact(sock: socket.socket, view: memoryview) -> None:
@@ -104,6 +116,10 @@ def recv_into_exact(sock: socket.socket, view: memoryview) -> None:
 def recv_header(sock: socket.socket) -> tuple[MsgType, int]:
     raw = bytearray(HEADER.size)
     recv_into_exact(sock, memoryview(raw))
+    return parse_header(raw)
+
+
+def parse_header(raw: bytes | bytearray | memoryview) -> tuple[MsgType, int]:
     magic, version, msg_type, _, body_bytes = HEADER.unpack(raw)
     if magic != MAGIC:
         raise ProtocolError(f"bad frame magic {bytes(magic)!r}")
