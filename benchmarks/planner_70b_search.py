@@ -29,7 +29,6 @@ from splitserve.planner.model_spec import load_model_spec
 from splitserve.planner.results import Slo
 from splitserve.planner.search import (
     Evaluator,
-    Layout,
     PlanSetup,
     best_colocated,
     best_disaggregated,
@@ -52,12 +51,7 @@ def search_workload(input_len: int, output_len: int = SEARCH_OUT) -> WorkloadSpe
 
 def point(setup: PlanSetup, input_len: int) -> dict[str, Any]:
     requests = generate(search_workload(input_len), RATE, NUM_REQUESTS, seed=0)
-    colo: tuple[Layout, int] | None = None
-    for budget in BUDGETS:
-        ev = Evaluator(replace(setup, scheduler=SchedulerConfig(token_budget=budget)))
-        layout = best_colocated(ev, requests)
-        if layout is not None and (colo is None or layout.num_gpus < colo[0].num_gpus):
-            colo = (layout, budget)
+    colo = best_colocated(Evaluator(setup), requests)  # tries every budget in BUDGETS
     # The baseline DistServe and Splitwise measured against: no chunking, prompts first.
     unchunked = best_colocated(
         Evaluator(replace(setup, scheduler=SchedulerConfig(chunked_prefill=False))), requests
@@ -67,15 +61,15 @@ def point(setup: PlanSetup, input_len: int) -> dict[str, Any]:
         "input_len": input_len,
         "ttft_s": setup.slo.ttft_s,
         "tpot_s": setup.slo.tpot_s,
-        "colocated": None if colo is None else colo[0].label(),
-        "colocated_token_budget": None if colo is None else colo[1],
-        "colocated_gpus": None if colo is None else colo[0].num_gpus,
+        "colocated": None if colo is None else colo.label(),
+        "colocated_token_budget": None if colo is None else colo.token_budget,
+        "colocated_gpus": None if colo is None else colo.num_gpus,
         "colocated_unchunked_gpus": None if unchunked is None else unchunked.num_gpus,
         "split": None if split is None else split.label(),
         "split_gpus": None if split is None else split.num_gpus,
     }
     if colo and split:
-        out["saving"] = 1 - split.num_gpus / colo[0].num_gpus
+        out["saving"] = 1 - split.num_gpus / colo.num_gpus
     if unchunked and split:
         out["saving_vs_unchunked"] = 1 - split.num_gpus / unchunked.num_gpus
     print(
@@ -105,6 +99,7 @@ def main() -> None:
         model=load_model_spec("llama-3-70b"),
         hardware=hw,
         slo=BASE_SLO,
+        colocated_token_budgets=BUDGETS,
         efficiency=Efficiency(compute_half_tokens=args.compute_half_tokens),
         kv_link="network",
         tp_options=(2, 4, 8),

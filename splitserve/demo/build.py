@@ -60,6 +60,7 @@ def build_demo_model(
     max_steps: int | None = None,
     seed: int = 0,
     force: bool = False,
+    num_threads: int | None = None,
     spec: DemoSpec | None = None,
     log: Callable[[str], None] | None = None,
 ) -> Path:
@@ -68,7 +69,11 @@ def build_demo_model(
     out_dir defaults to `default_demo_dir()`. `spec` overrides the model shape (tests use a
     tiny one); train_seconds, max_steps and seed always override the spec's. An existing
     complete folder is returned as is, whatever recipe made it, unless force is set.
+    num_threads caps torch's threads (default: every core this process may run on); a
+    time-bounded run may use fewer when the machine is busy (see threads.py).
     """
+    if num_threads is not None and num_threads <= 0:
+        raise ValueError(f"num_threads must be positive, got {num_threads}")
     spec = (spec or DemoSpec()).replace(train_seconds=train_seconds, max_steps=max_steps, seed=seed)
     target = Path(out_dir).expanduser() if out_dir is not None else default_demo_dir()
     if not force and is_complete(target):
@@ -81,7 +86,9 @@ def build_demo_model(
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
         tmp.chmod(0o755)  # mkdtemp's 0700 would make the cached model private by accident
         try:
-            _build_into(tmp, target.name, spec, log or (lambda _msg: None))
+            _build_into(
+                tmp, target.name, spec, num_threads or _num_cores(), log or (lambda _msg: None)
+            )
             _replace_dir(tmp, target)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -151,7 +158,9 @@ def _num_cores() -> int:
     return max(1, os.cpu_count() or 1)
 
 
-def _build_into(tmp: Path, name: str, spec: DemoSpec, log: Callable[[str], None]) -> None:
+def _build_into(
+    tmp: Path, name: str, spec: DemoSpec, num_threads: int, log: Callable[[str], None]
+) -> None:
     import tokenizers
     import torch
     import transformers
@@ -174,7 +183,7 @@ def _build_into(tmp: Path, name: str, spec: DemoSpec, log: Callable[[str], None]
     log(f"corpus {corpus.num_chars} chars; tokenizer of {tokenizer.get_vocab_size()} tokens")
 
     previous_threads = torch.get_num_threads()
-    torch.set_num_threads(_num_cores())
+    torch.set_num_threads(num_threads)
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(spec.seed)

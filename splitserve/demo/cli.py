@@ -29,6 +29,16 @@ def default_model_dir() -> Path:
     return build_demo_model(log=_log)
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
 def _positive_seconds(text: str) -> float:
     try:
         value = float(text)
@@ -43,10 +53,21 @@ def run(args: argparse.Namespace) -> int:
     from splitserve.demo.build import build_demo_model, default_demo_dir, is_complete
 
     target = Path(args.out) if args.out else default_demo_dir()
+    train_seconds = args.train_seconds
+    if train_seconds is None and args.max_steps is None:
+        train_seconds = DEFAULT_TRAIN_SECONDS
     if args.force or not is_complete(target):
-        _log(f"building the demo model in {target} (training {args.train_seconds:g} s)")
+        limits = [f"{train_seconds:g} s"] if train_seconds is not None else []
+        limits += [f"{args.max_steps} steps"] if args.max_steps is not None else []
+        _log(f"building the demo model in {target} (training at most {', '.join(limits)})")
     path = build_demo_model(
-        target, train_seconds=args.train_seconds, seed=args.seed, force=args.force, log=_log
+        target,
+        train_seconds=train_seconds,
+        max_steps=args.max_steps,
+        seed=args.seed,
+        force=args.force,
+        num_threads=args.threads,
+        log=_log,
     )
     print(path)
     return 0
@@ -71,9 +92,23 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--train-seconds",
         type=_positive_seconds,
-        default=DEFAULT_TRAIN_SECONDS,
+        default=None,
         metavar="S",
-        help="wall-time limit of the training loop (default: %(default)g)",
+        help=f"wall-time limit of the training loop (default: {DEFAULT_TRAIN_SECONDS:g}, "
+        "or none when --max-steps is given)",
+    )
+    parser.add_argument(
+        "--max-steps",
+        type=_positive_int,
+        metavar="N",
+        help="train exactly N steps unless --train-seconds runs out first; without a time "
+        "limit the build is reproducible (same seed, Python, torch and thread count)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=_positive_int,
+        metavar="N",
+        help="torch threads (default: all cores this process may use)",
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     parser.add_argument(

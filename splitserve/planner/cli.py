@@ -64,7 +64,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=0,
         help="prompts up to this length are prefilled on the decode instance",
     )
-    p.add_argument("--token-budget", type=int, default=2048)
+    p.add_argument(
+        "--token-budget",
+        type=int,
+        default=None,
+        help="colocated chunked-prefill budget (default: try 256, 512, 1024, 2048)",
+    )
     p.add_argument("--no-chunked-prefill", action="store_true")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-goodput", action="store_true", help="skip the max-goodput search")
@@ -129,7 +134,10 @@ def _run(args: argparse.Namespace) -> int:
         slo=slo,
         efficiency=Efficiency(),
         scheduler=SchedulerConfig(
-            token_budget=args.token_budget, chunked_prefill=not args.no_chunked_prefill
+            token_budget=args.token_budget or 2048, chunked_prefill=not args.no_chunked_prefill
+        ),
+        colocated_token_budgets=(
+            () if args.token_budget or args.no_chunked_prefill else (256, 512, 1024, 2048)
         ),
         kv_link=args.kv_link,
         layer_overlap=args.layer_overlap,

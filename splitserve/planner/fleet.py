@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import heapq
 from collections import OrderedDict, deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -144,3 +145,28 @@ class Instance:
         while len(cache) > self.prefix_capacity:
             cache.popitem(last=False)
         return num_hit
+
+
+def make_instances(
+    pools: Sequence[Pool], block_tokens: int, prefix_cache: bool
+) -> tuple[list[Instance], dict[str, list[Instance]]]:
+    """Instances of one mixed pool, or of a prefill and a decode pool, numbered in order.
+
+    With `prefix_cache`, every prefill-capable instance keeps as many prefix blocks of
+    `block_tokens` as its KV cache holds.
+    """
+    roles = sorted(p.role for p in pools)
+    if roles not in (["mixed"], ["decode", "prefill"]):
+        raise ValueError(f"need one mixed pool, or a prefill and a decode pool; got {roles}")
+    instances: list[Instance] = []
+    by_role: dict[str, list[Instance]] = {}
+    for pool in pools:
+        blocks = pool.latency_model.kv_capacity_tokens // block_tokens
+        use = prefix_cache and pool.role != "decode"
+        insts = [
+            Instance(len(instances) + k, pool.role, pool.latency_model, blocks if use else 0)
+            for k in range(pool.num_instances)
+        ]
+        instances.extend(insts)
+        by_role[pool.role] = insts
+    return instances, by_role

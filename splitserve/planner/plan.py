@@ -163,7 +163,9 @@ def plot_attainment(
         d = plan[side]
         if d is None:
             continue
-        layout = Layout(d["num_prefill"], d["tp_prefill"], d["num_decode"], d["tp_decode"])
+        layout = Layout(
+            d["num_prefill"], d["tp_prefill"], d["num_decode"], d["tp_decode"], d["token_budget"]
+        )
         values = attainment_curve(setup, layout, requests, rates)
         curves[side] = values
         ax.plot(rates, values, marker="o", label=f"{side}: {d['layout']}")

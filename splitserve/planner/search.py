@@ -1,7 +1,7 @@
 """Pool sizing: the cheapest colocated fleet and the cheapest xPyD split meeting the SLO.
 
 Attainment is taken to be monotone in every pool size, so each size is found by doubling
-then bisection. Colocated: for each TP degree, the fewest instances. Disaggregated, per
+then bisection. Colocated: for each TP degree and chunked-prefill token budget, the fewest instances. Disaggregated, per
 (prefill TP, decode TP): x0 = the fewest prefill instances whose TTFT alone meets the
 target (a prefill-only run, every output cut to one token); then for x in x0 .. x0 + 2 the
 fewest decode instances y for the joint SLO; keep the cheapest. Every candidate is one
@@ -35,6 +35,7 @@ class Layout:
     tp_prefill: int
     num_decode: int
     tp_decode: int
+    token_budget: int = 0  # colocated chunked-prefill budget; 0 = the setup's scheduler
 
     @property
     def colocated(self) -> bool:
@@ -46,7 +47,8 @@ class Layout:
 
     def label(self) -> str:
         if self.colocated:
-            return f"{self.num_decode}x colocated (TP{self.tp_decode})"
+            budget = f", budget {self.token_budget}" if self.token_budget else ""
+            return f"{self.num_decode}x colocated (TP{self.tp_decode}{budget})"
         return f"{self.num_prefill}P{self.num_decode}D (TP{self.tp_prefill}/TP{self.tp_decode})"
 
 
@@ -64,12 +66,17 @@ class PlanSetup:
     local_prefill_max_len: int = 0
     tp_options: tuple[int, ...] = (1, 2, 4, 8)
     prefix_cache: bool = True
+    # Chunked-prefill budgets tried for the colocated fleet, so the baseline is tuned too;
+    # empty = only scheduler.token_budget.
+    colocated_token_budgets: tuple[int, ...] = (256, 512, 1024, 2048)
 
     def __post_init__(self) -> None:
         if self.kv_link not in ("network", "interconnect"):
             raise ValueError(f"kv_link must be 'network' or 'interconnect', got {self.kv_link!r}")
         if not self.tp_options or any(tp < 1 for tp in self.tp_options):
             raise ValueError(f"tp_options must be positive, got {self.tp_options}")
+        if any(b < 1 for b in self.colocated_token_budgets):
+            raise ValueError(f"token budgets must be >= 1, got {self.colocated_token_budgets}")
 
     @property
     def transfer(self) -> TransferConfig:
@@ -124,10 +131,13 @@ class Evaluator:
             pools = [Pool("prefill", layout.num_prefill, pm), Pool("decode", layout.num_decode, dm)]
         budget = int(np.floor((1 - s.slo.attainment) * len(requests)))
         self.num_sims += 1
+        scheduler = s.scheduler
+        if layout.token_budget:
+            scheduler = replace(scheduler, token_budget=layout.token_budget)
         return simulate(
             requests,
             pools,
-            s.scheduler,
+            scheduler,
             s.transfer,
             0 if layout.colocated else s.local_prefill_max_len,
             s.prefix_cache,
@@ -157,16 +167,18 @@ def smallest(ok: Callable[[int], bool], low: int = 1, high: int = MAX_INSTANCES)
 
 def best_colocated(ev: Evaluator, requests: Requests) -> Layout | None:
     best: Layout | None = None
+    budgets = ev.setup.colocated_token_budgets or (0,)
     for tp in ev.feasible_tps(requests):
+        for budget in budgets:
 
-        def ok(k: int, tp: int = tp) -> bool:
-            return ev.meets(Layout(0, tp, k, tp), requests)
+            def ok(k: int, tp: int = tp, budget: int = budget) -> bool:
+                return ev.meets(Layout(0, tp, k, tp, budget), requests)
 
-        n = smallest(ok)
-        if n is not None:
-            cand = Layout(0, tp, n, tp)
-            if best is None or cand.num_gpus < best.num_gpus:
-                best = cand
+            n = smallest(ok)
+            if n is not None:
+                cand = Layout(0, tp, n, tp, budget)
+                if best is None or cand.num_gpus < best.num_gpus:
+                    best = cand
     return best
 
 

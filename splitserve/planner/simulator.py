@@ -22,7 +22,13 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from splitserve.planner.fleet import Instance, Pool, SchedulerConfig, TransferConfig
+from splitserve.planner.fleet import (
+    Instance,
+    Pool,
+    SchedulerConfig,
+    TransferConfig,
+    make_instances,
+)
 from splitserve.planner.results import SimResult, Slo
 from splitserve.planner.workload import Requests
 
@@ -46,31 +52,14 @@ class Simulation:
         """stop_after_misses=(slo, k): end the run early once k + 1 requests missed the
         SLO (the search only needs to know the target is out of reach); the requests not
         yet finished are then reported unfinished."""
-        roles = sorted(p.role for p in pools)
-        if roles not in (["mixed"], ["decode", "prefill"]):
-            raise ValueError(f"need one mixed pool, or a prefill and a decode pool; got {roles}")
-        if roles == ["decode", "prefill"] and transfer is None:
+        if transfer is None and any(p.role == "prefill" for p in pools):
             raise ValueError("a disaggregated fleet needs a TransferConfig")
         self.req = requests
         self.sched = scheduler or SchedulerConfig()
         self.transfer = transfer
         self.local_max_len = local_prefill_max_len
         use_prefix = prefix_cache and requests.hash_ids is not None
-        self.instances: list[Instance] = []
-        self.by_role: dict[str, list[Instance]] = {}
-        for pool in pools:
-            blocks = pool.latency_model.kv_capacity_tokens // requests.block_tokens
-            insts = [
-                Instance(
-                    len(self.instances) + k,
-                    pool.role,
-                    pool.latency_model,
-                    blocks if use_prefix and pool.role != "decode" else 0,
-                )
-                for k in range(pool.num_instances)
-            ]
-            self.instances.extend(insts)
-            self.by_role[pool.role] = insts
+        self.instances, self.by_role = make_instances(pools, requests.block_tokens, use_prefix)
         n = len(requests)
         self.input_len: list[int] = requests.input_len.tolist()
         self.output_len: list[int] = requests.output_len.tolist()
@@ -208,7 +197,8 @@ class Simulation:
         chunked = self.sched.chunked_prefill
         num_decode = inst.num_running
         budget = self.sched.prefill_token_budget if prefill_role else self.sched.token_budget
-        budget -= num_decode
+        if chunked:
+            budget -= num_decode  # decode tokens share the step's budget (Sarathi / vLLM)
         chunks: list[tuple[int, int, int]] = []
         tokens = 0
         pairs = 0.0

@@ -7,9 +7,11 @@ import socket
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
+from splitserve.transfer import checksum as checksum_module
 from splitserve.transfer.checksum import CHECKSUM_NAME, kv_checksum
 from splitserve.transfer.errors import (
     AuthError,
@@ -26,10 +28,12 @@ from splitserve.transfer.record import HandoffRecord, parse_address
 from splitserve.transfer.shm import local_host_id, mapped_segment
 from splitserve.transfer.wire import (
     CHECKSUM,
+    HEADER,
     NONCE_BYTES,
     MsgType,
     client_mac,
     macs_equal,
+    parse_header,
     recv_control_body,
     recv_header,
     recv_into_exact,
@@ -96,11 +100,16 @@ def pull_kv(
             tune_socket(sock)
             session = _Session(sock, record, deadline)
             session.handshake(secret_bytes, identity, transport)
-            if transport == "tcp":
-                session.receive_layers(write_layer)
-            else:
-                session.read_shm(write_layer)
-            ack_confirmed = session.ack()
+            with ExitStack() as mappings:
+                if transport == "tcp":
+                    session.receive_layers(write_layer)
+                else:
+                    session.read_shm(write_layer, mappings)
+                ack_sent = session.send_ack()
+                # Unmapping a large segment takes a while: overlap it with the source's
+                # release instead of waiting for both in turn.
+                mappings.close()
+                ack_confirmed = ack_sent and session.await_done()
     except TimeoutError:
         raise TransferTimeout(
             f"KV transfer of {record.request_id!r} exceeded {timeout_s} s"
@@ -174,25 +183,30 @@ class _Session:
         self._verify_and_write(self._received_layers(), write_layer)
 
     def _received_layers(self) -> Iterator[tuple[int, memoryview, int]]:
-        """Receive layer after layer into two alternating staging buffers: the consumer
-        holds at most the previous layer while the next one arrives."""
+        """Receive each LAYER frame whole (header, bytes, checksum trailer: few syscalls)
+        into one of two alternating staging buffers: the consumer holds at most the
+        previous layer while the next one arrives."""
         bytes_per_layer = self.record.bytes_per_layer
-        staging = [memoryview(bytearray(bytes_per_layer)) for _ in range(2)]
-        checksum_raw = memoryview(bytearray(CHECKSUM.size))
+        frame_bytes = HEADER.size + bytes_per_layer + CHECKSUM.size
+        staging = [memoryview(bytearray(frame_bytes)) for _ in range(2)]
         for layer in range(self.record.num_layers):
+            frame = staging[layer % 2]
             self._arm()
-            msg_type, body_bytes = recv_header(self.sock)
+            # A short or foreign frame cannot pass: the header is checked below, and a
+            # peer that stops early leaves recv waiting until close (ConnectionLost) or
+            # the deadline (TransferTimeout).
+            recv_into_exact(self.sock, frame)
+            msg_type, body_bytes = parse_header(frame[: HEADER.size])
             if msg_type != MsgType.LAYER or body_bytes != CHECKSUM.size + bytes_per_layer:
                 raise ProtocolError(
                     f"layer {layer}: expected LAYER of {CHECKSUM.size + bytes_per_layer} bytes, "
                     f"got {msg_type.name} of {body_bytes}"
                 )
-            recv_into_exact(self.sock, checksum_raw)
-            (expected_checksum,) = CHECKSUM.unpack(checksum_raw)
-            recv_into_exact(self.sock, staging[layer % 2])
-            yield layer, staging[layer % 2], expected_checksum
+            (expected_checksum,) = CHECKSUM.unpack(frame[HEADER.size + bytes_per_layer :])
+            yield layer, frame[HEADER.size : HEADER.size + bytes_per_layer], expected_checksum
 
-    def read_shm(self, write_layer: WriteLayer) -> None:
+    def read_shm(self, write_layer: WriteLayer, mappings: ExitStack) -> None:
+        """Verify and write every layer from the offered segment; `mappings` unmaps it."""
         offer = self._recv(MsgType.SHM)
         name, offsets, checksums = (
             offer.get("name"),
@@ -219,8 +233,8 @@ class _Session:
                 yield layer, segment[offset : offset + bytes_per_layer], checksums[layer]
 
         try:
-            with mapped_segment(name) as segment:
-                self._verify_and_write(layers(segment), write_layer)
+            segment = mappings.enter_context(mapped_segment(name))
+            self._verify_and_write(layers(segment), write_layer)
         except ValueError as exc:
             raise ProtocolError(str(exc)) from None
         except FileNotFoundError:
@@ -231,8 +245,15 @@ class _Session:
     ) -> None:
         """Checksum layer i on a helper thread while layer i-1 is written here and layer i+1
         is received (numpy, hashlib and socket calls release the GIL), so verification
-        adds little to the critical path. write_layer sees only verified layers, in order,
-        on the calling thread."""
+        adds little to the critical path. Small layers are checked inline: a thread
+        handoff per layer costs more than their checksum. write_layer sees only verified
+        layers, in order, on the calling thread."""
+        if self.record.bytes_per_layer < checksum_module.PARALLEL_CHECKSUM_MIN_BYTES:
+            for layer, view, expected_checksum in layers:
+                checksum: Future[int] = Future()
+                checksum.set_result(kv_checksum(view))
+                self._write_verified(layer, view, expected_checksum, checksum, write_layer)
+            return
         with ThreadPoolExecutor(1, thread_name_prefix="kv-verify") as pool:
             previous: tuple[int, memoryview, int, Future[int]] | None = None
             for layer, view, expected_checksum in layers:
@@ -259,12 +280,20 @@ class _Session:
             )
         write_layer(layer, view)
 
-    def ack(self) -> bool:
-        """Tell the source to release; True once it confirmed. A lost confirmation is not
-        an error: the KV is verified here and the source's lease frees its copy anyway."""
+    def send_ack(self) -> bool:
+        """Tell the source to release: every layer is verified and written. A failure
+        here does not undo that; the source's lease then frees its copy."""
         try:
             self._arm()
             send_control(self.sock, MsgType.ACK, {"request_id": self.record.request_id})
+        except (OSError, TransferError):
+            return False
+        return True
+
+    def await_done(self) -> bool:
+        """True once the source confirmed its release. A lost confirmation is not an
+        error: the KV is verified here and the source's lease frees its copy anyway."""
+        try:
             done = self._recv(MsgType.DONE)
         except (OSError, TransferError):
             return False

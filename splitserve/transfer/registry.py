@@ -72,16 +72,24 @@ class Registry:
             entry.busy = True
             return entry
 
-    def checkin(self, entry: Entry, *, acked: bool) -> None:
-        """End a pull; release on ack, or carry out a release deferred during the pull."""
+    def checkin(self, entry: Entry, *, acked: bool) -> ShmExport | None:
+        """End a pull; release on ack, or carry out a release deferred during the pull.
+
+        On ack the entry's shared-memory export is handed back instead of unlinked, so the
+        caller can confirm to the sink first and unlink off the critical path.
+        """
         with self._lock:
             entry.busy = False
             reason = ACK if acked else entry.pending_reason
             if reason is None and time.time() >= entry.expires_at:
                 reason = EXPIRED
             victim = self._pop_locked(entry.request_id) if reason else None
+        detached = None
         if victim is not None and reason is not None:
+            if acked:
+                detached, victim.shm = victim.shm, None
             self._fire(victim, reason)
+        return detached
 
     def release(self, request_id: str, reason: str) -> bool:
         """Release now, or as soon as an in-flight pull ends. False if not registered."""

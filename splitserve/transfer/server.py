@@ -12,17 +12,12 @@ from collections.abc import Callable, Sequence
 from splitserve.transfer.buffers import LayerBuffer, byte_view, checked_reader
 from splitserve.transfer.errors import TransferError
 from splitserve.transfer.faults import FaultInjection
-from splitserve.transfer.handshake import (
-    DTYPE_ITEM_BYTES,
-    ModelIdentity,
-)
+from splitserve.transfer.handshake import DTYPE_ITEM_BYTES, ModelIdentity
 from splitserve.transfer.record import RECORD_VERSION, HandoffRecord
 from splitserve.transfer.registry import SHUTDOWN, UNREGISTERED, Entry, Registry, ReleaseCallback
 from splitserve.transfer.shm import ShmExport, local_host_id, shm_supported
 from splitserve.transfer.source_session import SessionContext, serve_pull
-from splitserve.transfer.wire import (
-    tune_socket,
-)
+from splitserve.transfer.wire import tune_socket
 
 logger = logging.getLogger(__name__)
 

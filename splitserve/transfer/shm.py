@@ -105,7 +105,9 @@ def mapped_segment(name: str) -> Iterator[memoryview]:
         raise ValueError(f"refusing shared-memory name {name!r}")
     fd = os.open(os.path.join(SHM_DIR, name), os.O_RDONLY)
     try:
-        mapping = mmap.mmap(fd, os.fstat(fd).st_size, prot=mmap.PROT_READ)
+        # MAP_POPULATE maps every page up front: one kernel pass instead of a fault per page.
+        flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
+        mapping = mmap.mmap(fd, os.fstat(fd).st_size, flags=flags, prot=mmap.PROT_READ)
     finally:
         os.close(fd)
     whole = memoryview(mapping)

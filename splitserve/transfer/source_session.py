@@ -5,9 +5,11 @@ from __future__ import annotations
 import secrets
 import socket
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from splitserve.transfer import checksum as checksum_module
 from splitserve.transfer.checksum import CHECKSUM_NAME, kv_checksum
 from splitserve.transfer.errors import AuthError, HandshakeMismatch, ProtocolError, TransferError
 from splitserve.transfer.faults import FaultInjection
@@ -15,13 +17,15 @@ from splitserve.transfer.handshake import HANDSHAKE_REFUSED, ModelIdentity, iden
 from splitserve.transfer.registry import Entry, Registry
 from splitserve.transfer.shm import ShmExport
 from splitserve.transfer.wire import (
+    CHECKSUM,
     NONCE_BYTES,
     MsgType,
     client_mac,
+    layer_header,
     macs_equal,
     recv_control,
     send_control,
-    send_layer,
+    send_parts,
     server_mac,
 )
 
@@ -78,30 +82,49 @@ def serve_pull(conn: socket.socket, ctx: SessionContext) -> None:
         ack = recv_control(conn, MsgType.ACK)
         acked = ack.get("request_id") == entry.request_id
     finally:
-        ctx.registry.checkin(entry, acked=acked)
-    if acked:
-        send_control(conn, MsgType.DONE, {"released": True})
+        detached = ctx.registry.checkin(entry, acked=acked)
+    try:
+        if acked:
+            send_control(conn, MsgType.DONE, {"released": True})
+    finally:
+        if detached is not None:
+            detached.unlink()
 
 
 def _send_layers(conn: socket.socket, entry: Entry, ctx: SessionContext) -> None:
+    """Stream layer after layer; a large layer is checksummed on a helper thread while
+    its bytes are being sent (both only read it), so the checksum costs no send time."""
     if ctx.faults.stall_s:
         ctx.stop.wait(ctx.faults.stall_s)
-    num_sent_bytes = 0
-    limit = ctx.faults.close_after_bytes
-    for layer in range(entry.num_layers):
-        if entry.pending_reason is not None or ctx.stop.is_set():
-            raise TransferError("request released during the transfer")
-        data = entry.read_layer(layer)
-        checksum = kv_checksum(data)
-        if ctx.faults.corrupt_every_transfer and data.nbytes:
-            corrupted = bytearray(data)
-            corrupted[data.nbytes // 2] ^= 0xFF
-            data = memoryview(corrupted)
-        if limit is not None and num_sent_bytes + data.nbytes > limit:
-            send_layer(conn, checksum, data[: limit - num_sent_bytes], data.nbytes)
-            raise TransferError("fault injection: closing mid-transfer")
-        send_layer(conn, checksum, data, data.nbytes)
-        num_sent_bytes += data.nbytes
+    parallel = entry.bytes_per_layer >= checksum_module.PARALLEL_CHECKSUM_MIN_BYTES
+    with ThreadPoolExecutor(1, thread_name_prefix="kv-checksum") as pool:
+        num_sent_bytes = 0
+        for layer in range(entry.num_layers):
+            if entry.pending_reason is not None or ctx.stop.is_set():
+                raise TransferError("request released during the transfer")
+            data = entry.read_layer(layer)
+            checksum = pool.submit(kv_checksum, data) if parallel else None
+            checksum_value = kv_checksum(data) if checksum is None else None
+            sent = _corrupted(data) if ctx.faults.corrupt_every_transfer else data
+            limit = ctx.faults.close_after_bytes
+            if limit is not None and num_sent_bytes + sent.nbytes > limit:
+                send_parts(conn, [layer_header(sent.nbytes), sent[: limit - num_sent_bytes]])
+                raise TransferError("fault injection: closing mid-transfer")
+            num_sent_bytes += sent.nbytes
+            if checksum is None:
+                assert checksum_value is not None
+                send_parts(conn, [layer_header(sent.nbytes), sent, CHECKSUM.pack(checksum_value)])
+            else:
+                send_parts(conn, [layer_header(sent.nbytes), sent])
+                conn.sendall(CHECKSUM.pack(checksum.result()))
+
+
+def _corrupted(data: memoryview) -> memoryview:
+    """A copy of `data` with one byte flipped (the source's own buffer stays intact)."""
+    corrupted = bytearray(data)
+    if corrupted:
+        corrupted[len(corrupted) // 2] ^= 0xFF
+    return memoryview(corrupted)
 
 
 def _offer_shm(conn: socket.socket, entry: Entry, ctx: SessionContext) -> None:

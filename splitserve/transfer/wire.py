@@ -1,9 +1,9 @@
 """Framing of the KV transport: a fixed struct header, JSON control bodies, raw layer bytes.
 
 Every frame starts with `HEADER` = magic, wire version, message type, reserved, body length.
-Control bodies are UTF-8 JSON objects of at most `MAX_CONTROL_BYTES`; a LAYER body is an
-8-byte little-endian checksum followed by the layer's raw bytes, and its length must equal
-what META announced. Nothing received is unpickled or evaluated.
+Control bodies are UTF-8 JSON objects of at most `MAX_CONTROL_BYTES`; a LAYER body is the
+layer's raw bytes followed by their 8-byte little-endian checksum, and its length must
+equal what META announced. Nothing received is unpickled or evaluated.
 
 Conversation (client = decode side, server = prefill side), one request per connection:
 
@@ -81,12 +81,22 @@ def send_control(sock: socket.socket, msg_type: MsgType, body: dict[str, Any]) -
     sock.sendall(HEADER.pack(MAGIC, WIRE_VERSION, msg_type, 0, len(payload)) + payload)
 
 
-def send_layer(sock: socket.socket, checksum: int, data: memoryview, num_bytes: int) -> None:
-    """Send a LAYER frame announcing `num_bytes` of layer data; `data` is normally all of
-    it (fault injection sends less and then closes)."""
-    header = HEADER.pack(MAGIC, WIRE_VERSION, MsgType.LAYER, 0, CHECKSUM.size + num_bytes)
-    sock.sendall(header + CHECKSUM.pack(checksum))
-    sock.sendall(data)
+def layer_header(num_bytes: int) -> bytes:
+    """Header of a LAYER frame: `num_bytes` of layer data follow, then the 8-byte checksum
+    (a trailer, so the sender can checksum a layer while it is being sent)."""
+    return HEADER.pack(MAGIC, WIRE_VERSION, MsgType.LAYER, 0, num_bytes + CHECKSUM.size)
+
+
+def send_parts(sock: socket.socket, parts: list[bytes | memoryview]) -> None:
+    """Send `parts` back to back, in one gather syscall when the kernel takes it all."""
+    num_sent = sock.sendmsg(parts)
+    for part in parts:
+        part_bytes = memoryview(part).nbytes
+        if num_sent >= part_bytes:
+            num_sent -= part_bytes
+            continue
+        sock.sendall(memoryview(part)[num_sent:])
+        num_sent = 0
 
 
 def recv_into_exact(sock: socket.socket, view: memoryview) -> None:
@@ -106,6 +116,10 @@ def recv_into_exact(sock: socket.socket, view: memoryview) -> None:
 def recv_header(sock: socket.socket) -> tuple[MsgType, int]:
     raw = bytearray(HEADER.size)
     recv_into_exact(sock, memoryview(raw))
+    return parse_header(raw)
+
+
+def parse_header(raw: bytes | bytearray | memoryview) -> tuple[MsgType, int]:
     magic, version, msg_type, _, body_bytes = HEADER.unpack(raw)
     if magic != MAGIC:
         raise ProtocolError(f"bad frame magic {bytes(magic)!r}")

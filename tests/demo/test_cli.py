@@ -39,3 +39,38 @@ def test_importing_the_verb_does_not_import_torch() -> None:
         "assert 'torch' not in sys.modules and 'transformers' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        ([], {"train_seconds": 180.0, "max_steps": None, "num_threads": None}),
+        (["--max-steps", "7"], {"train_seconds": None, "max_steps": 7}),
+        (["--max-steps", "7", "--train-seconds", "5"], {"train_seconds": 5.0, "max_steps": 7}),
+        (["--threads", "1", "--seed", "3"], {"num_threads": 1, "seed": 3}),
+    ],
+)
+def test_flags_reach_the_builder(
+    argv: list[str],
+    expected: dict[str, object],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    seen: dict[str, object] = {}
+
+    def fake_build(out_dir: Path, **kwargs: object) -> Path:
+        seen.update(kwargs)
+        return out_dir
+
+    monkeypatch.setattr(build_module, "build_demo_model", fake_build)
+    assert cli.main(["demo-model", "--out", str(tmp_path), *argv]) == 0
+    assert {key: seen[key] for key in expected} == expected
+    assert capsys.readouterr().out.strip() == str(tmp_path)
+
+
+@pytest.mark.parametrize("flag", ["--max-steps", "--threads"])
+def test_non_positive_counts_are_usage_errors(flag: str) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["demo-model", flag, "0"])
+    assert exc.value.code == 2

@@ -50,6 +50,7 @@ def test_colocated_search_finds_the_hand_computed_fleet() -> None:
         Slo(1.0, 1.0, 1.0),
         scheduler=SchedulerConfig(token_budget=input_len, prefill_token_budget=input_len),
         tp_options=(1,),
+        colocated_token_budgets=(),
     )
     model = Evaluator(setup).latency_model(1)
     assert model is not None

@@ -137,3 +137,12 @@ def test_least_loaded_routing_spreads_a_burst() -> None:
         reqs, [Pool("mixed", 4, ConstantLatency(0.1))], SchedulerConfig(token_budget=100)
     )
     assert np.allclose(res.ttft_s, 0.1)
+
+
+def test_fleet_needs_mixed_or_both_pools() -> None:
+    reqs = _one(10, 2)
+    model = ConstantLatency(0.01)
+    with pytest.raises(ValueError, match="need one mixed pool"):
+        simulate(reqs, [Pool("prefill", 1, model)], transfer=TransferConfig(1e9))
+    with pytest.raises(ValueError, match="needs a TransferConfig"):
+        simulate(reqs, [Pool("prefill", 1, model), Pool("decode", 1, model)])

@@ -101,3 +101,13 @@ def make_server(releases: Releases) -> Iterator[Callable[..., KVServer]]:
     yield make
     for server in servers:
         server.close()
+
+
+@pytest.fixture(params=["inline", "pipelined"])
+def verify_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a test with layer checksums computed inline and on helper threads (both ends)."""
+    from splitserve.transfer import checksum
+
+    threshold = 0 if request.param == "pipelined" else 1 << 62
+    monkeypatch.setattr(checksum, "PARALLEL_CHECKSUM_MIN_BYTES", threshold)
+    return str(request.param)

@@ -33,7 +33,9 @@ def far_future() -> float:
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
 @pytest.mark.parametrize("num_blocks", [1, 3, 257])
-def test_pull_delivers_identical_bytes_layer_by_layer(make_server, releases, transport, num_blocks):
+def test_pull_delivers_identical_bytes_layer_by_layer(
+    verify_mode, make_server, releases, transport, num_blocks
+):
     server = make_server()
     layers = make_layers(IDENTITY, num_blocks, seed=num_blocks)
     record = server.register(
@@ -180,7 +182,7 @@ def test_wrong_secret_is_refused_and_nothing_released(make_server, releases, tra
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_corrupted_transfer_is_detected_and_wrong_bytes_never_delivered(
-    make_server, releases, transport
+    verify_mode, make_server, releases, transport
 ):
     server = make_server(faults=FaultInjection(corrupt_every_transfer=True))
     layers = make_layers(IDENTITY, 3)
@@ -204,7 +206,7 @@ def test_corruption_can_be_switched_on_by_environment(make_server, monkeypatch):
         pull_kv(record, SECRET, IDENTITY, Sink(), timeout_s=10, transport="tcp")
 
 
-def test_truncated_transfer_raises_and_a_retry_succeeds(make_server, releases):
+def test_truncated_transfer_raises_and_a_retry_succeeds(verify_mode, make_server, releases):
     layers = make_layers(IDENTITY, 4)
     broken = make_server(faults=FaultInjection(close_after_bytes=len(layers[0]) + 100))
     record = broken.register(
@@ -488,7 +490,7 @@ def test_releases_fixture_is_typed() -> None:
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
-def test_numpy_layers_in_kv_cache_shape_roundtrip(make_server, transport):
+def test_numpy_layers_in_kv_cache_shape_roundtrip(verify_mode, make_server, transport):
     """Layers as the engine holds them: [2, num_blocks, block_size, heads, head_dim] arrays."""
     rng = np.random.default_rng(3)
     shape = (2, 5, IDENTITY.block_size, IDENTITY.num_kv_heads, IDENTITY.head_dim)
@@ -521,7 +523,7 @@ def test_non_contiguous_layers_are_refused(make_server):
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_a_failing_write_layer_propagates_and_the_request_stays_held(
-    make_server, releases, transport
+    verify_mode, make_server, releases, transport
 ):
     server = make_server(shm_export_at_register=True)
     record = server.register(
