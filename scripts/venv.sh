@@ -13,16 +13,20 @@ if [ -z "$py" ]; then
 fi
 if [ ! -x "$venv/bin/python" ]; then
   "$py" -m venv "$venv"
-  "$venv/bin/python" -m pip install -q -U pip 2>&1 | grep -v "is ignored" || true
+  "$venv/bin/python" -m pip install -q -U pip >/dev/null 2>&1 || true
 fi
 stamp="$venv/.splitserve-installed"
 want="$(sha256sum "$root/pyproject.toml" | cut -d' ' -f1)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   # torch first, pinned: the CPU wheel of 2.13.0 (an unpinned torch pulls a CUDA build).
-  # (the grep drops pip's noise about local mirrors this machine does not have)
-  "$venv/bin/python" -m pip install -q "torch==2.13.0" 2>&1 | grep -v "is ignored" || true
-  "$venv/bin/python" -m pip install -q -e "$root[dev]" "torch==2.13.0" 2>&1 \
-    | grep -v -e "is ignored" -e BuildBackendWarning || true
+  log="$venv/install.log"
+  echo "installing splitserve and its dependencies into $venv (log: $log) ..." >&2
+  if ! { "$venv/bin/python" -m pip install -q "torch==2.13.0" &&
+         "$venv/bin/python" -m pip install -q -e "$root[dev]" "torch==2.13.0"; } >"$log" 2>&1; then
+    tail -n 40 "$log" >&2
+    echo "install failed; see $log" >&2
+    exit 1
+  fi
   "$venv/bin/python" -c "import torch, splitserve" # fail here, loudly, if the install did not work
   echo "$want" > "$stamp"
 fi

@@ -53,32 +53,37 @@ class LLM:
             raise ValueError(f"{len(prompt_list)} prompts but {len(params_list)} sampling params")
         order: list[str] = []
         results: dict[str, RequestOutput] = {}
-        for prompt, params in zip(prompt_list, params_list, strict=True):
-            if isinstance(prompt, str):
-                if not prompt:
-                    raise ValueError("prompt is empty")
-                text: str | None = prompt
-                ids = self.tokenizer.encode(prompt)
-            else:
-                text, ids = None, list(prompt)
-            rid = f"offline-{self._counter}"
-            self._counter += 1
-            try:
-                self.engine.add_request(rid, ids, params)
-            except ValueError:
-                for queued in order:
-                    self.engine.abort(queued)
-                raise
-            order.append(rid)
-            results[rid] = RequestOutput(
-                request_id=rid, prompt=text, prompt_token_ids=ids,
-                outputs=[CompletionOutput(index=0, text="", token_ids=[],
-                                          logprobs=[] if params.logprobs is not None else None)],
-                finished=False, metrics=RequestMetrics(arrival_time_s=time.time()))
+        try:
+            for prompt, params in zip(prompt_list, params_list, strict=True):
+                rid = self._add(prompt, params, results)
+                order.append(rid)
+        except ValueError:
+            for queued in order:  # all or nothing: a bad prompt queues no request
+                self.engine.abort(queued)
+            raise
         while self.engine.has_work():
             for out in self.engine.step():
                 _merge(results[out.request_id], out)
         return [results[rid] for rid in order]
+
+    def _add(self, prompt: str | list[int], params: SamplingParams,
+             results: dict[str, RequestOutput]) -> str:
+        if isinstance(prompt, str):
+            if not prompt:
+                raise ValueError("prompt is empty")
+            text: str | None = prompt
+            ids = self.tokenizer.encode(prompt)
+        else:
+            text, ids = None, list(prompt)
+        rid = f"offline-{self._counter}"
+        self._counter += 1
+        self.engine.add_request(rid, ids, params)
+        results[rid] = RequestOutput(
+            request_id=rid, prompt=text, prompt_token_ids=ids,
+            outputs=[CompletionOutput(index=0, text="", token_ids=[],
+                                      logprobs=[] if params.logprobs is not None else None)],
+            finished=False, metrics=RequestMetrics(arrival_time_s=time.time()))
+        return rid
 
 
 def _merge(result: RequestOutput, out: StepOutput) -> None:
