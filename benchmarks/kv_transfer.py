@@ -200,20 +200,32 @@ def bench_size(pipe: Connection, raw_port: int, size_bytes: int, reps: int) -> d
             raise AssertionError(f"{label}: destination differs from source")
 
     gb_per_s = {label: num_bytes / statistics.median(s) / 1e9 for label, s in samples.items()}
-    best_raw = max(gb_per_s["raw_socket_default"], gb_per_s["raw_socket_tuned"])
+    # Best-of-reps throughput: on a shared, overloaded machine the fastest run is the one
+    # least disturbed by other processes, so it is reported beside the median.
+    best_gb_per_s = {label: num_bytes / min(s) / 1e9 for label, s in samples.items()}
     return {
         "payload_bytes": num_bytes,
         "num_layers": NUM_LAYERS,
         "num_blocks": num_blocks,
         "gb_per_s": gb_per_s,
-        "ratio_tcp_vs_best_raw_socket": gb_per_s["tcp"] / best_raw,
-        "ratio_tcp_transport_only_vs_best_raw_socket": gb_per_s["tcp_transport_only"] / best_raw,
-        "ratio_shm_export_at_pull_vs_memcpy": gb_per_s["shm_export_at_pull"] / gb_per_s["memcpy"],
-        "ratio_shm_export_at_register_vs_memcpy": (
-            gb_per_s["shm_export_at_register"] / gb_per_s["memcpy"]
-        ),
+        "best_gb_per_s": best_gb_per_s,
+        "ratios_median": ratios(gb_per_s),
+        "ratios_best": ratios(best_gb_per_s),
         "source_register_s_median": register_s,
         "runs": {label: summarize(num_bytes, s) for label, s in samples.items()},
+    }
+
+
+def ratios(gb_per_s: dict[str, float]) -> dict[str, float]:
+    """The issue's targets: TCP >= 0.5 x raw socket, shared memory >= 0.5 x memory copy."""
+    best_raw = max(gb_per_s["raw_socket_default"], gb_per_s["raw_socket_tuned"])
+    return {
+        "tcp_vs_best_raw_socket": gb_per_s["tcp"] / best_raw,
+        "tcp_transport_only_vs_best_raw_socket": gb_per_s["tcp_transport_only"] / best_raw,
+        "shm_export_at_pull_vs_memcpy": gb_per_s["shm_export_at_pull"] / gb_per_s["memcpy"],
+        "shm_export_at_register_vs_memcpy": (
+            gb_per_s["shm_export_at_register"] / gb_per_s["memcpy"]
+        ),
     }
 
 
@@ -254,7 +266,11 @@ def main() -> None:
             points.append(point)
             rates = point["gb_per_s"]
             assert isinstance(rates, dict)
-            print(f"{size_mb:5d} MB " + " ".join(f"{k} {v:.2f}" for k, v in rates.items()))
+            print(f"{size_mb:5d} MB GB/s " + " ".join(f"{k} {v:.2f}" for k, v in rates.items()))
+            for kind in ("ratios_median", "ratios_best"):
+                values = point[kind]
+                assert isinstance(values, dict)
+                print(f"      {kind} " + " ".join(f"{k} {v:.2f}" for k, v in values.items()))
         pipe.send(("quit",))
         pipe.recv()
     finally:

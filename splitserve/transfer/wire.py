@@ -32,7 +32,8 @@ from typing import Any
 from splitserve.transfer.errors import ConnectionLost, ProtocolError
 
 MAGIC = b"SSKV"
-WIRE_VERSION = 1
+# 2: the LAYER checksum moved from before the bytes to a trailer after them.
+WIRE_VERSION = 2
 HEADER = struct.Struct("!4sBBHQ")
 CHECKSUM = struct.Struct("<Q")
 MAX_CONTROL_BYTES = 64 * 1024
