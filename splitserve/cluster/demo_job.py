@@ -11,13 +11,23 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from splitserve.cluster.launcher import Cluster
 
+# Short prompts are prefilled on the decode worker itself (conditional disaggregation);
+# the long ones go through the prefill worker and a KV transfer. The report shows which.
 DEMO_PROMPTS = (
     "The function returns",
+    "A module is a file containing Python definitions and statements. The file name is "
+    "the module name with the suffix added. Within a module, the module's name is "
+    "available as the value of the global variable. A module can contain executable "
+    "statements as well as function definitions. These statements are intended to "
+    "initialize the module. They are executed only the first time the module name is "
+    "encountered in an import statement. When the interpreter starts, it",
     "A list is a sequence of",
-    "When the interpreter starts, it",
-    "The module defines the following",
-    "To open a file, use",
-    "An exception is raised when",
+    "An exception is raised when an operation or function is applied to an object of "
+    "inappropriate type. The associated value is a string giving details about the type "
+    "mismatch. User code can raise built-in exceptions. This can be used to test an "
+    "exception handler or to report an error condition just like the situation in which "
+    "the interpreter raises the same exception; but beware that nothing prevents user "
+    "code from raising an inappropriate error. When an exception is raised, the handler",
 )
 
 
@@ -30,19 +40,26 @@ class DemoResult:
     token_times: list[float] = field(default_factory=list)
     completion_tokens: int = 0
     error: str | None = None
+    route_kind: str = "?"
+    kv_transfer_ms: float | None = None
 
 
 def stream_one(client: httpx.Client, url: str, model: str, prompt: str,
                max_tokens: int) -> DemoResult:
     res = DemoResult(prompt=prompt)
-    body = {"model": model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0,
-            "stream": True, "stream_options": {"include_usage": True}}
+    # seeded sampling: varied text, yet the same on every run and in every topology
+    body = {"model": model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0.7,
+            "seed": 0, "ignore_eos": True, "stream": True,
+            "stream_options": {"include_usage": True}}
     start = time.perf_counter()
-    with client.stream("POST", f"{url}/v1/completions", json=body) as resp:
+    headers = {"X-Splitserve-Debug": "1"}
+    with client.stream("POST", f"{url}/v1/completions", json=body, headers=headers) as resp:
         if resp.status_code != 200:
             res.error = f"HTTP {resp.status_code}: {resp.read().decode(errors='replace')}"
             return res
         for line in resp.iter_lines():
+            if line.startswith(": timeline "):
+                _read_timeline(res, json.loads(line[len(": timeline "):]))
             if not line.startswith("data: ") or line == "data: [DONE]":
                 continue
             chunk = json.loads(line[6:])
@@ -58,6 +75,14 @@ def stream_one(client: httpx.Client, url: str, model: str, prompt: str,
     res.e2e_s = time.perf_counter() - start
     res.ttft_s = res.token_times[0] if res.token_times else res.e2e_s
     return res
+
+
+def _read_timeline(res: DemoResult, timeline: dict[str, object]) -> None:
+    res.route_kind = str(timeline.get("route_kind"))
+    workers = timeline.get("worker_timelines")
+    for worker in (workers.values() if isinstance(workers, dict) else []):
+        if isinstance(worker, dict) and "kv_transfer_s" in worker:
+            res.kv_transfer_ms = 1000 * float(worker["kv_transfer_s"])
 
 
 def _phase_lines(cluster: Cluster, client: httpx.Client) -> list[str]:
@@ -81,7 +106,7 @@ def _phase_lines(cluster: Cluster, client: httpx.Client) -> list[str]:
 
 
 def run_demo_job(cluster: Cluster, num_requests: int, max_tokens: int) -> int:
-    """Send `num_requests` streamed greedy completions one after another; print a report."""
+    """Send `num_requests` streamed seeded completions one after another; print a report."""
     with httpx.Client(timeout=120.0) as client:
         model = client.get(f"{cluster.url}/v1/models").json()["data"][0]["id"]
         print(f"cluster up at {cluster.url} ({', '.join(cluster.spec.roles())}); model {model}")
@@ -90,16 +115,18 @@ def run_demo_job(cluster: Cluster, num_requests: int, max_tokens: int) -> int:
                        max_tokens)
             for i in range(num_requests)
         ]
-        print("\nrequests (greedy, streamed through the router):")
+        print("\nrequests (seeded sampling, streamed through the router):")
         for r in results:
             if r.error:
                 print(f"  {r.prompt!r}: ERROR {r.error}")
                 continue
             gaps = [b - a for a, b in zip(r.token_times, r.token_times[1:], strict=False)]
             itl_ms = 1000 * sum(gaps) / len(gaps) if gaps else 0.0
-            print(f"  {r.prompt!r} -> {r.text[:60]!r}")
-            print(f"     TTFT {1000 * r.ttft_s:7.1f} ms | mean ITL {itl_ms:6.1f} ms | "
-                  f"{r.completion_tokens} tokens | total {r.e2e_s:5.2f} s")
+            prompt = r.prompt if len(r.prompt) < 40 else r.prompt[:20] + "..." + r.prompt[-16:]
+            kv = f" | KV moved in {r.kv_transfer_ms:.1f} ms" if r.kv_transfer_ms else ""
+            print(f"  {prompt!r} -> {r.text[:60]!r}")
+            print(f"     route {r.route_kind} | TTFT {1000 * r.ttft_s:6.1f} ms | mean ITL "
+                  f"{itl_ms:5.1f} ms | {r.completion_tokens} tokens | total {r.e2e_s:5.2f} s{kv}")
         print("\nper-phase work on each worker:")
         for line in _phase_lines(cluster, client):
             print(line)

@@ -60,6 +60,9 @@ class KVBridge:
             worker_id=self.cfg.worker_id,
             on_release=self._on_release,
             shm_enabled=self.cfg.transport == "shm",
+            # measured (benchmarks/results/kv_transfer.json): copying into the segment at
+            # register time, off the pull's critical path, beats filling it at pull time
+            shm_export_at_register=self.cfg.transport == "shm",
         )
 
     def close(self) -> None:
