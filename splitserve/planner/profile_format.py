@@ -103,6 +103,39 @@ def make_profile(
     return validate_profile(data)
 
 
+def _doubling(start: int, stop: int) -> list[int]:
+    values = [start]
+    while values[-1] * 2 < stop:
+        values.append(values[-1] * 2)
+    values.append(stop)
+    return sorted(set(values))
+
+
+def suggested_axes(
+    max_model_len: int, max_num_seqs: int, kv_capacity_tokens: int
+) -> dict[str, list[int]]:
+    """Grid axes for `splitserve profile` to measure: powers of two up to the limits.
+
+    Returns prefill `num_tokens` (16 .. max_model_len), `context_len` (0, then 256 ..
+    max_model_len / 2), decode `batch_size` (1 .. max_num_seqs) and `context_tokens`
+    (64 .. kv_capacity_tokens). Each axis has at least two points.
+    """
+    for name, value in (
+        ("max_model_len", max_model_len),
+        ("max_num_seqs", max_num_seqs),
+        ("kv_capacity_tokens", kv_capacity_tokens),
+    ):
+        if value < 2:
+            raise ValueError(f"{name} must be >= 2, got {value}")
+    half_len = max(max_model_len // 2, 2)
+    return {
+        "num_tokens": _doubling(min(16, max_model_len - 1), max_model_len),
+        "context_len": [0, *_doubling(min(256, half_len - 1), half_len)],
+        "batch_size": _doubling(1, max_num_seqs),
+        "context_tokens": _doubling(min(64, kv_capacity_tokens - 1), kv_capacity_tokens),
+    }
+
+
 def save_profile(data: dict[str, Any], path: str | Path) -> None:
     validate_profile(data)
     Path(path).write_text(json.dumps(data, indent=1) + "\n")

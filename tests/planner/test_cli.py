@@ -72,3 +72,21 @@ def test_plan_config_missing_field_exits_2(
     path.write_text(json.dumps(broken))
     assert main(_plan(tmp_path / "o", "--model", str(path), "--no-plot")) == 2
     assert "hidden_size" in capsys.readouterr().err
+
+
+def test_plan_reads_a_trace_file(tiny_config_path: Path, tmp_path: Path) -> None:
+    rows = [
+        f"2023-11-16 18:15:{i // 10:02d}.{i % 10}000000,{300 + i},{20 + i % 7}" for i in range(200)
+    ]
+    trace = tmp_path / "trace.csv"
+    trace.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n" + "\n".join(rows) + "\n")
+    out = tmp_path / "out"
+    args = [
+        "plan", "--model", str(tiny_config_path), "--hardware", "a100", "--trace", str(trace),
+        "--ttft", "0.5", "--tpot", "0.05", "--tp", "1", "--no-plot", "--no-goodput",
+        "--out", str(out),
+    ]  # fmt: skip
+    assert main(args) == 0
+    plan = json.loads((out / "plan.json").read_text())
+    assert plan["workload"] == "trace.csv" and plan["num_requests"] == 200
+    assert plan["rate_rps"] == pytest.approx(10.0, rel=0.01)

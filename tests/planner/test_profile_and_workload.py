@@ -15,6 +15,7 @@ from splitserve.planner.profile_format import (
     load_profile,
     make_profile,
     save_profile,
+    suggested_axes,
 )
 from splitserve.planner.simulator import simulate
 from splitserve.planner.workload import generate, get_workload, load_trace, shared_traces_dir
@@ -121,3 +122,25 @@ def test_shared_traces_load_at_full_scale() -> None:
     assert np.mean(conv.input_len) == pytest.approx(1155, rel=0.01)
     mooncake = load_trace(TRACES / "mooncake_fast25_conversation.jsonl", limit=1000)
     assert mooncake.hash_ids is not None and len(mooncake) == 1000
+
+
+def test_suggested_axes_are_valid_profile_axes(roofline: RooflineLatencyModel) -> None:
+    axes = suggested_axes(max_model_len=2048, max_num_seqs=64, kv_capacity_tokens=50_000)
+    assert axes["num_tokens"][0] == 16 and axes["num_tokens"][-1] == 2048
+    assert axes["context_len"] == [0, 256, 512, 1024]
+    assert axes["batch_size"] == [1, 2, 4, 8, 16, 32, 64]
+    assert axes["context_tokens"][-1] == 50_000
+    p, c, b, t = (axes[k] for k in ("num_tokens", "context_len", "batch_size", "context_tokens"))
+    profile = make_profile(
+        model_name="m",
+        hardware_name="h",
+        tensor_parallel=1,
+        kv_capacity_tokens=50_000,
+        kv_bytes_per_token=1,
+        num_layers=1,
+        prefill=(p, c, [[roofline.prefill_s(x, y) for y in c] for x in p]),
+        decode=(b, t, [[roofline.decode_s(x, y) for y in t] for x in b]),
+    )
+    assert ProfileLatencyModel(profile).decode_s(3, 1000) > 0
+    tiny = suggested_axes(max_model_len=8, max_num_seqs=2, kv_capacity_tokens=4)
+    assert all(len(v) >= 2 for v in tiny.values())
