@@ -21,7 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from splitserve.demo.card import SAMPLE_PROMPT, model_card
-from splitserve.demo.spec import DEFAULT_TRAIN_SECONDS, DEMO_DIR_NAME, DemoSpec
+from splitserve.demo.spec import (
+    DEFAULT_MAX_STEPS,
+    DEFAULT_TRAIN_SECONDS,
+    DEMO_DIR_NAME,
+    DemoSpec,
+)
 
 COMPLETE_MARKER = ".splitserve-demo-complete"
 REQUIRED_FILES = (
@@ -57,7 +62,7 @@ def build_demo_model(
     out_dir: Path | str | None = None,
     *,
     train_seconds: float | None = DEFAULT_TRAIN_SECONDS,
-    max_steps: int | None = None,
+    max_steps: int | None = DEFAULT_MAX_STEPS,
     seed: int = 0,
     force: bool = False,
     num_threads: int | None = None,

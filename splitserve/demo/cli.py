@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 # spec holds only dataclasses and constants: cheap to import, unlike build's torch.
-from splitserve.demo.spec import DEFAULT_TRAIN_SECONDS, DEMO_DIR_NAME
+from splitserve.demo.spec import DEFAULT_MAX_STEPS, DEFAULT_TRAIN_SECONDS, DEMO_DIR_NAME
 
 
 def _log(message: str) -> None:
@@ -39,13 +39,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _positive_seconds(text: str) -> float:
+def _seconds(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"--train-seconds must be positive, got {text}")
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be >= 0 (0: no limit), got {text}")
     return value
 
 
@@ -53,9 +53,7 @@ def run(args: argparse.Namespace) -> int:
     from splitserve.demo.build import build_demo_model, default_demo_dir, is_complete
 
     target = Path(args.out) if args.out else default_demo_dir()
-    train_seconds = args.train_seconds
-    if train_seconds is None and args.max_steps is None:
-        train_seconds = DEFAULT_TRAIN_SECONDS
+    train_seconds = args.train_seconds or None  # 0 means no time limit
     if args.force or not is_complete(target):
         limits = [f"{train_seconds:g} s"] if train_seconds is not None else []
         limits += [f"{args.max_steps} steps"] if args.max_steps is not None else []
@@ -91,18 +89,19 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--train-seconds",
-        type=_positive_seconds,
-        default=None,
+        type=_seconds,
+        default=DEFAULT_TRAIN_SECONDS,
         metavar="S",
-        help=f"wall-time limit of the training loop (default: {DEFAULT_TRAIN_SECONDS:g}, "
-        "or none when --max-steps is given)",
+        help="wall-time limit of the training loop; 0: none (default: %(default)g)",
     )
     parser.add_argument(
         "--max-steps",
         type=_positive_int,
+        default=DEFAULT_MAX_STEPS,
         metavar="N",
-        help="train exactly N steps unless --train-seconds runs out first; without a time "
-        "limit the build is reproducible (same seed, Python, torch and thread count)",
+        help="train N steps unless --train-seconds runs out first; with --train-seconds 0 "
+        "the build is reproducible (same seed, Python, torch, thread count) "
+        "(default: %(default)s)",
     )
     parser.add_argument(
         "--threads",

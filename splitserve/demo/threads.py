@@ -21,7 +21,7 @@ class ThreadTuner:
     new probe round.
     """
 
-    def __init__(self, max_threads: int, probe_steps: int = 2, recheck_s: float = 45.0) -> None:
+    def __init__(self, max_threads: int, probe_steps: int = 2, recheck_s: float = 60.0) -> None:
         if max_threads <= 0 or probe_steps <= 0 or recheck_s <= 0:
             raise ValueError(
                 f"max_threads, probe_steps and recheck_s must be positive, got "

@@ -27,7 +27,14 @@ TINY_STEPS = 25
 def build_tiny(out_dir: Path, **overrides: object) -> Path:
     from splitserve.demo.build import build_demo_model
 
-    kwargs: dict[str, object] = {"train_seconds": None, "max_steps": TINY_STEPS, "seed": 0}
+    # One thread: tiny matrices gain nothing from more, and a fixed count keeps the
+    # reproducibility check meaningful on any machine.
+    kwargs: dict[str, object] = {
+        "train_seconds": None,
+        "max_steps": TINY_STEPS,
+        "seed": 0,
+        "num_threads": 1,
+    }
     kwargs.update(overrides)
     return build_demo_model(out_dir, spec=TINY_SPEC, **kwargs)  # type: ignore[arg-type]
 

@@ -168,7 +168,7 @@ def test_bad_build_arguments_are_value_errors(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="train_seconds"):
         build_demo_model(tmp_path / "x", train_seconds=-1.0)
     with pytest.raises(ValueError, match="train_seconds or max_steps"):
-        build_demo_model(tmp_path / "x", train_seconds=None)
+        build_demo_model(tmp_path / "x", train_seconds=None, max_steps=None)
     with pytest.raises(ValueError, match="num_threads"):
         build_demo_model(tmp_path / "x", num_threads=0)
     assert not (tmp_path / "x").exists()

@@ -23,7 +23,7 @@ def test_demo_model_prints_the_cached_path(
     assert capsys.readouterr().out.strip() == str(tiny_demo_dir)
 
 
-@pytest.mark.parametrize("seconds", ["0", "-3", "abc", "inf"])
+@pytest.mark.parametrize("seconds", ["-3", "abc", "inf", "nan"])
 def test_bad_train_seconds_is_a_usage_error(
     seconds: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -44,9 +44,9 @@ def test_importing_the_verb_does_not_import_torch() -> None:
 @pytest.mark.parametrize(
     ("argv", "expected"),
     [
-        ([], {"train_seconds": 180.0, "max_steps": None, "num_threads": None}),
-        (["--max-steps", "7"], {"train_seconds": None, "max_steps": 7}),
-        (["--max-steps", "7", "--train-seconds", "5"], {"train_seconds": 5.0, "max_steps": 7}),
+        ([], {"train_seconds": 180.0, "max_steps": 600, "num_threads": None}),
+        (["--max-steps", "7"], {"train_seconds": 180.0, "max_steps": 7}),
+        (["--max-steps", "7", "--train-seconds", "0"], {"train_seconds": None, "max_steps": 7}),
         (["--threads", "1", "--seed", "3"], {"num_threads": 1, "seed": 3}),
     ],
 )
