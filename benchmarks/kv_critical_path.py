@@ -88,8 +88,9 @@ def main() -> None:
         prefill_s = statistics.median(r["ttft_s"] for r in colo[n])
         gap_colo = statistics.median(r["gap_s"] for r in colo[n])
         gap_dis = statistics.median(r["gap_s"] for r in disagg[n])
-        kv_s = [r["timeline"].get("kv_transfer_s") for r in disagg[n]  # type: ignore[union-attr]
-                if isinstance(r["timeline"], dict)]
+        kv_s = [w.get("kv_transfer_s") for r in disagg[n]
+                for w in r["timeline"].get("worker_timelines", {}).values()  # type: ignore[union-attr]
+                if isinstance(w, dict)]
         rows.append({
             "prompt_len": n, "prefill_s_colocated": prefill_s,
             "second_token_gap_s_colocated": gap_colo,
