@@ -180,6 +180,9 @@ class LLMEngine:
 
     def _emit(self, req: _Request, token_id: int, logprob: Any, held: bool) -> StepOutput:
         rid = req.seq.request_id
+        tl = req.timeline
+        if "queue_s" not in tl and "engine_first_scheduled" in tl:
+            tl["queue_s"] = tl["engine_first_scheduled"] - tl["engine_arrival"]
         delta = req.detok.append(token_id)
         req.timeline.setdefault("engine_first_token", time.time())
         out = StepOutput(

@@ -150,7 +150,7 @@ async def _generate_stream(
                 timeline["worker_handoff_offered"] = time.time()
                 done = True
                 yield event_line("handoff", record=record, emitted_text_len=out.emitted_text_len,
-                                 timeline=timeline)
+                                 timeline={**timeline, **out.timeline})
                 return
             if out.finished:
                 timeline["worker_finished"] = time.time()

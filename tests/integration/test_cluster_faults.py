@@ -159,3 +159,31 @@ def test_handshake_refuses_kv_from_a_different_model(model_dir: Path, tmp_path: 
             proc.terminate()
         for proc in procs:
             proc.wait(timeout=15)
+
+
+def test_router_and_worker_metrics_parse_and_count_the_handoff(cluster_1p1d: Cluster,
+                                                               model_dir: Path) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    resp = httpx.post(f"{cluster_1p1d.url}/v1/completions", timeout=60, json={
+        "model": model_dir.name, "prompt": "A long prompt for the prefill pool " * 12,
+        "max_tokens": 4, "ignore_eos": True})
+    assert resp.status_code == 200
+
+    def samples(url: str) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for fam in text_string_to_metric_families(httpx.get(f"{url}/metrics").text):
+            for s in fam.samples:
+                key = s.name + "".join(f"|{k}={v}" for k, v in sorted(s.labels.items()))
+                out[key] = s.value
+        return out
+
+    router = samples(cluster_1p1d.url)
+    assert router["splitserve_router_routing_decisions_total|kind=disaggregated"] >= 1
+    assert router["splitserve_router_kv_transfer_bytes_count"] >= 1
+    assert router["splitserve_router_kv_transfer_bytes_sum"] > 0
+    assert router["splitserve_router_queue_time_seconds_count"] >= 1
+    decode = next(w for w in cluster_1p1d.workers() if w.name.startswith("decode"))
+    worker = samples(decode.url)
+    key = "splitserve_worker_phase_tokens_total|phase=decode|role=decode|worker=decode-1"
+    assert worker[key] >= 3
