@@ -18,6 +18,9 @@ def _add_cluster_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, default=8000, help="router port")
     p.add_argument("--transport", choices=("tcp", "shm"), default="tcp")
     p.add_argument("--cores", default=None, help="CPU cores to use, e.g. 0,1 (default: all)")
+    p.add_argument("--gpus", default=None,
+                   help="GPU ids, one per worker round-robin, e.g. 0,1 (with "
+                        "--worker-arg=--device=cuda)")
     p.add_argument("--log-dir", default=None)
     p.add_argument("--worker-arg", action="append", default=[],
                    help="extra flag passed to every worker, e.g. --worker-arg=--dtype=float32")
@@ -49,10 +52,11 @@ def _spec(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     num_prefill = default_pool if args.prefill is None else args.prefill
     num_decode = default_pool if args.decode is None else args.decode
     cores = tuple(int(c) for c in args.cores.split(",")) if args.cores else None
+    gpus = tuple(int(g) for g in args.gpus.split(",")) if args.gpus else None
     return ClusterSpec(
         model_dir=model, num_prefill=num_prefill, num_decode=num_decode,
         num_mixed=args.mixed, host=args.host, router_port=args.port,
-        transport=args.transport, cores=cores, log_dir=args.log_dir,
+        transport=args.transport, cores=cores, gpus=gpus, log_dir=args.log_dir,
         worker_args=tuple(args.worker_arg), router_args=tuple(args.router_arg),
     )
 

@@ -36,6 +36,9 @@ class ClusterSpec:
     router_port: int = 8000
     transport: str = "tcp"
     cores: tuple[int, ...] | None = None
+    # GPUs to give the workers, one each round-robin (CUDA_VISIBLE_DEVICES); with GPUs,
+    # pass --worker-arg=--device=cuda too
+    gpus: tuple[int, ...] | None = None
     worker_args: tuple[str, ...] = ()
     router_args: tuple[str, ...] = ()
     ready_timeout_s: float = 300.0
@@ -99,14 +102,17 @@ class Cluster:
     def workers(self) -> list[Child]:
         return [c for c in self.children if c.name != "router"]
 
-    def _env(self, cores: list[int]) -> dict[str, str]:
+    def _env(self, cores: list[int], gpu: int | None = None) -> dict[str, str]:
         env = dict(os.environ)
+        if gpu is not None:
+            env["CUDA_VISIBLE_DEVICES"] = str(gpu)
         env["SPLITSERVE_SECRET"] = self.secret
         env["SPLITSERVE_CORES"] = ",".join(str(c) for c in cores)
         env["OMP_NUM_THREADS"] = str(max(1, len(cores)))
         return env
 
-    def _spawn(self, name: str, argv: list[str], url: str, cores: list[int]) -> Child:
+    def _spawn(self, name: str, argv: list[str], url: str, cores: list[int],
+               gpu: int | None = None) -> Child:
         log_path = self.log_dir / f"{name}.log"
         log = open(log_path, "wb")  # noqa: SIM115 - owned by the child for its lifetime
         proc = subprocess.Popen(
@@ -114,7 +120,7 @@ class Cluster:
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            env=self._env(cores),
+            env=self._env(cores, gpu),
             start_new_session=True,
         )
         log.close()
@@ -142,7 +148,9 @@ class Cluster:
                     "--num-threads", str(len(worker_cores)),
                     *self.spec.worker_args,
                 ]
-                self._spawn(f"{role}-{i}", argv, f"http://{self.spec.host}:{port}", worker_cores)
+                gpu = self.spec.gpus[i % len(self.spec.gpus)] if self.spec.gpus else None
+                self._spawn(f"{role}-{i}", argv, f"http://{self.spec.host}:{port}",
+                            worker_cores, gpu)
             for child in self.workers():
                 self._wait_ready(child, "/internal/health")
             argv = ["router", "--model", self.spec.model_dir, "--host", self.spec.host,
