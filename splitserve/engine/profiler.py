@@ -203,6 +203,7 @@ def profile_engine(
     timings: dict[_Cell, list[float]] = {cell: [] for cell in cells}
     load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
     started = time.perf_counter()
+    cpu_started = time.process_time()
     for round_index in range(grid.num_warmup + grid.num_repeats):
         for cell in cells:
             seqs = inputs[cell]
@@ -218,6 +219,10 @@ def profile_engine(
             phase = "warm-up" if round_index < grid.num_warmup else "repeat"
             progress(f"{phase} round {round_index + 1}/{grid.num_warmup + grid.num_repeats} "
                      f"done after {time.perf_counter() - started:.1f} s")
+    wall_s = time.perf_counter() - started
+    # CPU seconds per wall second of this process while measuring: about num_threads on an
+    # idle machine, less when other processes took the cores (the timings include that)
+    cpu_share = (time.process_time() - cpu_started) / wall_s
     median = {cell: statistics.median(values) for cell, values in timings.items()}
     prefill_grid = [[median[("prefill", n, c)] for c in grid.prefill_context]
                     for n in grid.prefill_tokens]
@@ -243,7 +248,8 @@ def profile_engine(
             "warmup_rounds": grid.num_warmup,
             "statistic": "median",
             "measured": "ModelRunner.forward + greedy sample per step",
-            "wall_s": round(time.perf_counter() - started, 3),
+            "wall_s": round(wall_s, 3),
+            "cpu_share": round(cpu_share, 3),
             "load_avg_before": list(load_before) if load_before else None,
             "load_avg_after": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
             "torch_version": torch.__version__,

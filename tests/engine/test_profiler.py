@@ -59,6 +59,8 @@ def test_quick_profile_is_a_valid_planner_profile(profile_path: Path, model_dir:
     assert profile["model"]["dtype"] == "float32"
     assert len(profile["model"]["config_hash"]) == 64
     assert profile["repeats"] == QUICK_GRID.num_repeats
+    # one thread cannot use more than about one core's worth of CPU per wall second
+    assert 0 < profile["cpu_share"] <= 1.2
 
 
 def test_profile_latencies_grow_with_work(profile_path: Path) -> None:
