@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -49,16 +50,27 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def _grid(args: argparse.Namespace) -> ProfileGrid:
+    """The built-in grid (trimmed to the model's length) with the user's axes, which must
+    fit as given."""
     import dataclasses
 
     from splitserve.engine.profiler import FULL_GRID, QUICK_GRID
+    from splitserve.model import ModelConfig
 
     base = QUICK_GRID if args.quick else FULL_GRID
-    overrides = {name: value for name, value in (
+    axes = {name: value for name, value in (
         ("prefill_tokens", args.prefill_tokens), ("prefill_context", args.prefill_context),
-        ("decode_batch", args.decode_batch), ("decode_context", args.decode_context),
+        ("decode_batch", args.decode_batch), ("decode_context", args.decode_context))
+        if value is not None}
+    counts = {name: value for name, value in (
         ("num_repeats", args.repeats), ("num_warmup", args.warmup)) if value is not None}
-    return dataclasses.replace(base, **overrides)
+    if not axes:
+        config_path = Path(args.model) / "config.json"
+        if not config_path.is_file():
+            raise ValueError(f"model folder {args.model!r} has no config.json "
+                             "(not an HF model dir)")
+        base = base.trimmed(ModelConfig.from_dir(args.model).max_position_embeddings)
+    return dataclasses.replace(base, **axes, **counts)
 
 
 def run(args: argparse.Namespace) -> int:

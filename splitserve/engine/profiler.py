@@ -17,6 +17,7 @@ validated by `splitserve.planner.profile_format.make_profile`).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
 import statistics
@@ -80,6 +81,23 @@ class ProfileGrid:
             raise ValueError(
                 f"decode grid puts {longest_decode} tokens in one sequence (max context / "
                 f"min batch) but the model's max length is {max_model_len}: shrink the grid")
+
+    def trimmed(self, max_model_len: int) -> ProfileGrid:
+        """This grid without the points a model of `max_model_len` cannot run (for the
+        built-in grids; a grid the user gave is checked with `check_fits` instead).
+        Drops the largest cached contexts first, then the largest prompt sizes."""
+        tokens = [n for n in self.prefill_tokens if n <= max_model_len]
+        contexts = list(self.prefill_context)
+        while len(contexts) > 2 and tokens and tokens[-1] + contexts[-1] > max_model_len:
+            contexts.pop()
+        tokens = [n for n in tokens if n + contexts[-1] <= max_model_len]
+        batch = self.decode_batch
+        totals = [t for t in self.decode_context if max(1, t // batch[0]) <= max_model_len]
+        trimmed = dataclasses.replace(self, prefill_tokens=tuple(tokens),
+                                      prefill_context=tuple(contexts),
+                                      decode_context=tuple(totals))
+        trimmed.check_fits(max_model_len)
+        return trimmed
 
     def cells(self) -> list[_Cell]:
         prefill = [("prefill", n, c) for n in self.prefill_tokens for c in self.prefill_context]
@@ -162,7 +180,7 @@ def hardware_description(device: str, num_threads: int) -> dict[str, Any]:
 def profile_engine(
     model_dir: str | Path,
     *,
-    grid: ProfileGrid = FULL_GRID,
+    grid: ProfileGrid | None = None,
     dtype: str = "auto",
     device: str = "cpu",
     num_threads: int | None = None,
@@ -172,6 +190,7 @@ def profile_engine(
 ) -> dict[str, Any]:
     """Measure every cell of `grid` on the engine's runner; return a validated profile.
 
+    grid: None = `FULL_GRID` trimmed to the model's length; a given grid must fit as is.
     kv_cache_bytes: the serving engine's KV pool size, recorded as `kv_capacity_tokens`
     (default: `EngineConfig`'s); the profiler itself allocates only what the grid needs.
     """
@@ -189,6 +208,8 @@ def profile_engine(
         raise ValueError(f"model folder {str(path)!r} has no config.json (not an HF model dir)")
     model_config = ModelConfig.from_dir(path)
     max_model_len = model_config.max_position_embeddings
+    if grid is None:
+        grid = FULL_GRID.trimmed(max_model_len)
     grid.check_fits(max_model_len)
     serve_defaults = EngineConfig(model=str(path))
     config = EngineConfig(

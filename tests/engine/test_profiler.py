@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from splitserve.engine import profile_cli
-from splitserve.engine.profiler import QUICK_GRID, ProfileGrid
+from splitserve.engine.profiler import FULL_GRID, QUICK_GRID, ProfileGrid
 from splitserve.planner import Pool, ProfileLatencyModel, SchedulerConfig, load_profile, simulate
 from splitserve.planner.workload import fixed_workload, generate
 from tests.helpers.checkpoints import make_model_dir
@@ -109,6 +109,16 @@ def test_non_integer_grid_is_rejected_by_the_parser(capsys: pytest.CaptureFixtur
         run_profile("m", "--prefill-tokens", "8,lots")
     assert exc.value.code == 2
     assert "comma-separated integers" in capsys.readouterr().err
+
+
+def test_builtin_grid_is_trimmed_to_a_short_model() -> None:
+    grid = FULL_GRID.trimmed(1024)
+    assert grid.prefill_tokens[-1] + grid.prefill_context[-1] <= 1024
+    assert grid.prefill_context == (0, 512)  # 2048 dropped first
+    assert grid.decode_context == (0, 1024)
+    assert grid.decode_batch == FULL_GRID.decode_batch
+    with pytest.raises(ValueError, match="at least 2 values"):
+        FULL_GRID.trimmed(8)
 
 
 def test_grid_validates_when_built_in_code() -> None:
