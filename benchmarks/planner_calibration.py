@@ -39,6 +39,9 @@ TOPOLOGIES = {"1P1D": (1, 1, 0), "2 mixed": (0, 0, 2)}
 # Attainment is also compared at tighter SLOs (TTFT s, TPOT s), computed from the same
 # per-request latencies: a loose SLO that every request meets agrees trivially.
 SLO_SWEEP = ((0.2, 0.03), (0.1, 0.02), (0.08, 0.015))
+# profile: the measured profile as is; profile_plus_overhead: plus two constants fitted at
+# the lowest rate; profile_x_cpu_share: steps stretched by the CPU the workers lacked
+VARIANTS = ("profile", "profile_plus_overhead", "profile_x_cpu_share")
 # The bench models' tokenizer has 8,192 tokens: with the 32k-vocab checkpoints most
 # random-weight samples decode to no text and the bench would see streams without output
 # (and TTFT would wait for the first token that has text), so use a matching vocabulary.
@@ -77,9 +80,10 @@ class StepCounter:
     """A latency model wrapper: adds a fixed per-step overhead and sums simulated busy
     time (the simulator asks for every step's duration exactly once, when it starts)."""
 
-    def __init__(self, base: Any, step_overhead_s: float = 0.0) -> None:
+    def __init__(self, base: Any, step_overhead_s: float = 0.0, scale: float = 1.0) -> None:
         self.base = base
         self.step_overhead_s = step_overhead_s
+        self.scale = scale
         self.tensor_parallel = base.tensor_parallel
         self.kv_capacity_tokens = base.kv_capacity_tokens
         self.kv_bytes_per_token = base.kv_bytes_per_token
@@ -92,7 +96,7 @@ class StepCounter:
         seconds = self.base.step_s(num_prefill_tokens, prefill_attn_pairs, prefill_kv_tokens,
                                    num_decode_seqs, decode_ctx_tokens)
         if seconds > 0:
-            seconds += self.step_overhead_s
+            seconds = seconds * self.scale + self.step_overhead_s
         self.busy_s += seconds
         self.num_steps += 1
         return float(seconds)
@@ -190,9 +194,12 @@ def measure(model_dir: Path, topology: str, rates: list[float], bench: dict[str,
 
 
 def simulate_run(run: dict[str, Any], profile: dict[str, Any], step_overhead_s: float = 0.0,
-                 ttft_offset_s: float = 0.0) -> dict[str, Any]:
-    """Simulate the run's requests; `step_overhead_s` is added to every engine step and
-    `ttft_offset_s` to every TTFT (a fixed delivery delay: router, HTTP, SSE)."""
+                 ttft_offset_s: float = 0.0, scale: dict[str, float] | None = None
+                 ) -> dict[str, Any]:
+    """Simulate the run's requests; `step_overhead_s` is added to every engine step,
+    `ttft_offset_s` to every TTFT (a fixed delivery delay: router, HTTP, SSE), and every
+    step of a role's pool is multiplied by `scale[role]` (default 1)."""
+    scale = scale or {}
     from splitserve.planner import (
         Pool,
         ProfileLatencyModel,
@@ -213,11 +220,12 @@ def simulate_run(run: dict[str, Any], profile: dict[str, Any], step_overhead_s: 
     model = ProfileLatencyModel(profile)
     num_prefill, num_decode, num_mixed = TOPOLOGIES[run["topology"]]
     if num_mixed:
-        counters = {"mixed": StepCounter(model, step_overhead_s)}
+        counters = {"mixed": StepCounter(model, step_overhead_s, scale.get("mixed", 1.0))}
         pools = [Pool("mixed", num_mixed, counters["mixed"])]
         transfer = None
     else:
-        counters = {role: StepCounter(model, step_overhead_s) for role in ("prefill", "decode")}
+        counters = {role: StepCounter(model, step_overhead_s, scale.get(role, 1.0))
+                    for role in ("prefill", "decode")}
         pools = [Pool("prefill", num_prefill, counters["prefill"]),
                  Pool("decode", num_decode, counters["decode"])]
         transfer = TransferConfig(KV_LINK_BYTES_S, KV_LINK_LATENCY_S)
@@ -325,6 +333,17 @@ def sweep_markdown(rows: list[dict[str, Any]], variant: str) -> str:
     return "\n".join(lines)
 
 
+def cpu_scale(cpu_per_busy: dict[str, float], profile_cpu_share: float) -> dict[str, float]:
+    """Per role: how much slower a step ran for lack of CPU than while profiling (profile
+    CPU share / the workers' CPU per busy second). Measured during the run, not fitted to
+    latency; a lower bound, since a worker's CPU also covers its HTTP work."""
+    by_role: dict[str, list[float]] = {}
+    for name, ratio in cpu_per_busy.items():
+        by_role.setdefault(name.split("-")[0], []).append(ratio)
+    return {role: round(profile_cpu_share / float(np.mean(ratios)), 3)
+            for role, ratios in by_role.items()}
+
+
 def fit_overheads(rows: list[dict[str, Any]]) -> tuple[float, float]:
     """(per-step overhead, TTFT offset): the mean over topologies of the real - simulated
     p50 TPOT and p50 TTFT at the lowest rate, where queueing is least. Fitted on those runs
@@ -424,12 +443,17 @@ def main() -> None:
     for run, row in zip(runs, rows, strict=True):
         sim = simulate_run(run, profile, overhead_s, ttft_offset_s)
         row["profile_plus_overhead"] = _sim_stats(run, sim, slo, row["real"])
-    tables = {variant: markdown(rows, variant) for variant in ("profile", "profile_plus_overhead")}
+        scale = cpu_scale(row["real"]["worker_cpu_per_busy_s"], profile["cpu_share"])
+        sim = simulate_run(run, profile, scale=scale)
+        row["profile_x_cpu_share"] = {**_sim_stats(run, sim, slo, row["real"]), "scale": scale}
+    tables = {variant: markdown(rows, variant) for variant in VARIANTS}
     tables["slo_sweep_profile"] = sweep_markdown(rows, "profile")
     tables["slo_sweep_profile_plus_overhead"] = sweep_markdown(rows, "profile_plus_overhead")
     print("simulated with the measured profile:\n" + tables["profile"])
     print(f"with {overhead_s * 1e3:.1f} ms per step and {ttft_offset_s * 1e3:.0f} ms per TTFT "
           "fitted at the lowest rate:\n" + tables["profile_plus_overhead"])
+    print("with steps stretched by the CPU share the workers lacked:\n"
+          + tables["profile_x_cpu_share"])
     print("attainment at tighter SLOs, measured profile:\n" + tables["slo_sweep_profile"])
     print("... with the fitted overheads:\n" + tables["slo_sweep_profile_plus_overhead"])
     result = {
@@ -447,7 +471,7 @@ def main() -> None:
         "fitted": {"step_overhead_s": overhead_s, "ttft_offset_s": ttft_offset_s,
                    "on": f"p50 TPOT / TTFT of the {min(rates):g} req/s runs"},
         "errors": {variant: _abs_errors(rows, variant)
-                   for variant in ("profile", "profile_plus_overhead")},
+                   for variant in VARIANTS},
         "rows": rows, "tables_markdown": tables,
         "wall_s": round(time.time() - started, 1),
     }
