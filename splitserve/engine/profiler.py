@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import platform
+import re
 import statistics
 import sys
 import time
@@ -203,6 +204,10 @@ def profile_engine(
     from splitserve.model import ModelConfig, num_blocks_for_memory
     from splitserve.planner.profile_format import make_profile
 
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", device):
+        raise ValueError(f"device must be cpu or cuda[:N], got {device!r}")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but torch sees no CUDA device")
     path = Path(model_dir)
     if not (path / "config.json").is_file():
         raise ValueError(f"model folder {str(path)!r} has no config.json (not an HF model dir)")

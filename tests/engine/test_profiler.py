@@ -96,6 +96,7 @@ def test_missing_model_dir_is_a_clear_error(tmp_path: Path,
     (["--decode-batch", "1,2", "--decode-context", "0,2048"], "max length is 1024"),
     (["--repeats", "0"], "num_repeats must be >= 1"),
     (["--num-threads", "0"], "--num-threads must be >= 1"),
+    (["--device", "gpu"], "device must be cpu or cuda[:N]"),
 ])
 def test_bad_grid_is_a_clear_error(model_dir: Path, tmp_path: Path, flags: list[str],
                                    message: str, capsys: pytest.CaptureFixture[str]) -> None:
