@@ -15,6 +15,7 @@ import sys
 # partially built tree still runs the verbs it has.
 VERB_MODULES = (
     "splitserve.engine.cli",
+    "splitserve.engine.profile_cli",
     "splitserve.worker.cli",
     "splitserve.router.cli",
     "splitserve.cluster.cli",

@@ -1,0 +1,102 @@
+"""`splitserve profile MODEL`: measure engine step latency, write the planner's profile JSON."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from splitserve.engine.profiler import ProfileGrid
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from exc
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser(
+        "profile", help="measure prefill/decode step latency for the planner",
+        description="Run the engine's real prefill and decode steps over a grid of shapes "
+                    "and write a splitserve.profile/v1 JSON that `splitserve plan` and the "
+                    "planner's ProfileLatencyModel read.")
+    p.add_argument("model", help="HF model folder (config.json + safetensors)")
+    p.add_argument("--out", default="profile.json", help="output JSON (default: profile.json)")
+    p.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"))
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    p.add_argument("--num-threads", type=int, default=None,
+                   help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--block-size", type=int, default=16, help="tokens per KV block")
+    p.add_argument("--kv-cache-bytes", type=int, default=None,
+                   help="the serving engine's KV pool, recorded as kv_capacity_tokens "
+                        "(default: the engine's default)")
+    p.add_argument("--quick", action="store_true",
+                   help="small grid and 3 repeats (seconds; for tests and smoke runs)")
+    p.add_argument("--prefill-tokens", type=_int_list, default=None,
+                   help="new prompt tokens per prefill step, e.g. 8,64,512")
+    p.add_argument("--prefill-context", type=_int_list, default=None,
+                   help="cached tokens before the prefill, e.g. 0,512,2048")
+    p.add_argument("--decode-batch", type=_int_list, default=None,
+                   help="sequences per decode step, e.g. 1,4,16,64")
+    p.add_argument("--decode-context", type=_int_list, default=None,
+                   help="KV tokens summed over the decode batch, e.g. 0,1024,4096")
+    p.add_argument("--repeats", type=int, default=None, help="timed repeats per cell (median)")
+    p.add_argument("--warmup", type=int, default=None, help="untimed rounds first")
+    p.set_defaults(func=run)
+
+
+def _grid(args: argparse.Namespace) -> ProfileGrid:
+    """The built-in grid (trimmed to the model's length) with the user's axes, which must
+    fit as given."""
+    import dataclasses
+
+    from splitserve.engine.profiler import FULL_GRID, QUICK_GRID
+    from splitserve.model import ModelConfig
+
+    base = QUICK_GRID if args.quick else FULL_GRID
+    axes = {name: value for name, value in (
+        ("prefill_tokens", args.prefill_tokens), ("prefill_context", args.prefill_context),
+        ("decode_batch", args.decode_batch), ("decode_context", args.decode_context))
+        if value is not None}
+    counts = {name: value for name, value in (
+        ("num_repeats", args.repeats), ("num_warmup", args.warmup)) if value is not None}
+    if not axes:
+        config_path = Path(args.model) / "config.json"
+        if not config_path.is_file():
+            raise ValueError(f"model folder {args.model!r} has no config.json "
+                             "(not an HF model dir)")
+        base = base.trimmed(ModelConfig.from_dir(args.model).max_position_embeddings)
+    return dataclasses.replace(base, **axes, **counts)
+
+
+def run(args: argparse.Namespace) -> int:
+    from splitserve.engine.profiler import profile_engine
+    from splitserve.planner.profile_format import save_profile
+
+    try:
+        if args.num_threads is not None and args.num_threads < 1:
+            raise ValueError(f"--num-threads must be >= 1, got {args.num_threads}")
+        grid = _grid(args)
+        profile = profile_engine(
+            args.model, grid=grid, dtype=args.dtype, device=args.device,
+            num_threads=args.num_threads, block_size=args.block_size,
+            kv_cache_bytes=args.kv_cache_bytes,
+            progress=lambda line: print(f"profile: {line}", file=sys.stderr))
+        save_profile(profile, args.out)
+    except (ValueError, OSError) as exc:
+        print(f"splitserve profile: error: {exc}", file=sys.stderr)
+        return 2
+    p, d = profile["prefill"], profile["decode"]
+    print(f"wrote {args.out}: {profile['model']['name']} on {profile['hardware']['name']}, "
+          f"{len(p['num_tokens'])}x{len(p['context_len'])} prefill and "
+          f"{len(d['batch_size'])}x{len(d['context_tokens'])} decode cells, "
+          f"{profile['wall_s']:.1f} s")
+    print(f"prefill {p['num_tokens'][0]} tokens: {p['latency_s'][0][0] * 1e3:.1f} ms, "
+          f"{p['num_tokens'][-1]} tokens: {p['latency_s'][-1][0] * 1e3:.1f} ms; "
+          f"decode batch {d['batch_size'][0]}: {d['latency_s'][0][0] * 1e3:.1f} ms, "
+          f"batch {d['batch_size'][-1]}: {d['latency_s'][-1][0] * 1e3:.1f} ms")
+    return 0

@@ -1,0 +1,291 @@
+"""Measure the engine's step latency over a grid of shapes: what `splitserve profile` writes.
+
+Each cell is one real engine step: `ModelRunner.forward` over fabricated
+`ScheduledSequence`s with real block tables into the paged KV cache, followed by the
+sampler on the returned logits (greedy), exactly the two calls `LLMEngine.step` makes
+around the scheduler. The cache holds zeros instead of a real prompt's K/V, which costs
+the same. Not measured: the scheduler, detokenizer and worker/HTTP overhead per step
+(the calibration benchmark reports how much that leaves out).
+
+Cells run round-robin (every cell once, then every cell again, ...) so a burst of load
+from another process lands on one repeat of many cells instead of every repeat of one;
+each cell's latency is the median of its repeats after warm-up rounds.
+
+The result is the planner's measured-profile JSON (`splitserve.profile/v1`, built and
+validated by `splitserve.planner.profile_format.make_profile`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import platform
+import re
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+_Cell = tuple[str, int, int]  # (table, row value, column value)
+
+
+def _check_axis(name: str, values: Sequence[int], minimum: int) -> tuple[int, ...]:
+    out = tuple(values)
+    if len(out) < 2:
+        raise ValueError(f"{name} needs at least 2 values, got {list(out)}")
+    if any(not isinstance(v, int) or isinstance(v, bool) for v in out):
+        raise ValueError(f"{name} must hold integers, got {list(out)}")
+    if out[0] < minimum or any(b <= a for a, b in zip(out, out[1:], strict=False)):
+        raise ValueError(f"{name} must be strictly increasing from >= {minimum}, got {list(out)}")
+    return out
+
+
+@dataclass(frozen=True)
+class ProfileGrid:
+    """Shapes to measure and how often.
+
+    prefill_tokens x prefill_context: one sequence computing `n` new prompt tokens after
+    `c` cached ones. decode_batch x decode_context: `b` sequences decoding one token each,
+    whose KV holds `t` tokens in total, split evenly (at least 1 each).
+    """
+
+    prefill_tokens: tuple[int, ...]
+    prefill_context: tuple[int, ...]
+    decode_batch: tuple[int, ...]
+    decode_context: tuple[int, ...]
+    num_repeats: int = 5
+    num_warmup: int = 1
+
+    def __post_init__(self) -> None:
+        _check_axis("prefill_tokens", self.prefill_tokens, 1)
+        _check_axis("prefill_context", self.prefill_context, 0)
+        _check_axis("decode_batch", self.decode_batch, 1)
+        _check_axis("decode_context", self.decode_context, 0)
+        if self.num_repeats < 1:
+            raise ValueError(f"num_repeats must be >= 1, got {self.num_repeats}")
+        if self.num_warmup < 0:
+            raise ValueError(f"num_warmup must be >= 0, got {self.num_warmup}")
+
+    def check_fits(self, max_model_len: int) -> None:
+        """ValueError if a cell needs a sequence longer than the model allows."""
+        longest_prefill = self.prefill_tokens[-1] + self.prefill_context[-1]
+        if longest_prefill > max_model_len:
+            raise ValueError(
+                f"prefill grid reaches {longest_prefill} tokens (max prefill tokens + max "
+                f"context) but the model's max length is {max_model_len}: shrink the grid")
+        longest_decode = max(1, self.decode_context[-1] // self.decode_batch[0])
+        if longest_decode > max_model_len:
+            raise ValueError(
+                f"decode grid puts {longest_decode} tokens in one sequence (max context / "
+                f"min batch) but the model's max length is {max_model_len}: shrink the grid")
+
+    def trimmed(self, max_model_len: int) -> ProfileGrid:
+        """This grid without the points a model of `max_model_len` cannot run (for the
+        built-in grids; a grid the user gave is checked with `check_fits` instead).
+        Drops the largest cached contexts first, then the largest prompt sizes."""
+        tokens = [n for n in self.prefill_tokens if n <= max_model_len]
+        contexts = list(self.prefill_context)
+        while len(contexts) > 2 and tokens and tokens[-1] + contexts[-1] > max_model_len:
+            contexts.pop()
+        tokens = [n for n in tokens if n + contexts[-1] <= max_model_len]
+        batch = self.decode_batch
+        totals = [t for t in self.decode_context if max(1, t // batch[0]) <= max_model_len]
+        trimmed = dataclasses.replace(self, prefill_tokens=tuple(tokens),
+                                      prefill_context=tuple(contexts),
+                                      decode_context=tuple(totals))
+        trimmed.check_fits(max_model_len)
+        return trimmed
+
+    def cells(self) -> list[_Cell]:
+        prefill = [("prefill", n, c) for n in self.prefill_tokens for c in self.prefill_context]
+        decode = [("decode", b, t) for b in self.decode_batch for t in self.decode_context]
+        return prefill + decode
+
+
+# A full profile of a ~110M model takes a few minutes on 2 CPU cores; the planner
+# extrapolates linearly beyond the last grid point.
+FULL_GRID = ProfileGrid(
+    prefill_tokens=(8, 32, 64, 128, 256, 512, 1024),
+    prefill_context=(0, 512, 2048),
+    decode_batch=(1, 2, 4, 8, 16, 32, 64),
+    decode_context=(0, 1024, 4096),
+    num_repeats=5,
+    num_warmup=1,
+)
+QUICK_GRID = ProfileGrid(
+    prefill_tokens=(8, 64, 512),
+    prefill_context=(0, 256),
+    decode_batch=(1, 4, 16),
+    decode_context=(0, 256),
+    num_repeats=3,
+    num_warmup=1,
+)
+
+
+def _cell_sequences(cell: _Cell, block_size: int, vocab_size: int) -> list[Any]:
+    """Fabricated scheduled work for one cell, each sequence with its own blocks."""
+    from splitserve.engine.sched_output import ScheduledSequence
+
+    table, rows, cols = cell
+    if table == "prefill":
+        shapes = [(rows, cols)]  # (new tokens, cached tokens)
+    else:
+        per_seq = max(1, cols // rows)  # context after the step, cached + the new token
+        shapes = [(1, per_seq - 1)] * rows
+    seqs = []
+    next_block = 0
+    for i, (num_new, num_cached) in enumerate(shapes):
+        num_blocks = -(-(num_new + num_cached) // block_size)
+        blocks = tuple(range(next_block, next_block + num_blocks))
+        next_block += num_blocks
+        # vary ids so no sequence is a copy of another (no kernel takes a shortcut on it)
+        token_ids = tuple((7 + 31 * (i + k)) % vocab_size for k in range(num_new))
+        seqs.append(ScheduledSequence(request_id=f"p{i}", token_ids=token_ids,
+                                      num_computed_tokens=num_cached, block_ids=blocks,
+                                      sample=True))
+    return seqs
+
+
+def _blocks_needed(grid: ProfileGrid, block_size: int) -> int:
+    longest = grid.prefill_tokens[-1] + grid.prefill_context[-1]
+    prefill = -(-longest // block_size)
+    decode = max(b * -(-max(1, t // b) // block_size)
+                 for b in grid.decode_batch for t in grid.decode_context)
+    return max(prefill, decode)
+
+
+def hardware_description(device: str, num_threads: int) -> dict[str, Any]:
+    """Name and facts of the measuring machine, for the profile's `hardware` object."""
+    import torch
+
+    if device.startswith("cuda"):
+        name = torch.cuda.get_device_name(torch.device(device))
+        return {"name": name, "device": device, "num_threads": num_threads}
+    cpu_model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"name": f"cpu-{num_threads}thread", "device": device, "cpu_model": cpu_model,
+            "num_threads": num_threads, "num_visible_cores": len(os.sched_getaffinity(0))
+            if hasattr(os, "sched_getaffinity") else os.cpu_count()}
+
+
+def profile_engine(
+    model_dir: str | Path,
+    *,
+    grid: ProfileGrid | None = None,
+    dtype: str = "auto",
+    device: str = "cpu",
+    num_threads: int | None = None,
+    block_size: int = 16,
+    kv_cache_bytes: int | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Measure every cell of `grid` on the engine's runner; return a validated profile.
+
+    grid: None = `FULL_GRID` trimmed to the model's length; a given grid must fit as is.
+    kv_cache_bytes: the serving engine's KV pool size, recorded as `kv_capacity_tokens`
+    (default: `EngineConfig`'s); the profiler itself allocates only what the grid needs.
+    """
+    import torch
+
+    from splitserve.engine.engine_config import EngineConfig
+    from splitserve.engine.model_runner import ModelRunner
+    from splitserve.engine.sampler import sample
+    from splitserve.engine.sampling_params import SamplingParams
+    from splitserve.model import ModelConfig, num_blocks_for_memory
+    from splitserve.planner.profile_format import make_profile
+
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", device):
+        raise ValueError(f"device must be cpu or cuda[:N], got {device!r}")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but torch sees no CUDA device")
+    path = Path(model_dir)
+    if not (path / "config.json").is_file():
+        raise ValueError(f"model folder {str(path)!r} has no config.json (not an HF model dir)")
+    model_config = ModelConfig.from_dir(path)
+    max_model_len = model_config.max_position_embeddings
+    if grid is None:
+        grid = FULL_GRID.trimmed(max_model_len)
+    grid.check_fits(max_model_len)
+    serve_defaults = EngineConfig(model=str(path))
+    config = EngineConfig(
+        model=str(path), dtype=dtype, device=device, block_size=block_size,
+        num_blocks=max(_blocks_needed(grid, block_size), -(-max_model_len // block_size)),
+        max_model_len=max_model_len, num_threads=num_threads, enable_prefix_caching=False)
+    runner = ModelRunner(config)
+    threads = torch.get_num_threads() if device == "cpu" else (num_threads or 0)
+    cells = grid.cells()
+    inputs = {cell: _cell_sequences(cell, block_size, runner.vocab_size) for cell in cells}
+    greedy = SamplingParams(temperature=0.0, max_tokens=1)
+    timings: dict[_Cell, list[float]] = {cell: [] for cell in cells}
+    load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
+    started = time.perf_counter()
+    cpu_started = time.process_time()
+    for round_index in range(grid.num_warmup + grid.num_repeats):
+        for cell in cells:
+            seqs = inputs[cell]
+            t0 = time.perf_counter()
+            logits = runner.forward(seqs, seqs)
+            sample(logits, [greedy] * len(seqs), [0] * len(seqs), None, ())
+            if runner.device.type == "cuda":
+                torch.cuda.synchronize(runner.device)
+            elapsed_s = time.perf_counter() - t0
+            if round_index >= grid.num_warmup:
+                timings[cell].append(elapsed_s)
+        if progress is not None:
+            phase = "warm-up" if round_index < grid.num_warmup else "repeat"
+            progress(f"{phase} round {round_index + 1}/{grid.num_warmup + grid.num_repeats} "
+                     f"done after {time.perf_counter() - started:.1f} s")
+    wall_s = time.perf_counter() - started
+    # CPU seconds per wall second of this process while measuring: about num_threads on an
+    # idle machine, less when other processes took the cores (the timings include that)
+    cpu_share = (time.process_time() - cpu_started) / wall_s
+    median = {cell: statistics.median(values) for cell, values in timings.items()}
+    prefill_grid = [[median[("prefill", n, c)] for c in grid.prefill_context]
+                    for n in grid.prefill_tokens]
+    decode_grid = [[median[("decode", b, t)] for t in grid.decode_context]
+                   for b in grid.decode_batch]
+    mc = runner.model_config
+    kv_bytes = serve_defaults.kv_cache_bytes if kv_cache_bytes is None else kv_cache_bytes
+    capacity_blocks = num_blocks_for_memory(mc, block_size, mc.dtype, kv_bytes)
+    if capacity_blocks <= 0:
+        raise ValueError(f"kv_cache_bytes {kv_bytes} holds no KV block of this model")
+    profile = make_profile(
+        model_name=path.name,
+        hardware_name=hardware_description(device, threads)["name"],
+        tensor_parallel=1,
+        kv_capacity_tokens=capacity_blocks * block_size,
+        kv_bytes_per_token=runner.cost.kv_bytes_per_token,
+        num_layers=mc.num_layers,
+        prefill=(grid.prefill_tokens, grid.prefill_context, prefill_grid),
+        decode=(grid.decode_batch, grid.decode_context, decode_grid),
+        extra={
+            "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "repeats": grid.num_repeats,
+            "warmup_rounds": grid.num_warmup,
+            "statistic": "median",
+            "measured": "ModelRunner.forward + greedy sample per step",
+            "wall_s": round(wall_s, 3),
+            "cpu_share": round(cpu_share, 3),
+            "load_avg_before": list(load_before) if load_before else None,
+            "load_avg_after": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+            "torch_version": torch.__version__,
+            "python_version": sys.version.split()[0],
+            "block_size": block_size,
+        },
+    )
+    profile["model"].update({
+        "path": str(path.resolve()), "config_hash": runner.model_identity().model_hash,
+        "dtype": mc.dtype, "num_params": runner.cost.num_params,
+        "max_model_len": max_model_len})
+    profile["hardware"].update(hardware_description(device, threads))
+    return profile

@@ -1,0 +1,131 @@
+"""`splitserve profile`: real engine steps on a small local model -> a profile the planner
+reads and prices. Only robust timing facts are asserted (the machine is shared)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from splitserve.engine import profile_cli
+from splitserve.engine.profiler import FULL_GRID, QUICK_GRID, ProfileGrid
+from splitserve.planner import Pool, ProfileLatencyModel, SchedulerConfig, load_profile, simulate
+from splitserve.planner.workload import fixed_workload, generate
+from tests.helpers.checkpoints import make_model_dir
+
+
+def run_profile(*argv: str) -> int:
+    parser = argparse.ArgumentParser()
+    profile_cli.register(parser.add_subparsers())
+    args = parser.parse_args(["profile", *argv])
+    return int(args.func(args))
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # Wide enough that a 512-token prefill is compute, not Python overhead.
+    return make_model_dir("llama", tmp_path_factory.mktemp("model"), hidden_size=256,
+                          intermediate_size=768, num_attention_heads=4,
+                          num_key_value_heads=2, num_hidden_layers=2)
+
+
+@pytest.fixture(scope="module")
+def profile_path(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("profile") / "profile.json"
+    assert run_profile(str(model_dir), "--quick", "--num-threads", "1",
+                       "--dtype", "float32", "--out", str(out)) == 0
+    return out
+
+
+def test_quick_profile_is_a_valid_planner_profile(profile_path: Path, model_dir: Path) -> None:
+    profile = load_profile(profile_path)
+    hf = json.loads((model_dir / "config.json").read_text())
+    head_dim = hf["hidden_size"] // hf["num_attention_heads"]
+    # K and V, every layer, float32: computed from config.json, not from engine code
+    assert profile["kv_bytes_per_token"] == (
+        2 * hf["num_hidden_layers"] * hf["num_key_value_heads"] * head_dim * 4)
+    assert profile["num_layers"] == hf["num_hidden_layers"]
+    assert profile["tensor_parallel"] == 1
+    # the serving engine's default pool: 1 GiB of KV, whole 16-token blocks
+    per_block = 16 * profile["kv_bytes_per_token"]
+    assert profile["kv_capacity_tokens"] == (1 << 30) // per_block * 16
+    assert profile["prefill"]["num_tokens"] == list(QUICK_GRID.prefill_tokens)
+    assert profile["decode"]["batch_size"] == list(QUICK_GRID.decode_batch)
+    assert profile["hardware"]["num_threads"] == 1
+    assert profile["hardware"]["name"] == "cpu-1thread"
+    assert profile["model"]["dtype"] == "float32"
+    assert len(profile["model"]["config_hash"]) == 64
+    assert profile["repeats"] == QUICK_GRID.num_repeats
+    # one thread cannot use more than about one core's worth of CPU per wall second
+    assert 0 < profile["cpu_share"] <= 1.2
+
+
+def test_profile_latencies_grow_with_work(profile_path: Path) -> None:
+    model = ProfileLatencyModel(load_profile(profile_path))
+    assert model.prefill_s(512) > model.prefill_s(8)
+    assert model.prefill_s(512, 256) > model.prefill_s(8, 0)
+    # a mixed step costs at least its prefill part
+    assert model.step_s(64, 64 * 65 / 2, 64, 4, 256) >= model.prefill_s(64) * 0.99
+
+
+def test_simulator_runs_on_the_measured_profile(profile_path: Path) -> None:
+    model = ProfileLatencyModel(load_profile(profile_path))
+    requests = generate(fixed_workload(64, 8), rate=2.0, num_requests=20, seed=0)
+    result = simulate(requests, [Pool("mixed", 1, model)], SchedulerConfig(token_budget=512))
+    assert result.num_unfinished == 0
+    # nothing beats one prefill alone: every TTFT is at least the measured 64-token prefill
+    assert float(np.min(result.ttft_s)) >= model.prefill_s(64) * 0.99
+
+
+def test_missing_model_dir_is_a_clear_error(tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    code = run_profile(str(tmp_path / "nope"), "--quick", "--out", str(tmp_path / "p.json"))
+    assert code == 2
+    assert "has no config.json" in capsys.readouterr().err
+    assert not (tmp_path / "p.json").exists()
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--prefill-tokens", "64,8"], "prefill_tokens must be strictly increasing"),
+    (["--decode-batch", "4"], "decode_batch needs at least 2 values"),
+    (["--decode-context=-1,5"], "decode_context must be strictly increasing from >= 0"),
+    (["--prefill-tokens", "8,4096"], "max length is 1024"),
+    (["--decode-batch", "1,2", "--decode-context", "0,2048"], "max length is 1024"),
+    (["--repeats", "0"], "num_repeats must be >= 1"),
+    (["--num-threads", "0"], "--num-threads must be >= 1"),
+    (["--device", "gpu"], "device must be cpu or cuda[:N]"),
+])
+def test_bad_grid_is_a_clear_error(model_dir: Path, tmp_path: Path, flags: list[str],
+                                   message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code = run_profile(str(model_dir), "--quick", "--out", str(tmp_path / "p.json"), *flags)
+    assert code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_non_integer_grid_is_rejected_by_the_parser(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        run_profile("m", "--prefill-tokens", "8,lots")
+    assert exc.value.code == 2
+    assert "comma-separated integers" in capsys.readouterr().err
+
+
+def test_builtin_grid_is_trimmed_to_a_short_model() -> None:
+    grid = FULL_GRID.trimmed(1024)
+    assert grid.prefill_tokens[-1] + grid.prefill_context[-1] <= 1024
+    assert grid.prefill_context == (0, 512)  # 2048 dropped first
+    assert grid.decode_context == (0, 1024)
+    assert grid.decode_batch == FULL_GRID.decode_batch
+    with pytest.raises(ValueError, match="at least 2 values"):
+        FULL_GRID.trimmed(8)
+
+
+def test_grid_validates_when_built_in_code() -> None:
+    with pytest.raises(ValueError, match="num_warmup must be >= 0"):
+        ProfileGrid((1, 2), (0, 1), (1, 2), (0, 1), num_warmup=-1)
+    grid = ProfileGrid((1, 2), (0, 1), (1, 2), (0, 8))
+    grid.check_fits(8)
+    with pytest.raises(ValueError, match="decode grid puts 8 tokens"):
+        grid.check_fits(7)
