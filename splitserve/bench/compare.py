@@ -1,0 +1,269 @@
+"""`bench compare`: colocated against disaggregated serving on the same cores.
+
+For each topology (e.g. `2m` = two mixed workers, `1p1d` = one prefill + one decode
+worker) a local cluster is started with `splitserve.cluster.launcher.Cluster` on the same
+cores, the same seeded workload is run at every rate (or the same trace is replayed once),
+and the cluster is stopped (always: try/finally) before the next one starts. Results are
+written side by side: `compare.json`, per-run JSONL + summary, and PNG plots.
+
+Attainment and goodput are computed for every named SLO from the same runs, so a
+TTFT-bound and a TPOT-bound SLO can be compared without rerunning.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from splitserve.bench import plots, report
+from splitserve.bench.records import RequestRecord
+from splitserve.bench.runner import BenchConfig, BenchResult, run_bench
+from splitserve.bench.stats import SLO, attainment
+
+COMPARE_SCHEMA = "splitserve.bench.compare/1"
+_TOPOLOGY = re.compile(r"^(?:(\d+)m|(\d+)p(\d+)d)$")
+
+
+@dataclass(frozen=True)
+class Topology:
+    """Worker counts of one cluster; `name` is its compact spelling (`2m`, `1p1d`)."""
+
+    name: str
+    num_prefill: int = 0
+    num_decode: int = 0
+    num_mixed: int = 0
+
+    def __post_init__(self) -> None:
+        if min(self.num_prefill, self.num_decode, self.num_mixed) < 0:
+            raise ValueError(f"topology {self.name!r}: worker counts must be >= 0")
+        if (self.num_prefill == 0) != (self.num_decode == 0):
+            raise ValueError(f"topology {self.name!r} needs both prefill and decode workers")
+        if self.num_workers == 0:
+            raise ValueError(f"topology {self.name!r} has no workers")
+
+    @property
+    def num_workers(self) -> int:
+        return self.num_prefill + self.num_decode + self.num_mixed
+
+    @property
+    def label(self) -> str:
+        if self.num_mixed and not self.num_prefill:
+            return f"colocated {self.num_mixed}x mixed"
+        if not self.num_mixed:
+            return f"disaggregated {self.num_prefill}P{self.num_decode}D"
+        return f"hybrid {self.num_prefill}P{self.num_decode}D+{self.num_mixed}M"
+
+    @classmethod
+    def parse(cls, text: str) -> Topology:
+        """`Km` (K mixed workers) or `XpYd` (X prefill + Y decode workers)."""
+        match = _TOPOLOGY.match(text.strip().lower())
+        if not match:
+            raise ValueError(f"topology must look like '2m' or '1p1d', got {text!r}")
+        mixed, prefill, decode = match.groups()
+        if mixed is not None:
+            return cls(text.strip().lower(), num_mixed=int(mixed))
+        return cls(text.strip().lower(), num_prefill=int(prefill), num_decode=int(decode))
+
+
+@dataclass(frozen=True)
+class CompareConfig:
+    """What to compare. `bench` is the run template: its url is replaced by each cluster's,
+    its rate by each of `rates` (no rates: one run, e.g. a trace replay)."""
+
+    model_dir: str
+    bench: BenchConfig
+    topologies: tuple[Topology, ...]
+    rates: tuple[float, ...] = ()
+    slos: Mapping[str, SLO] = field(default_factory=dict)
+    target: float = 0.9
+    cores: tuple[int, ...] | None = None
+    worker_args: tuple[str, ...] = ()
+    router_args: tuple[str, ...] = ()
+    ready_timeout_s: float = 300.0
+    max_total_s: float | None = None  # no new run starts after this many seconds
+    out_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        if len(self.topologies) < 1:
+            raise ValueError("compare needs at least one topology")
+        sizes = {t.num_workers for t in self.topologies}
+        if len(sizes) != 1:
+            raise ValueError(
+                "topologies must have the same number of workers to share the cores equally, "
+                f"got {[t.name for t in self.topologies]}")
+        if len({t.name for t in self.topologies}) != len(self.topologies):
+            raise ValueError("topologies must be distinct")
+        if any(r <= 0 for r in self.rates):
+            raise ValueError(f"rates must be > 0, got {self.rates}")
+        if self.bench.trace is not None and self.rates:
+            raise ValueError("a trace replay sets its own arrivals: give no rates")
+        if not 0 < self.target <= 1:
+            raise ValueError(f"target must be in (0, 1], got {self.target}")
+        if self.max_total_s is not None and self.max_total_s <= 0:
+            raise ValueError(f"max_total_s must be > 0, got {self.max_total_s}")
+
+
+def attainments(records: Sequence[RequestRecord], slos: Mapping[str, SLO]) -> dict[str, float]:
+    """Attainment of every named SLO over the sent requests of one run (failed ones are
+    misses), as the summary's `slo_attainment` counts it."""
+    sent = [r for r in records if r.send_s is not None]
+    return {name: float(attainment(sent, slo) or 0.0) for name, slo in slos.items()}
+
+
+def goodput_by_slo(summaries: Sequence[dict[str, Any]], target: float) -> dict[str, float]:
+    """Per SLO name: highest run rate whose attainment met the target (0.0 if none)."""
+    names = {name for s in summaries for name in s.get("attainment_by_slo", {})}
+    out = {}
+    for name in sorted(names):
+        passing = [s["rate_rps"] for s in summaries if s.get("rate_rps") is not None
+                   and s["attainment_by_slo"].get(name, 0.0) >= target]
+        out[name] = max(passing, default=0.0)
+    return out
+
+
+def _start(config: CompareConfig, topology: Topology, log_dir: str | None) -> Any:
+    from splitserve.cluster.launcher import Cluster, ClusterSpec, free_port
+
+    spec = ClusterSpec(
+        model_dir=config.model_dir, num_prefill=topology.num_prefill,
+        num_decode=topology.num_decode, num_mixed=topology.num_mixed,
+        router_port=free_port(), cores=config.cores, worker_args=config.worker_args,
+        router_args=config.router_args, ready_timeout_s=config.ready_timeout_s,
+        log_dir=log_dir)
+    cluster = Cluster(spec)
+    cluster.start()  # stops what it started if it fails
+    return cluster
+
+
+def _run_name(summary: dict[str, Any]) -> str:
+    rate = summary.get("rate_rps")
+    return "trace" if rate is None else f"rate_{rate:g}"
+
+
+def run_compare(
+    config: CompareConfig, on_result: Callable[[Topology, BenchResult], None] | None = None
+) -> dict[str, Any]:
+    """Run every topology in turn; returns (and writes, with out_dir) the comparison."""
+    started = time.monotonic()
+    load_before = os.getloadavg()
+    started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    rates: list[float | None] = list(config.rates) or [None]
+    results: dict[str, list[BenchResult]] = {}
+    skipped: list[dict[str, Any]] = []
+    for topology in config.topologies:
+        results[topology.name] = []
+        log_dir = os.path.join(config.out_dir, topology.name, "logs") if config.out_dir else None
+        cluster = _start(config, topology, log_dir)
+        try:
+            for rate in rates:
+                if (config.max_total_s is not None
+                        and time.monotonic() - started > config.max_total_s):
+                    skipped.append({"topology": topology.name, "rate_rps": rate,
+                                    "reason": f"max_total_s={config.max_total_s:g} reached"})
+                    continue
+                bench = dataclasses.replace(
+                    config.bench, url=cluster.url, label=topology.label,
+                    rate_rps=rate if rate is not None else config.bench.rate_rps)
+                result = run_bench(bench)
+                result.summary["topology"] = topology.name
+                result.summary["attainment_by_slo"] = attainments(result.records, config.slos)
+                results[topology.name].append(result)
+                if on_result is not None:
+                    on_result(topology, result)
+        finally:
+            cluster.stop()
+    comparison = {
+        "schema": COMPARE_SCHEMA,
+        "started_at": started_at,
+        "model_dir": config.model_dir,
+        "cores": list(config.cores) if config.cores else sorted(os.sched_getaffinity(0)),
+        "worker_args": list(config.worker_args),
+        "router_args": list(config.router_args),
+        "topologies": [dict(dataclasses.asdict(t), label=t.label) for t in config.topologies],
+        "rates_rps": list(config.rates),
+        "slos": {name: dataclasses.asdict(slo) for name, slo in config.slos.items()},
+        "target": config.target,
+        "runs": {name: [r.summary for r in rs] for name, rs in results.items()},
+        "goodput_rps": {name: goodput_by_slo([r.summary for r in rs], config.target)
+                        for name, rs in results.items()} if config.rates else None,
+        "skipped": skipped,
+        "loadavg_before": list(load_before),
+        "loadavg_after": list(os.getloadavg()),
+        "wall_s": round(time.monotonic() - started, 1),
+    }
+    if config.out_dir:
+        write_outputs(config, comparison, results)
+    return comparison
+
+
+def _plot_runs(config: CompareConfig,
+               results: Mapping[str, list[BenchResult]]) -> dict[str, list[RequestRecord]]:
+    """Records of one run per topology for the CDFs and timeline: the highest rate every
+    topology completed (the trace run when there are no rates)."""
+    common = None
+    for rs in results.values():
+        done = {r.summary.get("rate_rps") for r in rs}
+        common = done if common is None else common & done
+    if not common:
+        return {}
+    pick = None if None in common else max(r for r in common if r is not None)
+    label = {t.name: t.label for t in config.topologies}
+    return {label[name]: next(r.records for r in rs if r.summary.get("rate_rps") == pick)
+            for name, rs in results.items()}
+
+
+def write_outputs(config: CompareConfig, comparison: dict[str, Any],
+                  results: Mapping[str, list[BenchResult]]) -> dict[str, str]:
+    """compare.json, per-run files under <out>/<topology>/, and the PNG plots."""
+    out = config.out_dir
+    assert out is not None
+    for name, rs in results.items():
+        for result in rs:
+            report.save_run(os.path.join(out, name), _run_name(result.summary),
+                            result.summary, result.records)
+    paths = {"json": os.path.join(out, "compare.json")}
+    report.write_json(paths["json"], comparison)
+    label = {t.name: t.label for t in config.topologies}
+    if config.rates:
+        for slo_name in config.slos:
+            runs = {label[name]: [dict(s, slo_attainment=s["attainment_by_slo"][slo_name])
+                                  for s in (r.summary for r in rs)]
+                    for name, rs in results.items()}
+            path = os.path.join(out, f"attainment_{slo_name}.png")
+            paths[f"attainment_{slo_name}"] = plots.plot_attainment_vs_rate(
+                runs, path, target=config.target)
+    picked = _plot_runs(config, results)
+    if picked:
+        paths["itl_cdf"] = plots.plot_itl_cdf(picked, os.path.join(out, "itl_cdf.png"))
+        paths["ttft_cdf"] = plots.plot_ttft_cdf(picked, os.path.join(out, "ttft_cdf.png"))
+        paths["timeline"] = plots.plot_stream_timelines(
+            picked, os.path.join(out, "timeline.png"))
+    return paths
+
+
+def format_comparison(comparison: dict[str, Any]) -> str:
+    """The side-by-side table, goodput per SLO, ITL tail ratios and the load average."""
+    summaries = [s for runs in comparison["runs"].values() for s in runs]
+    lines = [report.format_table(summaries)] if summaries else ["(no runs)"]
+    for name, runs in comparison["runs"].items():
+        for s in runs:
+            itl = s["itl_s"]
+            if itl["p50"]:
+                lines.append(f"{name} {_run_name(s)}: ITL p99/p50 = {itl['p99'] / itl['p50']:.1f}"
+                             + "".join(f", {k} {v:.0%}"
+                                       for k, v in s["attainment_by_slo"].items()))
+    for name, by_slo in (comparison.get("goodput_rps") or {}).items():
+        text = ", ".join(f"{slo} {rps:g} req/s" for slo, rps in by_slo.items())
+        lines.append(f"goodput {name}: {text or '-'}")
+    for skip in comparison["skipped"]:
+        lines.append(f"skipped {skip['topology']} @ {skip['rate_rps']}: {skip['reason']}")
+    before, after = comparison["loadavg_before"], comparison["loadavg_after"]
+    lines.append(f"load average before {before[0]:.2f}, after {after[0]:.2f} "
+                 f"(1-min; other processes on these cores add noise)")
+    return "\n".join(lines)
