@@ -86,8 +86,9 @@ class CompareConfig:
     worker_args: tuple[str, ...] = ()
     router_args: tuple[str, ...] = ()
     ready_timeout_s: float = 300.0
-    max_total_s: float | None = None  # no new run starts after this many seconds
+    max_per_topology_s: float | None = None  # no new run on a cluster after S s of it
     out_dir: str | None = None
+    log_dir: str | None = None  # cluster logs (default: a fresh temporary folder per cluster)
 
     def __post_init__(self) -> None:
         if len(self.topologies) < 1:
@@ -105,8 +106,8 @@ class CompareConfig:
             raise ValueError("a trace replay sets its own arrivals: give no rates")
         if not 0 < self.target <= 1:
             raise ValueError(f"target must be in (0, 1], got {self.target}")
-        if self.max_total_s is not None and self.max_total_s <= 0:
-            raise ValueError(f"max_total_s must be > 0, got {self.max_total_s}")
+        if self.max_per_topology_s is not None and self.max_per_topology_s <= 0:
+            raise ValueError(f"max_per_topology_s must be > 0, got {self.max_per_topology_s}")
 
 
 def attainments(records: Sequence[RequestRecord], slos: Mapping[str, SLO]) -> dict[str, float]:
@@ -128,6 +129,8 @@ def goodput_by_slo(summaries: Sequence[dict[str, Any]], target: float) -> dict[s
 
 
 def _start(config: CompareConfig, topology: Topology, log_dir: str | None) -> Any:
+    if log_dir is not None:
+        log_dir = os.path.join(log_dir, topology.name)
     from splitserve.cluster.launcher import Cluster, ClusterSpec, free_port
 
     spec = ClusterSpec(
@@ -156,16 +159,18 @@ def run_compare(
     rates: list[float | None] = list(config.rates) or [None]
     results: dict[str, list[BenchResult]] = {}
     skipped: list[dict[str, Any]] = []
+    log_dirs: dict[str, str] = {}
     for topology in config.topologies:
         results[topology.name] = []
-        log_dir = os.path.join(config.out_dir, topology.name, "logs") if config.out_dir else None
-        cluster = _start(config, topology, log_dir)
+        cluster = _start(config, topology, config.log_dir)
+        topology_started = time.monotonic()
+        log_dirs[topology.name] = str(cluster.log_dir)
         try:
             for rate in rates:
-                if (config.max_total_s is not None
-                        and time.monotonic() - started > config.max_total_s):
+                limit_s = config.max_per_topology_s
+                if limit_s is not None and time.monotonic() - topology_started > limit_s:
                     skipped.append({"topology": topology.name, "rate_rps": rate,
-                                    "reason": f"max_total_s={config.max_total_s:g} reached"})
+                                    "reason": f"max_per_topology_s={limit_s:g} reached"})
                     continue
                 bench = dataclasses.replace(
                     config.bench, url=cluster.url, label=topology.label,
@@ -193,6 +198,7 @@ def run_compare(
         "goodput_rps": {name: goodput_by_slo([r.summary for r in rs], config.target)
                         for name, rs in results.items()} if config.rates else None,
         "skipped": skipped,
+        "log_dirs": log_dirs,
         "loadavg_before": list(load_before),
         "loadavg_after": list(os.getloadavg()),
         "wall_s": round(time.monotonic() - started, 1),

@@ -36,8 +36,8 @@ def add_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--slo", type=_slo, action="append", default=[], metavar="NAME=TTFT:TPOT",
                    help="named SLO judged on the same runs (repeatable); default: one SLO "
                         "'slo' from --ttft-slo/--tpot-slo")
-    g.add_argument("--max-total", type=float, default=None, metavar="S",
-                   help="start no new run after S seconds of the whole comparison")
+    g.add_argument("--max-per-topology", type=float, default=None, metavar="S",
+                   help="start no new run on a cluster after S seconds of running it")
 
 
 def run(args: argparse.Namespace, config: object) -> int:
@@ -60,7 +60,7 @@ def run(args: argparse.Namespace, config: object) -> int:
         rates=rates, slos=slos, target=args.target,
         cores=tuple(int(c) for c in args.cores.split(",")) if args.cores else None,
         worker_args=tuple(args.worker_arg), router_args=tuple(args.router_arg),
-        max_total_s=args.max_total, out_dir=args.out)
+        max_per_topology_s=args.max_per_topology, out_dir=args.out)
 
     def progress(topology: Topology, result: BenchResult) -> None:
         if not args.no_progress:

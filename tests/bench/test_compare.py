@@ -59,7 +59,7 @@ def test_compare_cli_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[st
         "--worker-arg=--dtype=float32", "--worker-arg=--num-blocks=128",
         "--workload", "mixed-long", "--length-scale", "32", "--sweep", "2,4",
         "--num-requests", "6", "--duration", "20", "--timeout", "60",
-        "--slo", "ttft=2:", "--slo", "tpot=:0.5", "--max-total", "240",
+        "--slo", "ttft=2:", "--slo", "tpot=:0.5", "--max-per-topology", "240",
         "--out", str(out), "--no-progress",
     ])
     assert code == 0
