@@ -7,9 +7,9 @@ Azure LLM 2023 code and conversation traces. Writes benchmarks/results/goodput_<
     PYTHONPATH=. python -m benchmarks.goodput_compare            # ~20-25 min here
     PYTHONPATH=. python -m benchmarks.goodput_compare --only mixed-long
 
-Model: random-weight llama-110m in float32 (benchmarks/goodput_prefill.py measures why:
-a 1,500-token prefill takes several seconds on one core here; float32 decodes faster than
-bfloat16 on this CPU). Lengths are divided by LENGTH_SCALE (16) so this machine can serve
+Model: random-weight llama-110m layers with an 8k vocabulary, in bfloat16
+(benchmarks/goodput_prefill.py measures why: a 1,500-token prefill takes several seconds
+on one core here, and bfloat16 was faster than float32 in both prefill and decode). Lengths are divided by LENGTH_SCALE (16) so this machine can serve
 them; the router's short-prompt threshold (prompts prefilled on the decode worker) is
 scaled the same way (64 / 16 = 4 tokens).
 """
@@ -25,13 +25,16 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.goodput_prefill import MODEL_NAME, bench_model
+from splitserve.bench import report
 from splitserve.bench.arrivals import TraceScaling
 from splitserve.bench.compare import (
     CompareConfig,
     Topology,
     format_comparison,
+    gap_stats,
     run_compare,
 )
+from splitserve.bench.compare_plots import replot, run_name
 from splitserve.bench.runner import BenchConfig
 from splitserve.bench.stats import SLO
 from splitserve.bench.workloads import get_workload
@@ -39,9 +42,12 @@ from splitserve.bench.workloads import get_workload
 RESULTS = Path(__file__).resolve().parent / "results"
 TRACES = Path(__file__).resolve().parents[1] / ".." / "shared" / "traces"
 LENGTH_SCALE = 16
+DTYPE = "bfloat16"  # faster than float32 here in prefill and decode (goodput_prefill.json)
 CORES = (0, 1)
 TOPOLOGIES = (Topology.parse("2m"), Topology.parse("1p1d"))
-WORKER_ARGS = ("--dtype=float32", "--num-blocks=2048", "--max-num-batched-tokens=512")
+# prefix caching off: every rate replays the same seeded prompts on the same cluster
+WORKER_ARGS = ("--dtype=bfloat16", "--num-blocks=2048", "--max-num-batched-tokens=512",
+               "--no-enable-prefix-caching")
 ROUTER_ARGS = (f"--short-prompt-len={64 // LENGTH_SCALE}",)
 # A TTFT-bound SLO, a TPOT-bound SLO and both (DistServe's attainment), in seconds,
 # sized to this machine's scaled workload (a decode step alone is ~85-110 ms here).
@@ -54,7 +60,7 @@ class Scenario:
     rates: tuple[float, ...] = ()
     workload: str = "chat"
     trace: TraceScaling | None = None
-    num_requests: int = 40
+    num_requests: int = 80
 
 
 def scenarios() -> list[Scenario]:
@@ -62,10 +68,10 @@ def scenarios() -> list[Scenario]:
         return TraceScaling(str(TRACES / file), 0.0, duration_s, LENGTH_SCALE, speed)
 
     return [
-        Scenario("mixed-long", (0.5, 1.0, 2.0), "mixed-long", num_requests=40),
-        Scenario("chat", (1.0, 2.0), "chat"),
-        Scenario("code", (1.0, 3.0), "code"),
-        Scenario("summarize", (0.5, 1.0), "summarize", num_requests=30),
+        Scenario("mixed-long", (1.0, 2.0, 3.0, 4.0), "mixed-long"),
+        Scenario("chat", (2.0, 4.0), "chat"),
+        Scenario("code", (2.0, 5.0), "code"),
+        Scenario("summarize", (1.0, 2.5), "summarize"),
         # ~1 req/s in the trace's first minute; prompts ~2,300 tokens -> ~146 scaled
         Scenario("azure-code", trace=trace("azure_llm_2023_code.csv", 40.0, 1.0)),
         # ~3.2 req/s in the first minute; replayed at half speed
@@ -85,6 +91,9 @@ def headline(comparison: dict[str, Any]) -> dict[str, Any]:
             "itl_p50_s": s["itl_s"]["p50"], "itl_p99_s": s["itl_s"]["p99"],
             "itl_p99_over_p50": (s["itl_s"]["p99"] / s["itl_s"]["p50"]
                                  if s["itl_s"]["p50"] else None),
+            "first_itl_p50_s": (s.get("first_itl_s") or {}).get("p50"),
+            "itl_after_first_p50_s": (s.get("itl_after_first_s") or {}).get("p50"),
+            "itl_after_first_p99_s": (s.get("itl_after_first_s") or {}).get("p99"),
             "attainment": s["attainment_by_slo"],
         } for s in runs]
     out["loadavg_before"] = comparison["loadavg_before"]
@@ -93,18 +102,45 @@ def headline(comparison: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def enrich(path: Path) -> None:
+    """Add the first-gap / later-gap ITL split to a stored compare.json (results recorded
+    before the split existed) and refresh the scenario's headline."""
+    comparison = json.loads(path.read_text())
+    for name, runs in comparison["runs"].items():
+        for s in runs:
+            records = report.read_records(str(path.parent / name / f"{run_name(s)}.jsonl"))
+            s.update(gap_stats(records))
+    report.write_json(str(path), comparison)
+    summary_path = RESULTS / "goodput_compare.json"
+    if summary_path.exists():
+        combined = json.loads(summary_path.read_text())
+        combined["scenarios"][path.parent.name.removeprefix("goodput_")] = headline(comparison)
+        report.write_json(str(summary_path), combined)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--only", nargs="*", default=None, help="scenario names to run")
-    parser.add_argument("--max-per-topology", type=float, default=120.0,
+    parser.add_argument("--max-per-topology", type=float, default=200.0,
                         help="start no new run on a cluster after S seconds of it")
+    parser.add_argument("--report-only", action="store_true",
+                        help="print the tables of the stored results and redraw their "
+                             "plots; run nothing")
     args = parser.parse_args()
-    model_dir = str(bench_model("float32"))
+    if args.report_only:
+        for sc in scenarios():
+            path = RESULTS / f"goodput_{sc.name}" / "compare.json"
+            if path.exists():
+                enrich(path)
+                replot(str(path.parent))
+                print(f"== {sc.name}\n{format_comparison(json.loads(path.read_text()))}\n")
+        return
+    model_dir = str(bench_model(DTYPE))
     chosen = [s for s in scenarios() if args.only is None or s.name in args.only]
     summary_path = RESULTS / "goodput_compare.json"
     combined: dict[str, Any] = (json.loads(summary_path.read_text())
                                 if summary_path.exists() and args.only else {})
-    combined.update({"model": f"{MODEL_NAME} random weights, float32", "cores": list(CORES),
+    combined.update({"model": f"{MODEL_NAME} random weights, {DTYPE}", "cores": list(CORES),
                      "topologies": [t.label for t in TOPOLOGIES], "length_scale": LENGTH_SCALE,
                      "worker_args": list(WORKER_ARGS), "router_args": list(ROUTER_ARGS),
                      "slos": {k: vars(v) for k, v in SLOS.items()}})
@@ -114,7 +150,7 @@ def main() -> None:
         bench = BenchConfig(
             url="http://127.0.0.1:0", tokenizer_dir=model_dir,
             workload=get_workload(sc.workload), arrival="trace" if sc.trace else "poisson",
-            trace=sc.trace, num_requests=sc.num_requests, duration_s=40.0, timeout_s=90.0,
+            trace=sc.trace, num_requests=sc.num_requests, duration_s=25.0, timeout_s=90.0,
             length_scale=1.0 if sc.trace else LENGTH_SCALE, seed=0)
         config = CompareConfig(
             model_dir=model_dir, bench=bench, topologies=TOPOLOGIES, rates=sc.rates,

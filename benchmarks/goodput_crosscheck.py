@@ -8,7 +8,7 @@ inference-perf lives in its own virtual environment outside the repository
     /tmp/ip-venv/bin/pip install inference-perf
     PYTHONPATH=. python -m benchmarks.goodput_crosscheck --inference-perf /tmp/ip-venv/bin/inference-perf
 
-It starts one 1P1D cluster (llama-110m float32, cores 0,1), then alternates runs of our
+It starts one 1P1D cluster (llama-110m-v8k bfloat16, cores 0,1), then alternates runs of our
 bench and of inference-perf (`--rounds`, so slow drift from other load on the machine hits
 both alike), all at the same constant rate with fixed lengths, and writes
 benchmarks/results/goodput_crosscheck.json. inference-perf sends random text; its prompt
@@ -29,12 +29,13 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.goodput_prefill import MODEL_NAME, bench_model
+from splitserve.bench.compare import router_counters
 from splitserve.bench.runner import BenchConfig, run_bench
 from splitserve.bench.workloads import LengthDist, Workload
 from splitserve.cluster.launcher import Cluster, ClusterSpec, free_port
 
 RESULTS = Path(__file__).resolve().parent / "results" / "goodput_crosscheck.json"
-WORKER_ARGS = ("--dtype=float32", "--num-blocks=2048")
+WORKER_ARGS = ("--dtype=bfloat16", "--num-blocks=2048", "--no-enable-prefix-caching")
 
 
 def ours(url: str, model_dir: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -108,11 +109,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
     args.their_input_len = args.their_input_len or args.input_len
-    model_dir = str(bench_model("float32"))
+    model_dir = str(bench_model("bfloat16"))
     spec = ClusterSpec(model_dir=model_dir, num_prefill=1, num_decode=1, cores=(0, 1),
                        router_port=free_port(), worker_args=WORKER_ARGS,
                        router_args=("--served-model-name=m",))
-    out: dict[str, Any] = {"client": "inference-perf 0.7.0", "model": f"{MODEL_NAME} float32",
+    out: dict[str, Any] = {"client": "inference-perf 0.7.0", "model": f"{MODEL_NAME} bfloat16",
                            "topology": "1P1D on cores 0,1", "rate_rps": args.rate,
                            "num_requests": args.num_requests, "input_len": args.input_len,
                            "their_input_len": args.their_input_len,
@@ -124,6 +125,7 @@ def main() -> None:
             b = theirs(cluster.url, model_dir, args, Path(tmp) / f"round{i}")
             out["rounds"].append({"ours": a, "inference_perf": b})
             print(json.dumps(out["rounds"][-1]), flush=True)
+        out["router_counters"] = router_counters(cluster.url)
     out["loadavg_after"] = list(os.getloadavg())
 
     def pooled(side: str, metric: str, stat: str) -> float:

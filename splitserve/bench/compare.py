@@ -21,10 +21,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from splitserve.bench import plots, report
+from splitserve.bench import report
+from splitserve.bench.compare_plots import plot_comparison, run_name
 from splitserve.bench.records import RequestRecord
 from splitserve.bench.runner import BenchConfig, BenchResult, run_bench
-from splitserve.bench.stats import SLO, attainment
+from splitserve.bench.stats import SLO, attainment, describe
 
 COMPARE_SCHEMA = "splitserve.bench.compare/1"
 _TOPOLOGY = re.compile(r"^(?:(\d+)m|(\d+)p(\d+)d)$")
@@ -117,6 +118,15 @@ def attainments(records: Sequence[RequestRecord], slos: Mapping[str, SLO]) -> di
     return {name: float(attainment(sent, slo) or 0.0) for name, slo in slos.items()}
 
 
+def gap_stats(records: Sequence[RequestRecord]) -> dict[str, Any]:
+    """ITL split in two: each stream's first gap (under disaggregation it holds the KV
+    handoff: pull, then admission into the decode batch) and all later gaps (steady decode,
+    where a colocated prefill shows as a stall)."""
+    done = [r for r in records if r.success and r.itl_s]
+    return {"first_itl_s": describe([r.itl_s[0] for r in done]),
+            "itl_after_first_s": describe([g for r in done for g in r.itl_s[1:]])}
+
+
 def goodput_by_slo(summaries: Sequence[dict[str, Any]], target: float) -> dict[str, float]:
     """Per SLO name: highest run rate whose attainment met the target (0.0 if none)."""
     names = {name for s in summaries for name in s.get("attainment_by_slo", {})}
@@ -133,10 +143,15 @@ def _start(config: CompareConfig, topology: Topology, log_dir: str | None) -> An
         log_dir = os.path.join(log_dir, topology.name)
     from splitserve.cluster.launcher import Cluster, ClusterSpec, free_port
 
+    worker_args = config.worker_args
+    if not any("prefix-caching" in arg for arg in worker_args):
+        # every rate (and topology) replays the same seeded prompts: with prefix caching on,
+        # later runs on the same cluster would skip most of their prefill
+        worker_args = ("--no-enable-prefix-caching", *worker_args)
     spec = ClusterSpec(
         model_dir=config.model_dir, num_prefill=topology.num_prefill,
         num_decode=topology.num_decode, num_mixed=topology.num_mixed,
-        router_port=free_port(), cores=config.cores, worker_args=config.worker_args,
+        router_port=free_port(), cores=config.cores, worker_args=worker_args,
         router_args=config.router_args, ready_timeout_s=config.ready_timeout_s,
         log_dir=log_dir)
     cluster = Cluster(spec)
@@ -144,9 +159,34 @@ def _start(config: CompareConfig, topology: Topology, log_dir: str | None) -> An
     return cluster
 
 
-def _run_name(summary: dict[str, Any]) -> str:
-    rate = summary.get("rate_rps")
-    return "trace" if rate is None else f"rate_{rate:g}"
+ROUTER_COUNTERS = ("splitserve_router_routing_decisions_total",
+                   "splitserve_router_kv_transfer_seconds_sum",
+                   "splitserve_router_kv_transfer_seconds_count",
+                   "splitserve_router_retries_total")
+
+
+def router_counters(url: str) -> dict[str, float]:
+    """Routing decisions by kind and KV handoff totals from the router's /metrics (parsed
+    with prometheus_client); {} when the router does not answer."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        text = httpx.get(f"{url}/metrics", timeout=5.0).text
+        families = list(text_string_to_metric_families(text))
+    except (httpx.HTTPError, ValueError):
+        return {}
+    out = {}
+    for family in families:
+        for sample in family.samples:
+            if sample.name in ROUTER_COUNTERS:
+                labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
+                out[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
+    return out
+
+
+def _delta(after: Mapping[str, float], before: Mapping[str, float]) -> dict[str, float]:
+    return {k: v - before.get(k, 0.0) for k, v in after.items() if v - before.get(k, 0.0)}
 
 
 def run_compare(
@@ -175,9 +215,13 @@ def run_compare(
                 bench = dataclasses.replace(
                     config.bench, url=cluster.url, label=topology.label,
                     rate_rps=rate if rate is not None else config.bench.rate_rps)
+                counters_before = router_counters(cluster.url)
                 result = run_bench(bench)
+                result.summary["router_counters"] = _delta(router_counters(cluster.url),
+                                                           counters_before)
                 result.summary["topology"] = topology.name
                 result.summary["attainment_by_slo"] = attainments(result.records, config.slos)
+                result.summary.update(gap_stats(result.records))
                 results[topology.name].append(result)
                 if on_result is not None:
                     on_result(topology, result)
@@ -208,22 +252,6 @@ def run_compare(
     return comparison
 
 
-def _plot_runs(config: CompareConfig,
-               results: Mapping[str, list[BenchResult]]) -> dict[str, list[RequestRecord]]:
-    """Records of one run per topology for the CDFs and timeline: the highest rate every
-    topology completed (the trace run when there are no rates)."""
-    common = None
-    for rs in results.values():
-        done = {r.summary.get("rate_rps") for r in rs}
-        common = done if common is None else common & done
-    if not common:
-        return {}
-    pick = None if None in common else max(r for r in common if r is not None)
-    label = {t.name: t.label for t in config.topologies}
-    return {label[name]: next(r.records for r in rs if r.summary.get("rate_rps") == pick)
-            for name, rs in results.items()}
-
-
 def write_outputs(config: CompareConfig, comparison: dict[str, Any],
                   results: Mapping[str, list[BenchResult]]) -> dict[str, str]:
     """compare.json, per-run files under <out>/<topology>/, and the PNG plots."""
@@ -231,39 +259,32 @@ def write_outputs(config: CompareConfig, comparison: dict[str, Any],
     assert out is not None
     for name, rs in results.items():
         for result in rs:
-            report.save_run(os.path.join(out, name), _run_name(result.summary),
+            report.save_run(os.path.join(out, name), run_name(result.summary),
                             result.summary, result.records)
     paths = {"json": os.path.join(out, "compare.json")}
     report.write_json(paths["json"], comparison)
-    label = {t.name: t.label for t in config.topologies}
-    if config.rates:
-        for slo_name in config.slos:
-            runs = {label[name]: [dict(s, slo_attainment=s["attainment_by_slo"][slo_name])
-                                  for s in (r.summary for r in rs)]
-                    for name, rs in results.items()}
-            path = os.path.join(out, f"attainment_{slo_name}.png")
-            paths[f"attainment_{slo_name}"] = plots.plot_attainment_vs_rate(
-                runs, path, target=config.target)
-    picked = _plot_runs(config, results)
-    if picked:
-        paths["itl_cdf"] = plots.plot_itl_cdf(picked, os.path.join(out, "itl_cdf.png"))
-        paths["ttft_cdf"] = plots.plot_ttft_cdf(picked, os.path.join(out, "ttft_cdf.png"))
-        paths["timeline"] = plots.plot_stream_timelines(
-            picked, os.path.join(out, "timeline.png"))
-    return paths
+    records = {name: {run_name(r.summary): r.records for r in rs}
+               for name, rs in results.items()}
+    return {**paths, **plot_comparison(out, comparison, records)}
 
 
 def format_comparison(comparison: dict[str, Any]) -> str:
     """The side-by-side table, goodput per SLO, ITL tail ratios and the load average."""
-    summaries = [s for runs in comparison["runs"].values() for s in runs]
-    lines = [report.format_table(summaries)] if summaries else ["(no runs)"]
+    # rows named by the compact topology name: the table cuts labels at 21 characters
+    summaries = [dict(s, label=name) for name, runs in comparison["runs"].items() for s in runs]
+    lines = [", ".join(f"{t['name']} = {t['label']}" for t in comparison["topologies"])]
+    lines += [report.format_table(summaries)] if summaries else ["(no runs)"]
     for name, runs in comparison["runs"].items():
         for s in runs:
-            itl = s["itl_s"]
+            itl, later = s["itl_s"], s.get("itl_after_first_s") or {}
+            first = (s.get("first_itl_s") or {}).get("p50")
             if itl["p50"]:
-                lines.append(f"{name} {_run_name(s)}: ITL p99/p50 = {itl['p99'] / itl['p50']:.1f}"
-                             + "".join(f", {k} {v:.0%}"
-                                       for k, v in s["attainment_by_slo"].items()))
+                text = f"{name} {run_name(s)}: ITL p99/p50 = {itl['p99'] / itl['p50']:.1f}"
+                if later.get("p50") and first is not None:
+                    text += (f" (after each stream's first gap {later['p99'] / later['p50']:.1f};"
+                             f" first gap p50 {first * 1000:.0f} ms)")
+                lines.append(text + "".join(f", {k} {v:.0%}"
+                                            for k, v in s["attainment_by_slo"].items()))
     for name, by_slo in (comparison.get("goodput_rps") or {}).items():
         text = ", ".join(f"{slo} {rps:g} req/s" for slo, rps in by_slo.items())
         lines.append(f"goodput {name}: {text or '-'}")

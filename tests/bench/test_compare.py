@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from splitserve.bench.compare import COMPARE_SCHEMA, Topology, goodput_by_slo
+from splitserve.bench.compare import COMPARE_SCHEMA, Topology, gap_stats, goodput_by_slo
+from splitserve.bench.compare_plots import pick_timeline_stream, timeline_inputs
+from splitserve.bench.records import RequestRecord
 from splitserve.cli import main
 from tests.helpers.checkpoints import make_model_dir
 
@@ -81,6 +83,7 @@ def test_compare_cli_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[st
             assert run["sent"] == run["completed"] + run["failed"]
             assert run["completed"] >= 1 and run["topology"] == name
             assert set(run["attainment_by_slo"]) == {"ttft", "tpot"}
+            assert {"first_itl_s", "itl_after_first_s", "router_counters"} <= set(run)
             lines = (out / name / f"rate_{run['rate_rps']:g}.jsonl").read_text().splitlines()
             assert len(lines) == 6
         assert set(data["goodput_rps"][name]) == {"ttft", "tpot"}
@@ -102,3 +105,33 @@ def test_compare_rejects_unequal_topologies(tmp_path: Path,
                  "--tokenizer", str(tmp_path), "--no-progress"])
     assert code == 2
     assert "same number of workers" in capsys.readouterr().err
+
+
+def _record(index: int, send_s: float, gaps: list[float], is_long: bool = False) -> RequestRecord:
+    return RequestRecord(index=index, scheduled_s=send_s, input_len=8, requested_output_len=4,
+                         is_long=is_long, send_s=send_s, ttft_s=0.1, itl_s=gaps,
+                         e2e_s=0.1 + sum(gaps), output_len=len(gaps) + 1)
+
+
+def test_gap_stats_splits_first_gap_from_later_gaps() -> None:
+    records = [_record(0, 0.0, [1.0, 0.1, 0.1]), _record(1, 0.5, [3.0, 0.2]),
+               RequestRecord(2, 0.0, 8, 4, send_s=0.0, error="boom")]
+    stats = gap_stats(records)
+    assert stats["first_itl_s"]["p50"] == pytest.approx(2.0)  # median of 1.0, 3.0
+    assert stats["first_itl_s"]["max"] == pytest.approx(3.0)
+    assert stats["itl_after_first_s"]["max"] == pytest.approx(0.2)
+    assert stats["itl_after_first_s"]["mean"] == pytest.approx(0.4 / 3)
+
+
+def test_timeline_picks_the_stream_overlapping_most_long_prompts() -> None:
+    # stream 0 spans [0, 5.1] and sees both long sends; stream 1 spans [6, 6.3] and none
+    colocated = [_record(0, 0.0, [1.0] * 5), _record(1, 6.0, [0.1, 0.1]),
+                 _record(2, 1.0, [0.1], is_long=True), _record(3, 3.0, [0.1], is_long=True)]
+    disagg = [_record(0, 0.0, [0.1] * 5), _record(1, 6.0, [0.1, 0.1] * 10),
+              _record(2, 1.0, [0.1], is_long=True), _record(3, 3.0, [0.1], is_long=True)]
+    runs = {"colocated": colocated, "disaggregated": disagg}
+    assert pick_timeline_stream(runs) == 0
+    picked = timeline_inputs(runs)
+    for records in picked.values():
+        assert [r.index for r in records if r.itl_s] == [0]  # long prompts kept as markers
+        assert sorted(r.index for r in records if r.is_long) == [2, 3]
