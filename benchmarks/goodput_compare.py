@@ -40,7 +40,10 @@ from splitserve.bench.stats import SLO
 from splitserve.bench.workloads import get_workload
 
 RESULTS = Path(__file__).resolve().parent / "results"
-TRACES = Path(__file__).resolve().parents[1] / ".." / "shared" / "traces"
+REPO = Path(__file__).resolve().parents[1]
+# ../shared/traces next to the main checkout; a worktree sits one level deeper
+TRACE_DIRS = (REPO.parent / "shared" / "traces", REPO.parent.parent / "shared" / "traces")
+TRACES = next((d for d in TRACE_DIRS if d.is_dir()), TRACE_DIRS[0])
 LENGTH_SCALE = 16
 DTYPE = "bfloat16"  # faster than float32 here in prefill and decode (goodput_prefill.json)
 CORES = (0, 1)
@@ -72,10 +75,11 @@ def scenarios() -> list[Scenario]:
         Scenario("chat", (2.0, 4.0), "chat"),
         Scenario("code", (2.0, 5.0), "code"),
         Scenario("summarize", (1.0, 2.5), "summarize"),
-        # ~1 req/s in the trace's first minute; prompts ~2,300 tokens -> ~146 scaled
-        Scenario("azure-code", trace=trace("azure_llm_2023_code.csv", 40.0, 1.0)),
-        # ~3.2 req/s in the first minute; replayed at half speed
-        Scenario("azure-conv", trace=trace("azure_llm_2023_conv.csv", 20.0, 0.5)),
+        # the code trace's first 120 s hold 63 requests within ~40 s (prompts ~2,300
+        # tokens -> ~147 scaled, ~2 output tokens): prefill-heavy
+        Scenario("azure-code", trace=trace("azure_llm_2023_code.csv", 120.0, 1.0)),
+        # the conversation trace: ~3.2 req/s, ~900 -> 57 input, ~230 -> 15 output tokens
+        Scenario("azure-conv", trace=trace("azure_llm_2023_conv.csv", 30.0, 1.0)),
     ]
 
 
@@ -150,7 +154,8 @@ def main() -> None:
         bench = BenchConfig(
             url="http://127.0.0.1:0", tokenizer_dir=model_dir,
             workload=get_workload(sc.workload), arrival="trace" if sc.trace else "poisson",
-            trace=sc.trace, num_requests=sc.num_requests, duration_s=25.0, timeout_s=90.0,
+            trace=sc.trace, num_requests=sc.num_requests,
+            duration_s=45.0 if sc.trace else 25.0, timeout_s=90.0,
             length_scale=1.0 if sc.trace else LENGTH_SCALE, seed=0)
         config = CompareConfig(
             model_dir=model_dir, bench=bench, topologies=TOPOLOGIES, rates=sc.rates,
