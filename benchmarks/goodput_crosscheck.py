@@ -25,6 +25,7 @@ import os
 import statistics
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ from splitserve.bench.runner import BenchConfig, run_bench
 from splitserve.bench.workloads import LengthDist, Workload
 from splitserve.cluster.launcher import Cluster, ClusterSpec, free_port
 
-RESULTS = Path(__file__).resolve().parent / "results" / "goodput_crosscheck.json"
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
 WORKER_ARGS = ("--dtype=bfloat16", "--num-blocks=2048", "--no-enable-prefix-caching")
 
 
@@ -51,7 +52,8 @@ def ours(url: str, model_dir: str, args: argparse.Namespace) -> dict[str, Any]:
             "mean_prompt_tokens": statistics.mean(prompt_tokens) if prompt_tokens else None}
 
 
-def theirs(url: str, model_dir: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
+def start_theirs(url: str, model_dir: str, args: argparse.Namespace,
+                 work: Path) -> subprocess.Popen[str]:
     reports = work / "reports"
     config = {
         "load": {"type": "constant",
@@ -70,14 +72,25 @@ def theirs(url: str, model_dir: str, args: argparse.Namespace, work: Path) -> di
                                          "per_request": True}},
         "storage": {"local_storage": {"path": str(reports)}},
     }
+    work.mkdir(parents=True, exist_ok=True)
     path = work / "config.yml"
     path.write_text(json.dumps(config))  # JSON is YAML
     env = dict(os.environ, HF_HUB_OFFLINE="1")
-    proc = subprocess.run([args.inference_perf, "-c", str(path)], env=env, cwd=work,
-                          capture_output=True, text=True, timeout=args.num_requests / args.rate
-                          + 300)
+    return subprocess.Popen([args.inference_perf, "-c", str(path)], env=env, cwd=work,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def collect_theirs(proc: subprocess.Popen[str], args: argparse.Namespace,
+                   work: Path) -> dict[str, Any]:
+    reports = work / "reports"
+    try:
+        _, stderr = proc.communicate(timeout=args.num_requests / args.rate + 300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
     if proc.returncode != 0:
-        raise RuntimeError(f"inference-perf failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+        raise RuntimeError(f"inference-perf failed ({proc.returncode}):\n{stderr[-3000:]}")
     [summary_file] = glob.glob(str(reports / "**" / "summary_lifecycle_metrics.json"),
                                recursive=True)
     summary = json.loads(Path(summary_file).read_text())
@@ -107,6 +120,9 @@ def main() -> None:
                         help="inference-perf's random-text length (default: --input-len)")
     parser.add_argument("--output-len", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--concurrent", action="store_true",
+                        help="run both clients at once (each at --rate) instead of in turn")
+    parser.add_argument("--their-startup-s", type=float, default=6.0)
     args = parser.parse_args()
     args.their_input_len = args.their_input_len or args.input_len
     model_dir = str(bench_model("bfloat16"))
@@ -118,11 +134,19 @@ def main() -> None:
                            "num_requests": args.num_requests, "input_len": args.input_len,
                            "their_input_len": args.their_input_len,
                            "output_len": args.output_len, "rounds": [],
+                           "mode": "concurrent" if args.concurrent else "alternating",
                            "loadavg_before": list(os.getloadavg())}
     with Cluster(spec) as cluster, tempfile.TemporaryDirectory() as tmp:
         for i in range(args.rounds):
-            a = ours(cluster.url, model_dir, args)
-            b = theirs(cluster.url, model_dir, args, Path(tmp) / f"round{i}")
+            work = Path(tmp) / f"round{i}"
+            if args.concurrent:  # both clients in the same window: same server conditions
+                proc = start_theirs(cluster.url, model_dir, args, work)
+                time.sleep(args.their_startup_s)  # its imports and tokenizer load
+                a = ours(cluster.url, model_dir, args)
+                b = collect_theirs(proc, args, work)
+            else:
+                a = ours(cluster.url, model_dir, args)
+                b = collect_theirs(start_theirs(cluster.url, model_dir, args, work), args, work)
             out["rounds"].append({"ours": a, "inference_perf": b})
             print(json.dumps(out["rounds"][-1]), flush=True)
         out["router_counters"] = router_counters(cluster.url)
@@ -138,9 +162,11 @@ def main() -> None:
             out["agreement"][f"{metric}_{stat}"] = {
                 "ours": a, "inference_perf": b, "rel_diff": abs(a - b) / b,
                 "within_10pct": abs(a - b) / b <= 0.10}
-    RESULTS.write_text(json.dumps(out, indent=2) + "\n")
+    results = RESULTS_DIR / ("goodput_crosscheck_concurrent.json" if args.concurrent
+                             else "goodput_crosscheck.json")
+    results.write_text(json.dumps(out, indent=2) + "\n")
     print(json.dumps(out["agreement"], indent=2))
-    print(f"wrote {RESULTS}")
+    print(f"wrote {results}")
 
 
 if __name__ == "__main__":
