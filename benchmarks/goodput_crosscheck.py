@@ -8,10 +8,11 @@ inference-perf lives in its own virtual environment outside the repository
     /tmp/ip-venv/bin/pip install inference-perf
     PYTHONPATH=. python -m benchmarks.goodput_crosscheck --inference-perf /tmp/ip-venv/bin/inference-perf
 
-It starts one 1P1D cluster (llama-110m-v8k bfloat16, cores 0,1), then alternates runs of our
-bench and of inference-perf (`--rounds`, so slow drift from other load on the machine hits
-both alike), all at the same constant rate with fixed lengths, and writes
-benchmarks/results/goodput_crosscheck.json. inference-perf sends random text; its prompt
+It starts one 1P1D cluster (llama-110m-v8k bfloat16, cores 0,1), then per round
+(`--rounds`) runs our bench and inference-perf at the same constant rate with fixed
+lengths: one after the other (writes benchmarks/results/goodput_crosscheck.json), or with
+`--concurrent` both at once, so both see the same server conditions on this shared
+machine (writes goodput_crosscheck_concurrent.json). inference-perf sends random text; its prompt
 length is set so that the server's `usage.prompt_tokens` matches ours (checked and
 recorded), and `ignore_eos` fixes the output length.
 """
@@ -128,7 +129,8 @@ def main() -> None:
     model_dir = str(bench_model("bfloat16"))
     spec = ClusterSpec(model_dir=model_dir, num_prefill=1, num_decode=1, cores=(0, 1),
                        router_port=free_port(), worker_args=WORKER_ARGS,
-                       router_args=("--served-model-name=m",))
+                       # 64-token prompts would otherwise be prefilled on the decode worker
+                       router_args=("--served-model-name=m", "--short-prompt-len=4"))
     out: dict[str, Any] = {"client": "inference-perf 0.7.0", "model": f"{MODEL_NAME} bfloat16",
                            "topology": "1P1D on cores 0,1", "rate_rps": args.rate,
                            "num_requests": args.num_requests, "input_len": args.input_len,
