@@ -9,6 +9,8 @@ import argparse
 import os
 import sys
 
+from splitserve.bench import compare_cli
+
 # Mirrors workloads.PRESETS (a test keeps them equal) without importing it at startup.
 PRESET_NAMES = ("chat", "code", "summarize", "mixed-long")
 
@@ -40,10 +42,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(docs/bench.md).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--url", required=True, help="server base URL, e.g. http://127.0.0.1:8000")
+    p.add_argument("--url", default=None,
+                   help="server base URL, e.g. http://127.0.0.1:8000 (required without --compare)")
     p.add_argument("--model-name", default=None, help="model field (default: first listed)")
-    p.add_argument("--tokenizer", required=True, metavar="DIR",
-                   help="dir with the model's tokenizer.json (prompts of exact length)")
+    p.add_argument("--tokenizer", default=None, metavar="DIR",
+                   help="dir with the model's tokenizer.json (prompts of exact length); "
+                        "required, except with --compare (default: --model)")
     p.add_argument("--workload", choices=PRESET_NAMES, default="chat")
     p.add_argument("--input-len", default=None, metavar="DIST",
                    help="override input lengths: fixed:N | uniform:LO:HI | "
@@ -84,6 +88,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None, metavar="DIR",
                    help="write JSONL records, summary JSON and PNG plots here")
     p.add_argument("--no-progress", action="store_true")
+    compare_cli.add_args(p)
     p.set_defaults(func=run)
 
 
@@ -153,6 +158,16 @@ def _run(args: argparse.Namespace) -> int:
     from splitserve.bench.runner import BenchConfig, BenchResult, run_bench, sweep_goodput
     from splitserve.bench.stats import goodput_search
 
+    if args.compare:
+        if args.url:
+            raise ValueError("--compare starts its own clusters: drop --url")
+        args.url = "http://127.0.0.1:0"  # replaced by each cluster's router URL
+        args.tokenizer = args.tokenizer or args.model
+        if not args.tokenizer:
+            raise ValueError("--compare needs --model DIR")
+        return compare_cli.run(args, _config(args))
+    if not args.url or not args.tokenizer:
+        raise ValueError("--url and --tokenizer are required (or use --compare)")
     config = _config(args)
     assert isinstance(config, BenchConfig)
     if (args.sweep or args.goodput_search) and config.trace is not None:
