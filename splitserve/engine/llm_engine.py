@@ -27,7 +27,7 @@ from splitserve.engine.engine_config import EngineConfig
 from splitserve.engine.model_runner import ModelRunner
 from splitserve.engine.sampler import sample
 from splitserve.engine.sampling_params import SamplingParams
-from splitserve.engine.sched_output import HeldBlocks
+from splitserve.engine.sched_output import HeldBlocks, ScheduledSequence, SchedulerOutput
 from splitserve.engine.scheduler import Scheduler
 from splitserve.engine.sequence import FinishReason, Sequence
 from splitserve.metrics.phase import PhaseCounters
@@ -61,6 +61,15 @@ class _Request:
     params: SamplingParams
     detok: IncrementalDetokenizer
     timeline: dict[str, float]
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """A scheduled step between `begin_step` and `finish_step`."""
+
+    sched: SchedulerOutput
+    sampled: list[ScheduledSequence]
+    started_s: float
 
 
 @dataclass(frozen=True)
@@ -154,28 +163,47 @@ class LLMEngine:
 
     # ---- the step ---------------------------------------------------------------------
     def step(self) -> list[StepOutput]:
+        """One engine step: `begin_step`, `run_model`, `finish_step`."""
+        plan = self.begin_step()
+        if plan is None:
+            return []
+        return self.finish_step(plan, self.run_model(plan))
+
+    def begin_step(self) -> StepPlan | None:
+        """Schedule this step's work (scheduler state: the owner thread, or its lock)."""
         self.tick()
         sched = self.scheduler.schedule()
         if sched.is_empty:
-            return []
-        started = time.perf_counter()
+            return None
         now = time.time()
-        sampled_items = [item for item in sched.scheduled if item.sample]
-        logits = self.runner.forward(sched.scheduled, sampled_items)
-        reqs = [self.requests[item.request_id] for item in sampled_items]
         for item in sched.scheduled:
             self.requests[item.request_id].timeline.setdefault("engine_first_scheduled", now)
+        sampled = [item for item in sched.scheduled if item.sample]
+        return StepPlan(sched, sampled, time.perf_counter())
+
+    def run_model(self, plan: StepPlan) -> torch.Tensor:
+        """The forward pass. Touches only the KV blocks of the scheduled sequences, so
+        reservations, imports and activations of other requests may run meanwhile."""
+        return self.runner.forward(plan.sched.scheduled, plan.sampled)
+
+    def finish_step(self, plan: StepPlan, logits: torch.Tensor) -> list[StepOutput]:
+        """Sample, advance the scheduler, detokenize; returns per-request outputs."""
+        reqs = [self.requests.get(item.request_id) for item in plan.sampled]
+        alive = [(item, r) for item, r in zip(plan.sampled, reqs, strict=True) if r is not None]
+        if len(alive) != len(reqs):  # aborted since begin_step: drop their rows
+            keep = [i for i, r in enumerate(reqs) if r is not None]
+            logits = logits[keep]
         result = sample(
-            logits, [r.params for r in reqs], [r.seq.num_output_tokens for r in reqs],
+            logits, [r.params for _, r in alive], [r.seq.num_output_tokens for _, r in alive],
             self.generator, self.tokenizer.eos_token_ids)
-        sampled = {item.request_id: tok for item, tok in
-                   zip(sampled_items, result.token_ids, strict=True)}
-        update = self.scheduler.update(sched, sampled, now_s=time.monotonic())
+        sampled = {item.request_id: tok for (item, _), tok in
+                   zip(alive, result.token_ids, strict=True)}
+        update = self.scheduler.update(plan.sched, sampled, now_s=time.monotonic())
         held = set(update.held_ids)
         outputs = []
-        for req, tok, lp in zip(reqs, result.token_ids, result.logprobs, strict=True):
+        for (_, req), tok, lp in zip(alive, result.token_ids, result.logprobs, strict=True):
             outputs.append(self._emit(req, tok, lp, req.seq.request_id in held))
-        self._account(sched.scheduled, time.perf_counter() - started)
+        self._account(plan.sched.scheduled, time.perf_counter() - plan.started_s)
         return outputs
 
     def _emit(self, req: _Request, token_id: int, logprob: Any, held: bool) -> StepOutput:

@@ -129,10 +129,10 @@ class KVBridge:
         self.receiving[rid] = False
         deadline = time.monotonic() + self.cfg.reserve_timeout_s
         try:
-            block_ids = await self.thread.acall(reserve)
+            block_ids = await self.thread.acall_concurrent(reserve)
             while block_ids is None and time.monotonic() < deadline and not self.receiving[rid]:
                 await asyncio.sleep(0.02)
-                block_ids = await self.thread.acall(reserve)
+                block_ids = await self.thread.acall_concurrent(reserve)
         except BaseException as exc:
             self._fail_after_pull(rid)
             if isinstance(exc, ValueError):
@@ -155,7 +155,7 @@ class KVBridge:
             stats = await asyncio.shield(pull)
         except TransferError as exc:
             self.receiving.pop(rid, None)
-            await self.thread.acall(lambda: self.engine.fail_import(rid))
+            await self.thread.acall_concurrent(lambda: self.engine.fail_import(rid))
             log.warning("KV transfer for %s failed: %s", rid, exc)
             return error_line(502, f"KV transfer failed: {exc}", f"kv_transfer_{exc.code}")
         except asyncio.CancelledError:
@@ -167,7 +167,7 @@ class KVBridge:
             self._fail_after_pull(rid)
             raise
         if self.receiving.pop(rid, False):
-            await self.thread.acall(lambda: self.engine.fail_import(rid))
+            await self.thread.acall_concurrent(lambda: self.engine.fail_import(rid))
             return error_line(499, "request aborted during the KV transfer", "aborted")
         elapsed = time.perf_counter() - started
         self.transfer_s_total += elapsed
@@ -175,5 +175,5 @@ class KVBridge:
         timeline["kv_transfer_end"] = time.time()
         timeline["kv_transfer_s"] = elapsed
         timeline["kv_transfer_bytes"] = float(stats.num_bytes)
-        await self.thread.acall(lambda: self.engine.activate_import(req.request_id))
+        await self.thread.acall_concurrent(lambda: self.engine.activate_import(rid))
         return None
