@@ -52,7 +52,8 @@ class ModelRunner:
         self.kv_caches = allocate_kv_caches(mc, self.num_blocks, self.block_size,
                                             device=self.device)
         shapes = {name: tuple(t.shape) for name, t in self.model.state_dict().items()}
-        self._model_hash = mc.model_identity(shapes)
+        self._model_hash = mc.model_identity(shapes)  # checkpoint names: before fusing
+        self.model.fuse_projections()
         num_params = sum(t.numel() for t in self.model.parameters())
         itemsize = torch.empty((), dtype=self.kv_caches[0].dtype).element_size()
         self.cost = ModelCost(

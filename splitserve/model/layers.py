@@ -86,5 +86,35 @@ class GatedMLP(nn.Module):
         self.up_proj = nn.Linear(hidden_size, intermediate_size, bias=bias)
         self.down_proj = nn.Linear(intermediate_size, hidden_size, bias=bias)
 
+        self.intermediate_size = intermediate_size
+        # Set by `fuse()` after loading: gate and up as one GEMM.
+        self.gate_up_proj: nn.Linear | None = None
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(nn.functional.silu(self.gate_proj(x)) * self.up_proj(x))
+        if self.gate_up_proj is not None:
+            gate, up = self.gate_up_proj(x).split(self.intermediate_size, -1)
+        else:
+            gate, up = self.gate_proj(x), self.up_proj(x)
+        return self.down_proj(nn.functional.silu(gate) * up)
+
+    def fuse(self) -> None:
+        if self.gate_up_proj is not None:
+            return
+        self.gate_up_proj = fuse_linears([self.gate_proj, self.up_proj])
+        del self.gate_proj, self.up_proj
+
+
+def fuse_linears(linears: list[nn.Linear]) -> nn.Linear:
+    """One Linear whose output is the given Linears' outputs concatenated (same input)."""
+    first = linears[0].weight
+    has_bias = linears[0].bias is not None
+    out_features = sum(lin.out_features for lin in linears)
+    fused = nn.Linear(linears[0].in_features, out_features, bias=has_bias,
+                      device=first.device, dtype=first.dtype)
+    with torch.no_grad():
+        fused.weight = nn.Parameter(torch.cat([lin.weight for lin in linears]),
+                                    requires_grad=False)
+        if has_bias:
+            fused.bias = nn.Parameter(torch.cat([lin.bias for lin in linears]),
+                                      requires_grad=False)
+    return fused
