@@ -12,9 +12,10 @@ context. Then each sequence attends from its new queries to its context:
 * a prefill chunk that continues a cached prefix gathers its context blocks from the cache
   (in block-table order, trimmed to `context_len`) and uses a causal mask shifted by the
   prefix length: query i (absolute position start + i) sees keys 0 .. start + i;
-* all decode sequences (one query each) are batched: their block tables are padded to the
+* decode sequences (one query each) are batched in a few groups of similar context length
+  (less padding; see `_decode_groups`): their block tables are padded to the
   longest one, the blocks gathered into a [B, max_blocks * block_size] key axis, and a
-  per-row mask hides the padding beyond each `context_len`; one SDPA call serves them all.
+  per-row mask hides the padding beyond each `context_len`; one SDPA call per group.
 
 A sliding window (Mistral) additionally hides keys more than `sliding_window - 1` positions
 behind the query. Grouped-query attention uses SDPA's `enable_gqa` (query head h reads KV head
@@ -24,7 +25,7 @@ only on the batch, so they are built once per step (`plan_attention`) and shared
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -56,7 +57,8 @@ class DecodePlan:
 @dataclass(frozen=True)
 class AttentionPlan:
     prefills: list[PrefillPlan]
-    decode: DecodePlan | None
+    # decode sequences in groups of similar context length (less padding per SDPA call)
+    decodes: tuple[DecodePlan, ...]
 
 
 def _window_mask(
@@ -110,30 +112,58 @@ def plan_attention(
                 mask = _window_mask(query_pos, key_pos, sliding_window)
             prefills.append(PrefillPlan(row_start, q_len, ctx_len, block_ids, mask))
         row_start += q_len
-    decode = None
-    if decode_seqs:
-        ctx_lens = [batch.context_lens[i] for i in decode_seqs]
-        max_blocks = -(-max(ctx_lens) // block_size)
-        tables = []
-        for i, ctx_len in zip(decode_seqs, ctx_lens, strict=True):
-            # Only the blocks this sequence uses; the padding (block 0) is masked out below.
-            num_ctx_blocks = -(-ctx_len // block_size)
-            tables.append(
-                batch.block_tables[i][:num_ctx_blocks] + [0] * (max_blocks - num_ctx_blocks)
-            )
-        ctx = torch.tensor(ctx_lens, dtype=torch.int64, device=device)
-        key_pos = torch.arange(max_blocks * block_size, device=device)[None, :]
-        # The single query sits at position ctx_len - 1: keys past it are padding.
-        mask = _window_mask(ctx[:, None] - 1, key_pos, sliding_window)
-        decode = DecodePlan(
-            rows=torch.tensor(
-                [row_starts[i] for i in decode_seqs], dtype=torch.int64, device=device
-            ),
-            block_tables=torch.tensor(tables, dtype=torch.int64, device=device),
-            mask=mask[:, None, None, :],
-            all_rows=len(decode_seqs) == len(batch.query_lens),
-        )
-    return AttentionPlan(prefills, decode)
+    decodes = tuple(
+        _decode_plan(batch, group, row_starts, block_size, sliding_window, device)
+        for group in _decode_groups(decode_seqs, batch.context_lens)
+    )
+    if len(decodes) == 1 and len(decode_seqs) == len(batch.query_lens):
+        # decodes only, in batch order: the output is the attention result itself
+        decodes = (replace(decodes[0], all_rows=True),)
+    return AttentionPlan(prefills, decodes)
+
+
+def _decode_groups(decode_seqs: list[int], context_lens: list[int]) -> list[list[int]]:
+    """Split decode sequences, sorted by context length, into a few equal-count groups.
+
+    One padded SDPA call over all of them gathers and attends over B x longest context;
+    with contexts spread evenly, four groups cut that work by about a third, for three
+    more small calls per layer.
+    """
+    if not decode_seqs:
+        return []
+    num_groups = 4 if len(decode_seqs) >= 16 else 2 if len(decode_seqs) >= 8 else 1
+    if num_groups == 1:
+        return [decode_seqs]
+    ordered = sorted(decode_seqs, key=lambda i: context_lens[i])
+    size = -(-len(ordered) // num_groups)
+    return [ordered[g : g + size] for g in range(0, len(ordered), size)]
+
+
+def _decode_plan(
+    batch: ForwardBatch,
+    seqs: list[int],
+    row_starts: list[int],
+    block_size: int,
+    sliding_window: int | None,
+    device: torch.device,
+) -> DecodePlan:
+    ctx_lens = [batch.context_lens[i] for i in seqs]
+    max_blocks = -(-max(ctx_lens) // block_size)
+    tables = []
+    for i, ctx_len in zip(seqs, ctx_lens, strict=True):
+        # Only the blocks this sequence uses; the padding (block 0) is masked out below.
+        num_ctx_blocks = -(-ctx_len // block_size)
+        tables.append(batch.block_tables[i][:num_ctx_blocks] + [0] * (max_blocks - num_ctx_blocks))
+    ctx = torch.tensor(ctx_lens, dtype=torch.int64, device=device)
+    key_pos = torch.arange(max_blocks * block_size, device=device)[None, :]
+    # The single query sits at position ctx_len - 1: keys past it are padding.
+    mask = _window_mask(ctx[:, None] - 1, key_pos, sliding_window)
+    return DecodePlan(
+        rows=torch.tensor([row_starts[i] for i in seqs], dtype=torch.int64, device=device),
+        block_tables=torch.tensor(tables, dtype=torch.int64, device=device),
+        mask=mask[:, None, None, :],
+        all_rows=False,
+    )
 
 
 def write_kv(
@@ -188,8 +218,7 @@ def paged_attention(
         out[rows] = F.scaled_dot_product_attention(
             q_seq, k_seq, v_seq, attn_mask=p.mask, is_causal=p.mask is None, enable_gqa=True
         ).transpose(0, 1)
-    d = plan.decode
-    if d is not None:
+    for d in plan.decodes:
         q_dec = q if d.all_rows else q[d.rows]  # [B, H, D]
         num_seqs = q_dec.shape[0]
         ctx = _gather_blocks(kv_cache, d.block_tables.flatten(), d.gather_out)

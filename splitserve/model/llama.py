@@ -154,12 +154,18 @@ class LlamaForCausalLM(nn.Module):
             )
         _, num_blocks, block_size, _, _ = kv_caches[0].shape
         plan = plan_attention(batch, block_size, self.config.sliding_window, num_blocks)
-        if plan.decode is not None:
+        if plan.decodes:
+            # one reused buffer, split between the decode groups (each layer overwrites it)
             cache = kv_caches[0]
             per_block = cache[0, 0].numel()
-            num_elements = 2 * plan.decode.block_tables.numel() * per_block
-            ws = self._gather_workspace(num_elements, cache.dtype, cache.device)
-            plan = replace(plan, decode=replace(plan.decode, gather_out=ws.view(2, -1, per_block)))
+            sizes = [2 * d.block_tables.numel() * per_block for d in plan.decodes]
+            ws = self._gather_workspace(sum(sizes), cache.dtype, cache.device)
+            groups, offset = [], 0
+            for d, size in zip(plan.decodes, sizes, strict=True):
+                out = ws[offset : offset + size].view(2, -1, per_block)
+                groups.append(replace(d, gather_out=out))
+                offset += size
+            plan = replace(plan, decodes=tuple(groups))
         hidden = self.model.embed_tokens(batch.input_ids)  # [T, hidden]
         cos_sin = self.rotary_emb(batch.positions, hidden.dtype)
         for layer, kv_cache in zip(self.model.layers, kv_caches, strict=True):

@@ -52,3 +52,21 @@ def test_decode_gather_workspace_is_reused_and_grown(tiny: TinyModels) -> None:
     _, _, hf = tiny.get("llama")
     assert torch.allclose(out[0], hf_logits(hf, long_)[-1], atol=1e-4)
     assert torch.allclose(out[1], hf_logits(hf, short)[-1], atol=1e-4)
+
+
+def test_many_decodes_in_length_groups_match_transformers(tiny: TinyModels) -> None:
+    """17 decodes of spread-out lengths (4 groups) plus a prefill chunk in one step."""
+    config, model, hf = tiny.get("llama")
+    runner = PagedRunner(config, model, block_size=4, num_blocks=512)
+    lengths = [3, 40, 7, 22, 1, 35, 12, 28, 5, 17, 9, 31, 2, 26, 14, 38, 20]
+    prompts = [random_ids(n, seed=100 + n) for n in lengths]
+    tables = [runner.new_table(n + 1) for n in lengths]
+    for p, t in zip(prompts, tables, strict=True):
+        runner.step([(p[:-1], 0, t)] if len(p) > 1 else [(p, 0, t)])
+    fresh = random_ids(11, seed=5)
+    seqs = [([p[-1]], len(p) - 1, t) for p, t in zip(prompts, tables, strict=True) if len(p) > 1]
+    kept = [p for p in prompts if len(p) > 1]
+    out = runner.step([*seqs[:5], (fresh, 0, runner.new_table(11)), *seqs[5:]])
+    expected = [*kept[:5], fresh, *kept[5:]]
+    for row, ids in zip(out, expected, strict=True):
+        assert (row - hf_logits(hf, ids)[-1]).abs().max().item() < 1e-4
