@@ -136,7 +136,11 @@ def _decode_groups(decode_seqs: list[int], context_lens: list[int]) -> list[list
         return [decode_seqs]
     ordered = sorted(decode_seqs, key=lambda i: context_lens[i])
     size = -(-len(ordered) // num_groups)
-    return [ordered[g : g + size] for g in range(0, len(ordered), size)]
+    groups = [ordered[g : g + size] for g in range(0, len(ordered), size)]
+    padded_one = len(ordered) * context_lens[ordered[-1]]
+    padded_groups = sum(len(g) * context_lens[g[-1]] for g in groups)
+    # similar lengths (e.g. a uniform batch): extra calls would cost more than they save
+    return groups if padded_groups < 0.8 * padded_one else [decode_seqs]
 
 
 def _decode_plan(

@@ -118,3 +118,48 @@ def fuse_linears(linears: list[nn.Linear]) -> nn.Linear:
             fused.bias = nn.Parameter(torch.cat([lin.bias for lin in linears]),
                                       requires_grad=False)
     return fused
+
+
+class PackedLinear(nn.Module):
+    """A bfloat16 CPU Linear with its weight pre-reordered into oneDNN's blocked layout.
+
+    `F.linear` re-lays the weight out on every call; packing once at load makes the
+    memory-bound small-batch GEMMs of decode ~1.4x faster on AVX-512 BF16 CPUs, with
+    bit-identical results (same oneDNN kernel).
+    """
+
+    def __init__(self, linear: nn.Linear) -> None:
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        packed = torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach(), 1)
+        self.register_buffer("packed_weight", packed, persistent=False)
+        self.packed_weight: torch.Tensor
+        self.bias = linear.bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.ops.mkldnn._linear_pointwise(  # type: ignore[no-any-return]
+            x.contiguous(), self.packed_weight, self.bias, "none", [], ""
+        )
+
+
+def can_pack(linear: nn.Module) -> bool:
+    """bf16 weights on a CPU whose oneDNN has bf16 GEMMs (AVX-512 BF16 / AMX)."""
+    if not isinstance(linear, nn.Linear) or linear.weight.device.type != "cpu":
+        return False
+    if linear.weight.dtype != torch.bfloat16 or not torch.backends.mkldnn.is_available():
+        return False
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def pack_linears(root: nn.Module) -> int:
+    """Replace every packable Linear under `root` by a PackedLinear; returns how many."""
+    swaps = [
+        (parent, name, child)
+        for parent in root.modules()
+        for name, child in parent.named_children()
+        if can_pack(child)
+    ]
+    for parent, name, child in swaps:
+        assert isinstance(child, nn.Linear)
+        setattr(parent, name, PackedLinear(child))
+    return len(swaps)

@@ -20,6 +20,7 @@ from splitserve.model.layers import (
     RotaryEmbedding,
     apply_rotary,
     fuse_linears,
+    pack_linears,
 )
 
 
@@ -128,6 +129,11 @@ class LlamaForCausalLM(nn.Module):
         for module in self.modules():
             if isinstance(module, (Attention, GatedMLP)):
                 module.fuse()
+
+    def pack_for_cpu(self) -> int:
+        """bf16 on CPU: pre-pack every Linear for oneDNN (after `fuse_projections`); returns
+        how many were packed (0 for float32, CUDA or a CPU without bf16 GEMMs)."""
+        return pack_linears(self)
 
     def _gather_workspace(self, num_elements: int, dtype: torch.dtype,
                           device: torch.device) -> torch.Tensor:

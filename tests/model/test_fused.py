@@ -70,3 +70,26 @@ def test_many_decodes_in_length_groups_match_transformers(tiny: TinyModels) -> N
     expected = [*kept[:5], fresh, *kept[5:]]
     for row, ids in zip(out, expected, strict=True):
         assert (row - hf_logits(hf, ids)[-1]).abs().max().item() < 1e-4
+
+
+def test_packed_bf16_linears_give_the_unpacked_outputs(tiny: TinyModels) -> None:
+    config, plain = load_model(tiny.path("qwen2"), dtype="bfloat16")  # qkv bias: packed too
+    _, packed = load_model(tiny.path("qwen2"), dtype="bfloat16")
+    for model in (plain, packed):
+        model.fuse_projections()
+    num_packed = packed.pack_for_cpu()
+    if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        assert num_packed == 0  # nothing to gain here: the plain path stays
+        return
+    assert num_packed == 4 * config.num_layers + 1  # qkv, o, gate_up, down per layer; head
+    _, fp32 = load_model(tiny.path("qwen2"))
+    assert fp32.pack_for_cpu() == 0  # float32 keeps F.linear (exact parity path)
+    prompts = [random_ids(n, seed=n) for n in (19, 3)]
+    outs = []
+    for model in (plain, packed):
+        runner = PagedRunner(config, model, block_size=8)
+        tables = [runner.new_table(len(p) + 1) for p in prompts]
+        first = runner.step([(p, 0, t) for p, t in zip(prompts, tables, strict=True)])
+        nxt = runner.step([([7], len(p), t) for p, t in zip(prompts, tables, strict=True)])
+        outs.append(torch.cat([first, nxt]))
+    assert (outs[0] - outs[1]).abs().max().item() < 1e-2
