@@ -219,9 +219,15 @@ def paged_attention(
             ctx = _gather_blocks(kv_cache, p.block_ids).view(2, -1, num_kv_heads, head_dim)
             k_seq = ctx[0, : p.context_len].transpose(0, 1)  # [KVH, C, D]
             v_seq = ctx[1, : p.context_len].transpose(0, 1)
+        # 4-D (batch of one): 3-D inputs take SDPA's slow math path on CPU (~8x in bf16)
         out[rows] = F.scaled_dot_product_attention(
-            q_seq, k_seq, v_seq, attn_mask=p.mask, is_causal=p.mask is None, enable_gqa=True
-        ).transpose(0, 1)
+            q_seq[None],
+            k_seq[None],
+            v_seq[None],
+            attn_mask=p.mask,
+            is_causal=p.mask is None,
+            enable_gqa=True,
+        )[0].transpose(0, 1)
     for d in plan.decodes:
         q_dec = q if d.all_rows else q[d.rows]  # [B, H, D]
         num_seqs = q_dec.shape[0]

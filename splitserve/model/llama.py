@@ -55,17 +55,25 @@ class Attention(nn.Module):
         plan: AttentionPlan,
     ) -> torch.Tensor:
         num_tokens = hidden.shape[0]
-        if self.qkv_proj is not None:
-            q, k, v = self.qkv_proj(hidden).split([self.q_dim, self.kv_dim, self.kv_dim], -1)
-        else:
-            q, k, v = self.q_proj(hidden), self.k_proj(hidden), self.v_proj(hidden)
-        q = q.view(num_tokens, self.num_heads, self.head_dim)
-        k = k.view(num_tokens, self.num_kv_heads, self.head_dim)
-        v = v.view(num_tokens, self.num_kv_heads, self.head_dim)
-        if self.q_norm is not None and self.k_norm is not None:
-            q, k = self.q_norm(q), self.k_norm(k)
         cos, sin = cos_sin
-        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        heads, kv_heads, head_dim = self.num_heads, self.num_kv_heads, self.head_dim
+        if self.qkv_proj is not None and self.q_norm is None:
+            # q and k sit side by side in the fused output: rotate both in one pass
+            qkv = self.qkv_proj(hidden)
+            qk = qkv[:, : self.q_dim + self.kv_dim].view(num_tokens, heads + kv_heads, head_dim)
+            q, k = apply_rotary(qk, cos, sin).split([heads, kv_heads], 1)
+            v = qkv[:, self.q_dim + self.kv_dim :].view(num_tokens, kv_heads, head_dim)
+        else:
+            if self.qkv_proj is not None:
+                q, k, v = self.qkv_proj(hidden).split([self.q_dim, self.kv_dim, self.kv_dim], -1)
+            else:
+                q, k, v = self.q_proj(hidden), self.k_proj(hidden), self.v_proj(hidden)
+            q = q.view(num_tokens, heads, head_dim)
+            k = k.view(num_tokens, kv_heads, head_dim)
+            v = v.view(num_tokens, kv_heads, head_dim)
+            if self.q_norm is not None and self.k_norm is not None:
+                q, k = self.q_norm(q), self.k_norm(k)
+            q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         out = paged_attention(q, k, v, kv_cache, slot_mapping, plan)  # [T, H, D]
         return self.o_proj(out.reshape(num_tokens, self.num_heads * self.head_dim))
 
