@@ -21,11 +21,9 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        input_dtype = x.dtype
-        x32 = x.to(torch.float32)
-        variance = x32.pow(2).mean(-1, keepdim=True)
-        x32 = x32 * torch.rsqrt(variance + self.eps)
-        return self.weight * x32.to(input_dtype)
+        # x * rsqrt(mean(x^2) + eps) in float32 (one fused kernel), then cast, then weight
+        normed = nn.functional.rms_norm(x.to(torch.float32), (x.shape[-1],), eps=self.eps)
+        return self.weight * normed.to(x.dtype)
 
 
 def rope_inv_freq(config: ModelConfig) -> torch.Tensor:
@@ -86,5 +84,80 @@ class GatedMLP(nn.Module):
         self.up_proj = nn.Linear(hidden_size, intermediate_size, bias=bias)
         self.down_proj = nn.Linear(intermediate_size, hidden_size, bias=bias)
 
+        self.intermediate_size = intermediate_size
+        # Set by `fuse()` after loading: gate and up as one GEMM.
+        self.gate_up_proj: nn.Linear | None = None
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(nn.functional.silu(self.gate_proj(x)) * self.up_proj(x))
+        if self.gate_up_proj is not None:
+            gate, up = self.gate_up_proj(x).split(self.intermediate_size, -1)
+        else:
+            gate, up = self.gate_proj(x), self.up_proj(x)
+        return self.down_proj(nn.functional.silu(gate) * up)
+
+    def fuse(self) -> None:
+        if self.gate_up_proj is not None:
+            return
+        self.gate_up_proj = fuse_linears([self.gate_proj, self.up_proj])
+        del self.gate_proj, self.up_proj
+
+
+def fuse_linears(linears: list[nn.Linear]) -> nn.Linear:
+    """One Linear whose output is the given Linears' outputs concatenated (same input)."""
+    first = linears[0].weight
+    has_bias = linears[0].bias is not None
+    out_features = sum(lin.out_features for lin in linears)
+    fused = nn.Linear(linears[0].in_features, out_features, bias=has_bias,
+                      device=first.device, dtype=first.dtype)
+    with torch.no_grad():
+        fused.weight = nn.Parameter(torch.cat([lin.weight for lin in linears]),
+                                    requires_grad=False)
+        if has_bias:
+            fused.bias = nn.Parameter(torch.cat([lin.bias for lin in linears]),
+                                      requires_grad=False)
+    return fused
+
+
+class PackedLinear(nn.Module):
+    """A bfloat16 CPU Linear with its weight pre-reordered into oneDNN's blocked layout.
+
+    `F.linear` re-lays the weight out on every call; packing once at load makes the
+    memory-bound small-batch GEMMs of decode ~1.4x faster on AVX-512 BF16 CPUs, with
+    bit-identical results (same oneDNN kernel).
+    """
+
+    def __init__(self, linear: nn.Linear) -> None:
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        packed = torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach(), 1)
+        self.register_buffer("packed_weight", packed, persistent=False)
+        self.packed_weight: torch.Tensor
+        self.bias = linear.bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.ops.mkldnn._linear_pointwise(  # type: ignore[no-any-return]
+            x.contiguous(), self.packed_weight, self.bias, "none", [], ""
+        )
+
+
+def can_pack(linear: nn.Module) -> bool:
+    """bf16 weights on a CPU whose oneDNN has bf16 GEMMs (AVX-512 BF16 / AMX)."""
+    if not isinstance(linear, nn.Linear) or linear.weight.device.type != "cpu":
+        return False
+    if linear.weight.dtype != torch.bfloat16 or not torch.backends.mkldnn.is_available():
+        return False
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def pack_linears(root: nn.Module) -> int:
+    """Replace every packable Linear under `root` by a PackedLinear; returns how many."""
+    swaps = [
+        (parent, name, child)
+        for parent in root.modules()
+        for name, child in parent.named_children()
+        if can_pack(child)
+    ]
+    for parent, name, child in swaps:
+        assert isinstance(child, nn.Linear)
+        setattr(parent, name, PackedLinear(child))
+    return len(swaps)

@@ -6,13 +6,22 @@ Module and parameter names mirror Hugging Face (`model.layers.N.self_attn.q_proj
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 from torch import nn
 
 from splitserve.model.attention import AttentionPlan, paged_attention, plan_attention
 from splitserve.model.config import ModelConfig
 from splitserve.model.forward_batch import ForwardBatch
-from splitserve.model.layers import GatedMLP, RMSNorm, RotaryEmbedding, apply_rotary
+from splitserve.model.layers import (
+    GatedMLP,
+    RMSNorm,
+    RotaryEmbedding,
+    apply_rotary,
+    fuse_linears,
+    pack_linears,
+)
 
 
 class Attention(nn.Module):
@@ -27,6 +36,9 @@ class Attention(nn.Module):
         self.k_proj = nn.Linear(hidden, kv_dim, bias=config.qkv_bias)
         self.v_proj = nn.Linear(hidden, kv_dim, bias=config.qkv_bias)
         self.o_proj = nn.Linear(q_dim, hidden, bias=config.o_proj_bias)
+        self.q_dim, self.kv_dim = q_dim, kv_dim
+        # Set by `fuse()` after loading: one GEMM for q, k and v instead of three.
+        self.qkv_proj: nn.Linear | None = None
         # Qwen3 normalises each head's q and k before rotary.
         self.q_norm: RMSNorm | None = None
         self.k_norm: RMSNorm | None = None
@@ -43,15 +55,34 @@ class Attention(nn.Module):
         plan: AttentionPlan,
     ) -> torch.Tensor:
         num_tokens = hidden.shape[0]
-        q = self.q_proj(hidden).view(num_tokens, self.num_heads, self.head_dim)
-        k = self.k_proj(hidden).view(num_tokens, self.num_kv_heads, self.head_dim)
-        v = self.v_proj(hidden).view(num_tokens, self.num_kv_heads, self.head_dim)
-        if self.q_norm is not None and self.k_norm is not None:
-            q, k = self.q_norm(q), self.k_norm(k)
         cos, sin = cos_sin
-        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        heads, kv_heads, head_dim = self.num_heads, self.num_kv_heads, self.head_dim
+        if self.qkv_proj is not None and self.q_norm is None:
+            # q and k sit side by side in the fused output: rotate both in one pass
+            qkv = self.qkv_proj(hidden)
+            qk = qkv[:, : self.q_dim + self.kv_dim].view(num_tokens, heads + kv_heads, head_dim)
+            q, k = apply_rotary(qk, cos, sin).split([heads, kv_heads], 1)
+            v = qkv[:, self.q_dim + self.kv_dim :].view(num_tokens, kv_heads, head_dim)
+        else:
+            if self.qkv_proj is not None:
+                q, k, v = self.qkv_proj(hidden).split([self.q_dim, self.kv_dim, self.kv_dim], -1)
+            else:
+                q, k, v = self.q_proj(hidden), self.k_proj(hidden), self.v_proj(hidden)
+            q = q.view(num_tokens, heads, head_dim)
+            k = k.view(num_tokens, kv_heads, head_dim)
+            v = v.view(num_tokens, kv_heads, head_dim)
+            if self.q_norm is not None and self.k_norm is not None:
+                q, k = self.q_norm(q), self.k_norm(k)
+            q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         out = paged_attention(q, k, v, kv_cache, slot_mapping, plan)  # [T, H, D]
         return self.o_proj(out.reshape(num_tokens, self.num_heads * self.head_dim))
+
+    def fuse(self) -> None:
+        """Replace q/k/v_proj by one `qkv_proj` (rows concatenated: q, then k, then v)."""
+        if self.qkv_proj is not None:
+            return
+        self.qkv_proj = fuse_linears([self.q_proj, self.k_proj, self.v_proj])
+        del self.q_proj, self.k_proj, self.v_proj
 
 
 class DecoderLayer(nn.Module):
@@ -97,6 +128,32 @@ class LlamaForCausalLM(nn.Module):
             self.lm_head.weight = self.model.embed_tokens.weight
         # Set by the loader: hash of config + checkpoint tensor names/shapes.
         self.identity = ""
+        self._workspace: torch.Tensor | None = None
+
+    def fuse_projections(self) -> None:
+        """Fuse q/k/v and gate/up projections for speed (after loading: the checkpoint keeps
+        the Hugging Face names). Idempotent; outputs match the unfused model up to GEMM
+        rounding order."""
+        for module in self.modules():
+            if isinstance(module, (Attention, GatedMLP)):
+                module.fuse()
+
+    def pack_for_cpu(self) -> int:
+        """bf16 on CPU: pre-pack every Linear for oneDNN (after `fuse_projections`); returns
+        how many were packed (0 for float32, CUDA or a CPU without bf16 GEMMs)."""
+        return pack_linears(self)
+
+    def _gather_workspace(self, num_elements: int, dtype: torch.dtype,
+                          device: torch.device) -> torch.Tensor:
+        """A grow-only buffer reused by every layer and step for the decode KV gather.
+
+        A fresh tensor of tens of MB per layer is mmap'ed and page-faulted each time on CPU;
+        reusing one costs the faults once."""
+        ws = self._workspace
+        if ws is None or ws.numel() < num_elements or ws.dtype != dtype or ws.device != device:
+            ws = torch.empty(max(num_elements, 1 << 16), dtype=dtype, device=device)
+            self._workspace = ws
+        return ws[:num_elements]
 
     def tie_weights(self) -> None:
         if self.config.tie_word_embeddings:
@@ -111,6 +168,18 @@ class LlamaForCausalLM(nn.Module):
             )
         _, num_blocks, block_size, _, _ = kv_caches[0].shape
         plan = plan_attention(batch, block_size, self.config.sliding_window, num_blocks)
+        if plan.decodes:
+            # one reused buffer, split between the decode groups (each layer overwrites it)
+            cache = kv_caches[0]
+            per_block = cache[0, 0].numel()
+            sizes = [2 * d.block_tables.numel() * per_block for d in plan.decodes]
+            ws = self._gather_workspace(sum(sizes), cache.dtype, cache.device)
+            groups, offset = [], 0
+            for d, size in zip(plan.decodes, sizes, strict=True):
+                out = ws[offset : offset + size].view(2, -1, per_block)
+                groups.append(replace(d, gather_out=out))
+                offset += size
+            plan = replace(plan, decodes=tuple(groups))
         hidden = self.model.embed_tokens(batch.input_ids)  # [T, hidden]
         cos_sin = self.rotary_emb(batch.positions, hidden.dtype)
         for layer, kv_cache in zip(self.model.layers, kv_caches, strict=True):
