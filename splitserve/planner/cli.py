@@ -52,6 +52,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="fraction of requests that must meet both SLOs",
     )
     p.add_argument("--tp", default="1,2,4,8", help="tensor-parallel degrees to try")
+    p.add_argument("--profile", default=None,
+                   help="measured step latencies from `splitserve profile` (replaces the "
+                        "roofline; only its TP degree is searched)")
     p.add_argument("--kv-link", choices=("network", "interconnect"), default="network")
     p.add_argument(
         "--layer-overlap",
@@ -111,6 +114,12 @@ def _run(args: argparse.Namespace) -> int:
         tps = tuple(int(t) for t in args.tp.split(","))
     except ValueError as exc:
         raise ValueError(f"--tp must be a comma-separated list of ints, got {args.tp!r}") from exc
+    profile = None
+    if args.profile:
+        from splitserve.planner.profile_format import load_profile
+
+        profile = load_profile(args.profile)
+        tps = (int(profile["tensor_parallel"]),)
     if args.num_requests < 0:
         raise ValueError(f"--num-requests must be >= 0, got {args.num_requests}")
     if args.trace:
@@ -143,6 +152,7 @@ def _run(args: argparse.Namespace) -> int:
         layer_overlap=args.layer_overlap,
         local_prefill_max_len=args.local_prefill_max_len,
         tp_options=tps,
+        profile=profile,
     )
     plan = run_plan(setup, requests, with_goodput=not args.no_goodput)
     out_dir = Path(args.out)

@@ -13,10 +13,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import cache
+from typing import Any
 
 import numpy as np
 
 from splitserve.planner.cost_model import Efficiency, LatencyModel, RooflineLatencyModel
+from splitserve.planner.profile_format import ProfileLatencyModel
 from splitserve.planner.fleet import Pool, SchedulerConfig, TransferConfig
 from splitserve.planner.hardware import HardwareProfile
 from splitserve.planner.model_spec import ModelSpec
@@ -69,6 +71,9 @@ class PlanSetup:
     # Chunked-prefill budgets tried for the colocated fleet, so the baseline is tuned too;
     # empty = only scheduler.token_budget.
     colocated_token_budgets: tuple[int, ...] = (256, 512, 1024, 2048)
+    # A measured profile (`splitserve profile`, schema splitserve.profile/v1) replaces the
+    # roofline; it was measured at one TP degree, so only that degree is searched.
+    profile: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.kv_link not in ("network", "interconnect"):
@@ -100,6 +105,9 @@ class Evaluator:
         self._models = cache(self._build_model)
 
     def _build_model(self, tp: int) -> LatencyModel | None:
+        if self.setup.profile is not None:
+            model = ProfileLatencyModel(self.setup.profile)
+            return model if model.tensor_parallel == tp else None
         try:
             return RooflineLatencyModel(
                 self.setup.model, self.setup.hardware, tp, self.setup.efficiency

@@ -90,3 +90,37 @@ def test_plan_reads_a_trace_file(tiny_config_path: Path, tmp_path: Path) -> None
     plan = json.loads((out / "plan.json").read_text())
     assert plan["workload"] == "trace.csv" and plan["num_requests"] == 200
     assert plan["rate_rps"] == pytest.approx(10.0, rel=0.01)
+
+
+def test_plan_with_a_measured_profile_uses_it(
+    tiny_config_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--profile` replaces the roofline: a profile 10x slower than another needs more
+    instances for the same load and SLOs."""
+    from splitserve.planner.profile_format import make_profile, save_profile
+
+    def profile(scale: float) -> Path:
+        toks, ctx = [1, 512, 4096], [0, 4096]
+        batch, kv = [1, 64, 256], [0, 65536]
+        data = make_profile(
+            model_name="tiny", hardware_name="test", tensor_parallel=1,
+            kv_capacity_tokens=200_000, kv_bytes_per_token=4096, num_layers=2,
+            prefill=(toks, ctx, [[scale * (0.002 + 2e-5 * t) * (1 + c / 8192) for c in ctx]
+                                 for t in toks]),
+            decode=(batch, kv, [[scale * (0.004 + 1e-5 * b) * (1 + k / 65536) for k in kv]
+                                for b in batch]))
+        path = tmp_path / f"profile_{scale}.json"
+        save_profile(data, path)
+        return path
+
+    results = {}
+    for scale in (1.0, 10.0):
+        out = tmp_path / f"out_{scale}"
+        args = _plan(out, "--model", str(tiny_config_path.parent), "--profile",
+                     str(profile(scale)), "--no-plot", "--no-goodput")
+        assert main(args) == 0
+        results[scale] = json.loads((out / "plan.json").read_text())
+    fast, slow = results[1.0]["colocated"], results[10.0]["colocated"]
+    assert slow["num_gpus"] > fast["num_gpus"]
+    assert main(_plan(tmp_path / "bad", "--model", str(tiny_config_path.parent),
+                      "--profile", str(tmp_path / "missing.json"))) == 2
