@@ -18,10 +18,10 @@ from typing import Any
 import numpy as np
 
 from splitserve.planner.cost_model import Efficiency, LatencyModel, RooflineLatencyModel
-from splitserve.planner.profile_format import ProfileLatencyModel
 from splitserve.planner.fleet import Pool, SchedulerConfig, TransferConfig
 from splitserve.planner.hardware import HardwareProfile
 from splitserve.planner.model_spec import ModelSpec
+from splitserve.planner.profile_format import ProfileLatencyModel
 from splitserve.planner.results import SimResult, Slo
 from splitserve.planner.simulator import simulate
 from splitserve.planner.workload import Requests
