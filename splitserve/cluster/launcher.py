@@ -136,10 +136,20 @@ class Cluster:
         roles = self.spec.roles()
         cores = list(self.spec.cores) if self.spec.cores else available_cores()
         plan = assign_cores(len(roles), cores)
+        # free_port() releases the port it found, so the OS may hand it out again: never
+        # give one port twice (the router's was picked before any worker started)
+        taken = {self.spec.router_port}
+
+        def unique_port() -> int:
+            while (port := free_port(self.spec.host)) in taken:
+                pass
+            taken.add(port)
+            return port
+
         try:
             for i, (role, worker_cores) in enumerate(zip(roles, plan, strict=True)):
-                port = free_port(self.spec.host)
-                kv_port = free_port(self.spec.host)
+                port = unique_port()
+                kv_port = unique_port()
                 argv = [
                     "worker", "--role", role, "--model", self.spec.model_dir,
                     "--host", self.spec.host, "--port", str(port),
