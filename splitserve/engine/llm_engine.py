@@ -188,20 +188,18 @@ class LLMEngine:
 
     def finish_step(self, plan: StepPlan, logits: torch.Tensor) -> list[StepOutput]:
         """Sample, advance the scheduler, detokenize; returns per-request outputs."""
-        reqs = [self.requests.get(item.request_id) for item in plan.sampled]
-        alive = [(item, r) for item, r in zip(plan.sampled, reqs, strict=True) if r is not None]
-        if len(alive) != len(reqs):  # aborted since begin_step: drop their rows
-            keep = [i for i, r in enumerate(reqs) if r is not None]
-            logits = logits[keep]
+        # every sampled request is still here: aborts run only between steps, and the
+        # calls allowed during run_model touch no scheduled request
+        reqs = [self.requests[item.request_id] for item in plan.sampled]
         result = sample(
-            logits, [r.params for _, r in alive], [r.seq.num_output_tokens for _, r in alive],
+            logits, [r.params for r in reqs], [r.seq.num_output_tokens for r in reqs],
             self.generator, self.tokenizer.eos_token_ids)
-        sampled = {item.request_id: tok for (item, _), tok in
-                   zip(alive, result.token_ids, strict=True)}
+        sampled = {item.request_id: tok for item, tok in
+                   zip(plan.sampled, result.token_ids, strict=True)}
         update = self.scheduler.update(plan.sched, sampled, now_s=time.monotonic())
         held = set(update.held_ids)
         outputs = []
-        for (_, req), tok, lp in zip(alive, result.token_ids, result.logprobs, strict=True):
+        for req, tok, lp in zip(reqs, result.token_ids, result.logprobs, strict=True):
             outputs.append(self._emit(req, tok, lp, req.seq.request_id in held))
         self._account(plan.sched.scheduled, time.perf_counter() - plan.started_s)
         return outputs

@@ -3,7 +3,6 @@ check lengths, route, relay (stream or not)."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -24,6 +23,7 @@ from splitserve.router.serving_common import (
     check_common,
     collect,
     created_s,
+    debug_headers,
     debug_requested,
     new_job,
     parse_request,
@@ -80,7 +80,7 @@ async def create_chat_completion(ctx: ServingContext, body: Any, request: Reques
         }],
         "usage": usage(finish),
     }
-    headers = {"X-Splitserve-Timeline": json.dumps(job.timeline.as_dict())} if debug else None
+    headers = debug_headers(job, debug)
     return JSONResponse(payload, headers=headers)
 
 

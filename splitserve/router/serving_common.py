@@ -173,6 +173,11 @@ def debug_requested(request: Request) -> bool:
     return request.headers.get(DEBUG_HEADER, "") in ("1", "true")
 
 
+def debug_headers(job: Job, debug: bool) -> dict[str, str] | None:
+    """The request's timeline as a response header when the client asked for it."""
+    return {"X-Splitserve-Timeline": json.dumps(job.timeline.as_dict())} if debug else None
+
+
 def timeline_comment(job: Job) -> str:
     return f": timeline {json.dumps(job.timeline.as_dict(), separators=(',', ':'))}\n\n"
 

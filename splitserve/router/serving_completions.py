@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -22,6 +21,7 @@ from splitserve.router.serving_common import (
     collect,
     completion_logprobs,
     created_s,
+    debug_headers,
     debug_requested,
     new_job,
     parse_request,
@@ -79,7 +79,7 @@ async def create_completion(ctx: ServingContext, body: Any, request: Request) ->
         }],
         "usage": usage(finish),
     }
-    headers = {"X-Splitserve-Timeline": json.dumps(job.timeline.as_dict())} if debug else None
+    headers = debug_headers(job, debug)
     return JSONResponse(payload, headers=headers)
 
 
