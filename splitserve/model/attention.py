@@ -12,10 +12,13 @@ context. Then each sequence attends from its new queries to its context:
 * a prefill chunk that continues a cached prefix gathers its context blocks from the cache
   (in block-table order, trimmed to `context_len`) and uses a causal mask shifted by the
   prefix length: query i (absolute position start + i) sees keys 0 .. start + i;
-* decode sequences (one query each) are batched in a few groups of similar context length
-  (less padding; see `_decode_groups`): their block tables are padded to the
-  longest one, the blocks gathered into a [B, max_blocks * block_size] key axis, and a
-  per-row mask hides the padding beyond each `context_len`; one SDPA call per group.
+* decode sequences (one query each) on CPU go to the C++ kernel in `native.py`: it reads
+  each sequence's blocks in place through its block table (no gather copy) with an online
+  softmax, one pass for all of them. Elsewhere (CUDA, or no compiler) they are batched in
+  a few groups of similar context length (less padding; see `_decode_groups`): their block
+  tables are padded to the longest one, the blocks gathered into a
+  [B, max_blocks * block_size] key axis, and a per-row mask hides the padding beyond each
+  `context_len`; one SDPA call per group.
 
 A sliding window (Mistral) additionally hides keys more than `sliding_window - 1` positions
 behind the query. Grouped-query attention uses SDPA's `enable_gqa` (query head h reads KV head
@@ -30,6 +33,7 @@ from dataclasses import dataclass, replace
 import torch
 import torch.nn.functional as F
 
+from splitserve.model import native
 from splitserve.model.forward_batch import ForwardBatch
 
 
@@ -52,6 +56,7 @@ class DecodePlan:
     all_rows: bool  # the batch is decodes only, in order: skip the row gather/scatter
     # [2, B * max_blocks, block elements] buffer the gather writes into (None: allocate)
     gather_out: torch.Tensor | None = None
+    ctx_lens: torch.Tensor | None = None  # [B] int64, for the native kernel
 
 
 @dataclass(frozen=True)
@@ -59,6 +64,9 @@ class AttentionPlan:
     prefills: list[PrefillPlan]
     # decode sequences in groups of similar context length (less padding per SDPA call)
     decodes: tuple[DecodePlan, ...]
+    # decodes run in the native kernel (one group, nothing gathered)
+    native_decode: bool = False
+    sliding_window: int | None = None
 
 
 def _window_mask(
@@ -85,9 +93,11 @@ def _check_block_ids(batch: ForwardBatch, block_size: int, num_blocks: int) -> N
 
 
 def plan_attention(
-    batch: ForwardBatch, block_size: int, sliding_window: int | None, num_blocks: int
+    batch: ForwardBatch, block_size: int, sliding_window: int | None, num_blocks: int,
+    native_decode: bool = False,
 ) -> AttentionPlan:
-    """Masks and gather indices for one step, shared by every layer."""
+    """Masks and gather indices for one step, shared by every layer. `native_decode`: the
+    caller checked `native.supports` for this model's dtype and device."""
     _check_block_ids(batch, block_size, num_blocks)
     device = batch.input_ids.device
     prefills: list[PrefillPlan] = []
@@ -112,14 +122,16 @@ def plan_attention(
                 mask = _window_mask(query_pos, key_pos, sliding_window)
             prefills.append(PrefillPlan(row_start, q_len, ctx_len, block_ids, mask))
         row_start += q_len
+    groups = ([decode_seqs] if native_decode and decode_seqs
+              else _decode_groups(decode_seqs, batch.context_lens))
     decodes = tuple(
-        _decode_plan(batch, group, row_starts, block_size, sliding_window, device)
-        for group in _decode_groups(decode_seqs, batch.context_lens)
+        _decode_plan(batch, group, row_starts, block_size, sliding_window, device, native_decode)
+        for group in groups
     )
     if len(decodes) == 1 and len(decode_seqs) == len(batch.query_lens):
         # decodes only, in batch order: the output is the attention result itself
         decodes = (replace(decodes[0], all_rows=True),)
-    return AttentionPlan(prefills, decodes)
+    return AttentionPlan(prefills, decodes, native_decode, sliding_window)
 
 
 def _decode_groups(decode_seqs: list[int], context_lens: list[int]) -> list[list[int]]:
@@ -150,6 +162,7 @@ def _decode_plan(
     block_size: int,
     sliding_window: int | None,
     device: torch.device,
+    native_decode: bool = False,
 ) -> DecodePlan:
     ctx_lens = [batch.context_lens[i] for i in seqs]
     max_blocks = -(-max(ctx_lens) // block_size)
@@ -159,15 +172,15 @@ def _decode_plan(
         num_ctx_blocks = -(-ctx_len // block_size)
         tables.append(batch.block_tables[i][:num_ctx_blocks] + [0] * (max_blocks - num_ctx_blocks))
     ctx = torch.tensor(ctx_lens, dtype=torch.int64, device=device)
+    rows = torch.tensor([row_starts[i] for i in seqs], dtype=torch.int64, device=device)
+    block_tables = torch.tensor(tables, dtype=torch.int64, device=device)
+    if native_decode:  # the kernel reads only each sequence's own blocks: no mask
+        return DecodePlan(rows, block_tables, torch.empty(0, dtype=torch.bool), False, None, ctx)
     key_pos = torch.arange(max_blocks * block_size, device=device)[None, :]
     # The single query sits at position ctx_len - 1: keys past it are padding.
     mask = _window_mask(ctx[:, None] - 1, key_pos, sliding_window)
-    return DecodePlan(
-        rows=torch.tensor([row_starts[i] for i in seqs], dtype=torch.int64, device=device),
-        block_tables=torch.tensor(tables, dtype=torch.int64, device=device),
-        mask=mask[:, None, None, :],
-        all_rows=False,
-    )
+    return DecodePlan(rows=rows, block_tables=block_tables, mask=mask[:, None, None, :],
+                      all_rows=False)
 
 
 def write_kv(
@@ -208,8 +221,18 @@ def paged_attention(
     Side effect: writes k/v into `kv_cache` at `slot_mapping` first.
     """
     write_kv(kv_cache, slot_mapping, k, v)
+    if plan.native_decode and plan.decodes:
+        d = plan.decodes[0]
+        assert d.ctx_lens is not None
+        out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
+        native.paged_decode(q, out, kv_cache, d.rows, d.ctx_lens, d.block_tables,
+                            plan.sliding_window, q.shape[-1] ** -0.5)
+        if d.all_rows:
+            return out
+        plan = replace(plan, decodes=())
+    else:
+        out = torch.empty_like(q)
     _, _, block_size, num_kv_heads, head_dim = kv_cache.shape
-    out = torch.empty_like(q)
     for p in plan.prefills:
         rows = slice(p.row_start, p.row_start + p.query_len)
         q_seq = q[rows].transpose(0, 1)  # [H, Q, D]

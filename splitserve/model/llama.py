@@ -11,6 +11,7 @@ from dataclasses import replace
 import torch
 from torch import nn
 
+from splitserve.model import native
 from splitserve.model.attention import AttentionPlan, paged_attention, plan_attention
 from splitserve.model.config import ModelConfig
 from splitserve.model.forward_batch import ForwardBatch
@@ -128,6 +129,8 @@ class LlamaForCausalLM(nn.Module):
             self.lm_head.weight = self.model.embed_tokens.weight
         # Set by the loader: hash of config + checkpoint tensor names/shapes.
         self.identity = ""
+        # decode attention in the C++ kernel where it applies (tests switch it off to compare)
+        self.use_native = True
         self._workspace: torch.Tensor | None = None
 
     def fuse_projections(self) -> None:
@@ -167,8 +170,11 @@ class LlamaForCausalLM(nn.Module):
                 f"expected {self.config.num_layers} KV cache tensors, got {len(kv_caches)}"
             )
         _, num_blocks, block_size, _, _ = kv_caches[0].shape
-        plan = plan_attention(batch, block_size, self.config.sliding_window, num_blocks)
-        if plan.decodes:
+        hidden = self.model.embed_tokens(batch.input_ids)  # [T, hidden]
+        native_decode = self.use_native and native.supports(kv_caches[0].dtype, hidden.device)
+        plan = plan_attention(batch, block_size, self.config.sliding_window, num_blocks,
+                              native_decode)
+        if plan.decodes and not native_decode:
             # one reused buffer, split between the decode groups (each layer overwrites it)
             cache = kv_caches[0]
             per_block = cache[0, 0].numel()
@@ -180,7 +186,6 @@ class LlamaForCausalLM(nn.Module):
                 groups.append(replace(d, gather_out=out))
                 offset += size
             plan = replace(plan, decodes=tuple(groups))
-        hidden = self.model.embed_tokens(batch.input_ids)  # [T, hidden]
         cos_sin = self.rotary_emb(batch.positions, hidden.dtype)
         for layer, kv_cache in zip(self.model.layers, kv_caches, strict=True):
             hidden = layer(hidden, cos_sin, kv_cache, batch.slot_mapping, plan)

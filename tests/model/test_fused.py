@@ -37,6 +37,7 @@ def test_fused_model_matches_transformers_prefill_and_decode(tiny: TinyModels, a
 
 def test_decode_gather_workspace_is_reused_and_grown(tiny: TinyModels) -> None:
     config, model = load_model(tiny.path("llama"))
+    model.use_native = False  # the torch path (CUDA, or no compiler) gathers into it
     runner = PagedRunner(config, model, block_size=4)
     short, long_ = random_ids(6, seed=1), random_ids(30, seed=2)
     t_short, t_long = runner.new_table(8), runner.new_table(32)
@@ -54,9 +55,14 @@ def test_decode_gather_workspace_is_reused_and_grown(tiny: TinyModels) -> None:
     assert torch.allclose(out[1], hf_logits(hf, short)[-1], atol=1e-4)
 
 
-def test_many_decodes_in_length_groups_match_transformers(tiny: TinyModels) -> None:
-    """17 decodes of spread-out lengths (4 groups) plus a prefill chunk in one step."""
+@pytest.mark.parametrize("use_native", [False, True])
+def test_many_decodes_in_length_groups_match_transformers(
+    tiny: TinyModels, use_native: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """17 decodes of spread-out lengths (torch path: 4 groups; native kernel: one pass)
+    plus a prefill chunk in one step."""
     config, model, hf = tiny.get("llama")
+    monkeypatch.setattr(model, "use_native", use_native)
     runner = PagedRunner(config, model, block_size=4, num_blocks=512)
     lengths = [3, 40, 7, 22, 1, 35, 12, 28, 5, 17, 9, 31, 2, 26, 14, 38, 20]
     prompts = [random_ids(n, seed=100 + n) for n in lengths]

@@ -1,0 +1,330 @@
+// Paged decode attention for CPU: one query token per sequence, keys and values read in
+// place from the block-paged KV cache (no gather copy), online softmax in float32.
+//
+// Built at first use by splitserve/model/native.py (g++ -O3 -march=native -fopenmp) and
+// called through ctypes with raw pointers, so it needs no torch headers and compiles in a
+// second or two. Layouts (row-major, elements of T):
+//   q      [num_seqs rows picked by `rows`, num_heads, head_dim], row stride q_row_stride
+//   out    same rows, row stride out_row_stride
+//   cache  [2 (K|V), num_blocks, block_size, num_kv_heads, head_dim]
+//   tables [num_seqs, max_blocks] int64 block ids, ctx_lens [num_seqs] int64
+// Query head h reads KV head h / (num_heads / num_kv_heads), as transformers' repeat_kv.
+// The query of sequence s sits at position ctx_lens[s] - 1 and sees keys
+// max(0, pos - window + 1) .. pos (window <= 0: no window).
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+namespace {
+
+inline float to_float(float x) { return x; }
+inline float to_float(uint16_t x) {  // bfloat16 bits -> float32 (exact)
+  uint32_t u = static_cast<uint32_t>(x) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+inline void store(float x, float* o) { *o = x; }
+inline void store(float x, uint16_t* o) {  // float32 -> bfloat16, round to nearest even
+  uint32_t u;
+  std::memcpy(&u, &x, 4);
+  u += 0x7FFFu + ((u >> 16) & 1u);
+  *o = static_cast<uint16_t>(u >> 16);
+}
+
+struct Shape {
+  int64_t num_heads, num_kv_heads, head_dim, block_size, max_blocks;
+  int64_t q_row_stride, out_row_stride, window;
+  float scale;
+  int generic;  // 1: always the portable loop (tests compare the two paths)
+};
+
+template <typename T>
+void attend_group(const T* q, T* out, const T* k_cache, const T* v_cache, const int64_t* table,
+                  int64_t ctx_len, int64_t kv_head, const Shape& s, float* ws) {
+  const int64_t group = s.num_heads / s.num_kv_heads, dim = s.head_dim, bs = s.block_size;
+  const int64_t kv_row = s.num_kv_heads * dim;  // elements between consecutive tokens
+  float* qf = ws;                 // [group, dim] scaled query
+  float* acc = qf + group * dim;  // [group, dim] running sum of p * v
+  float* kf = acc + group * dim;  // [bs, dim] one block's keys as float
+  float* vf = kf + bs * dim;      // [bs, dim] one block's values as float
+  float* sc = vf + bs * dim;      // [group, bs] scores
+  float* mx = sc + group * bs;    // [group] running max
+  float* den = mx + group;        // [group] running softmax denominator
+  for (int64_t h = 0; h < group; ++h) {
+    const T* qh = q + (kv_head * group + h) * dim;
+    for (int64_t d = 0; d < dim; ++d) qf[h * dim + d] = to_float(qh[d]) * s.scale;
+    for (int64_t d = 0; d < dim; ++d) acc[h * dim + d] = 0.f;
+    mx[h] = -1e30f;
+    den[h] = 0.f;
+  }
+  const int64_t pos = ctx_len - 1;
+  const int64_t first = s.window > 0 ? std::max<int64_t>(0, pos - s.window + 1) : 0;
+  for (int64_t b = first / bs; b * bs < ctx_len; ++b) {
+    const int64_t t0 = std::max<int64_t>(first - b * bs, 0);
+    const int64_t t1 = std::min<int64_t>(bs, ctx_len - b * bs);
+    const int64_t n = t1 - t0;
+    const int64_t base = (table[b] * bs + t0) * kv_row + kv_head * dim;
+    const T* kb = k_cache + base;
+    const T* vb = v_cache + base;
+    for (int64_t t = 0; t < n; ++t)
+      for (int64_t d = 0; d < dim; ++d) kf[t * dim + d] = to_float(kb[t * kv_row + d]);
+    for (int64_t h = 0; h < group; ++h) {
+      const float* qh = qf + h * dim;
+      float* sh = sc + h * bs;
+      float block_max = -1e30f;
+      for (int64_t t = 0; t < n; ++t) {
+        const float* kt = kf + t * dim;
+        float dot = 0.f;
+        for (int64_t d = 0; d < dim; ++d) dot += qh[d] * kt[d];
+        sh[t] = dot;
+        block_max = std::max(block_max, dot);
+      }
+      const float new_max = std::max(mx[h], block_max);
+      const float correction = std::exp(mx[h] - new_max);
+      float sum = 0.f;
+      for (int64_t t = 0; t < n; ++t) {
+        sh[t] = std::exp(sh[t] - new_max);
+        sum += sh[t];
+      }
+      den[h] = den[h] * correction + sum;
+      mx[h] = new_max;
+      float* ah = acc + h * dim;
+      for (int64_t d = 0; d < dim; ++d) ah[d] *= correction;
+    }
+    for (int64_t t = 0; t < n; ++t)
+      for (int64_t d = 0; d < dim; ++d) vf[t * dim + d] = to_float(vb[t * kv_row + d]);
+    for (int64_t h = 0; h < group; ++h) {
+      float* ah = acc + h * dim;
+      const float* sh = sc + h * bs;
+      for (int64_t t = 0; t < n; ++t) {
+        const float p = sh[t];
+        const float* vt = vf + t * dim;
+        for (int64_t d = 0; d < dim; ++d) ah[d] += p * vt[d];
+      }
+    }
+  }
+  for (int64_t h = 0; h < group; ++h) {
+    const float inv = 1.f / den[h];
+    T* oh = out + (kv_head * group + h) * dim;
+    for (int64_t d = 0; d < dim; ++d) store(acc[h * dim + d] * inv, oh + d);
+  }
+}
+
+// The portable path: one KV head at a time.
+template <typename T>
+void attend_seq(const T* q, T* out, const T* k_cache, const T* v_cache, const int64_t* table,
+                int64_t ctx_len, const Shape& s, float* ws) {
+  for (int64_t kvh = 0; kvh < s.num_kv_heads; ++kvh)
+    attend_group(q, out, k_cache, v_cache, table, ctx_len, kvh, s, ws);
+}
+
+template <typename T>
+using SeqFn = void (*)(const T*, T*, const T*, const T*, const int64_t*, int64_t, const Shape&,
+                       float*);
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+
+// exp(x) for x <= 0 (softmax arguments): n = round(x / ln2), r = x - n ln2 in
+// [-ln2/2, ln2/2] (Cody-Waite split of ln2), exp(r) by its degree-7 Taylor polynomial
+// (relative error < 2e-7), times 2^n by scalef. Below -87 the result underflows to ~0.
+inline __m512 exp512(__m512 x) {
+  x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428606765330187e-06f), r);
+  __m512 p = _mm512_set1_ps(1.f / 5040.f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f / 720.f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f / 120.f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f / 24.f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f / 6.f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f));
+  return _mm512_scalef_ps(p, n);
+}
+
+inline __m512 load16(const float* p) { return _mm512_loadu_ps(p); }
+inline __m512 load16(const uint16_t* p) {
+  const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(raw), 16));
+}
+
+// One sequence, every KV head, with head_dim = D and group = G known at compile time.
+// Walks the context in chunks of up to 16 tokens inside one block; for each chunk it visits
+// the KV heads in memory order, so K and V are read front to back (each block is one
+// contiguous [block_size, KVH, D] slab), and it prefetches the next block while computing.
+// A head's scaled query and running accumulator live in registers within a chunk and in
+// `ws` (L1) between chunks. Scores of a chunk form one 16-lane vector per query head.
+template <typename T, int D, int G>
+void attend_seq_avx512(const T* q, T* out, const T* k_cache, const T* v_cache,
+                       const int64_t* table, int64_t ctx_len, const Shape& s, float* ws) {
+  constexpr int V = D / 16;
+  const int64_t bs = s.block_size, kv_heads = s.num_kv_heads, kv_row = kv_heads * D;
+  float* qs = ws;                        // [KVH, G, D] scaled queries
+  float* accs = qs + kv_heads * G * D;   // [KVH, G, D] running sums of p * v
+  float* mxs = accs + kv_heads * G * D;  // [KVH, G] running max
+  float* dens = mxs + kv_heads * G;      // [KVH, G] running softmax denominator
+  for (int64_t i = 0; i < kv_heads * G; ++i) {
+    for (int j = 0; j < V; ++j) {
+      _mm512_storeu_ps(qs + i * D + 16 * j,
+                       _mm512_mul_ps(load16(q + i * D + 16 * j), _mm512_set1_ps(s.scale)));
+      _mm512_storeu_ps(accs + i * D + 16 * j, _mm512_setzero_ps());
+    }
+    mxs[i] = -1e30f;
+    dens[i] = 0.f;
+  }
+  const int64_t pos = ctx_len - 1;
+  const int64_t first = s.window > 0 ? std::max<int64_t>(0, pos - s.window + 1) : 0;
+  const int64_t block_elems = bs * kv_row;
+  alignas(64) float sc[G][16];
+  for (int64_t tok = first; tok < ctx_len;) {
+    const int64_t b = tok / bs, t0 = tok - b * bs;
+    const int n = static_cast<int>(std::min<int64_t>({16, bs - t0, ctx_len - tok}));
+    if (t0 + n == bs && (b + 1) * bs < ctx_len) {  // last chunk of a block: fetch the next
+      const char* nk = reinterpret_cast<const char*>(k_cache + table[b + 1] * block_elems);
+      const char* nv = reinterpret_cast<const char*>(v_cache + table[b + 1] * block_elems);
+      const int64_t bytes = std::min<int64_t>(bs, ctx_len - (b + 1) * bs) * kv_row * sizeof(T);
+      for (int64_t off = 0; off < bytes; off += 64) {
+        _mm_prefetch(nk + off, _MM_HINT_T0);
+        _mm_prefetch(nv + off, _MM_HINT_T0);
+      }
+    }
+    const __mmask16 valid = static_cast<__mmask16>((1u << n) - 1u);
+    for (int64_t kvh = 0; kvh < kv_heads; ++kvh) {
+      const int64_t base = (table[b] * bs + t0) * kv_row + kvh * D;
+      const T* kb = k_cache + base;
+      const T* vb = v_cache + base;
+      float* qh = qs + kvh * G * D;
+      float* ah = accs + kvh * G * D;
+      __m512 qv[G][V], acc[G][V];
+      for (int h = 0; h < G; ++h)
+        for (int j = 0; j < V; ++j) qv[h][j] = _mm512_loadu_ps(qh + h * D + 16 * j);
+      for (int t = 0; t < n; ++t) {
+        __m512 kv[V];
+        for (int j = 0; j < V; ++j) kv[j] = load16(kb + t * kv_row + 16 * j);
+        for (int h = 0; h < G; ++h) {
+          __m512 d = _mm512_mul_ps(qv[h][0], kv[0]);
+          for (int j = 1; j < V; ++j) d = _mm512_fmadd_ps(qv[h][j], kv[j], d);
+          sc[h][t] = _mm512_reduce_add_ps(d);
+        }
+      }
+      for (int h = 0; h < G; ++h) {
+        float& mx = mxs[kvh * G + h];
+        float& den = dens[kvh * G + h];
+        const __m512 sv = _mm512_maskz_loadu_ps(valid, sc[h]);
+        const float new_max = std::max(mx, _mm512_mask_reduce_max_ps(valid, sv));
+        const float correction = std::exp(mx - new_max);
+        const __m512 p =
+            _mm512_maskz_mov_ps(valid, exp512(_mm512_sub_ps(sv, _mm512_set1_ps(new_max))));
+        den = den * correction + _mm512_reduce_add_ps(p);
+        mx = new_max;
+        const __m512 c = _mm512_set1_ps(correction);
+        for (int j = 0; j < V; ++j)
+          acc[h][j] = _mm512_mul_ps(_mm512_loadu_ps(ah + h * D + 16 * j), c);
+        _mm512_store_ps(sc[h], p);
+      }
+      for (int t = 0; t < n; ++t) {
+        __m512 vv[V];
+        for (int j = 0; j < V; ++j) vv[j] = load16(vb + t * kv_row + 16 * j);
+        for (int h = 0; h < G; ++h) {
+          const __m512 pt = _mm512_set1_ps(sc[h][t]);
+          for (int j = 0; j < V; ++j) acc[h][j] = _mm512_fmadd_ps(pt, vv[j], acc[h][j]);
+        }
+      }
+      for (int h = 0; h < G; ++h)
+        for (int j = 0; j < V; ++j) _mm512_storeu_ps(ah + h * D + 16 * j, acc[h][j]);
+    }
+    tok += n;
+  }
+  for (int64_t i = 0; i < kv_heads * G; ++i) {
+    const float inv = 1.f / dens[i];
+    for (int d = 0; d < D; ++d) store(accs[i * D + d] * inv, out + i * D + d);
+  }
+}
+
+template <typename T, int D>
+SeqFn<T> pick_group(int64_t group) {
+  switch (group) {
+    case 1: return attend_seq_avx512<T, D, 1>;
+    case 2: return attend_seq_avx512<T, D, 2>;
+    case 3: return attend_seq_avx512<T, D, 3>;
+    case 4: return attend_seq_avx512<T, D, 4>;
+    case 5: return attend_seq_avx512<T, D, 5>;
+    case 6: return attend_seq_avx512<T, D, 6>;
+    case 7: return attend_seq_avx512<T, D, 7>;
+    case 8: return attend_seq_avx512<T, D, 8>;
+    default: return attend_seq<T>;
+  }
+}
+
+template <typename T>
+SeqFn<T> pick(int64_t head_dim, int64_t group) {
+  switch (head_dim) {
+    case 16: return pick_group<T, 16>(group);
+    case 32: return pick_group<T, 32>(group);
+    case 64: return pick_group<T, 64>(group);
+    case 128: return pick_group<T, 128>(group);
+    default: return attend_seq<T>;
+  }
+}
+constexpr int kFastPath = 1;
+#else
+template <typename T>
+SeqFn<T> pick(int64_t, int64_t) { return attend_seq<T>; }
+constexpr int kFastPath = 0;
+#endif
+
+template <typename T>
+void decode(const T* q, T* out, const T* cache, const int64_t* rows, const int64_t* ctx_lens,
+            const int64_t* tables, int64_t num_seqs, int64_t num_blocks, const Shape& s,
+            int num_threads) {
+  const int64_t group = s.num_heads / s.num_kv_heads;
+  // scratch for either path: the portable one needs (2 G D + 2 bs D + G bs + 2 G) floats,
+  // the AVX-512 one 2 (KVH G D + KVH G)
+  const int64_t ws_floats =
+      std::max(2 * group * s.head_dim + 2 * s.block_size * s.head_dim + group * s.block_size +
+                   2 * group,
+               2 * s.num_kv_heads * group * (s.head_dim + 1));
+  const T* k_cache = cache;
+  const T* v_cache = cache + num_blocks * s.block_size * s.num_kv_heads * s.head_dim;
+  const SeqFn<T> attend = s.generic ? attend_seq<T> : pick<T>(s.head_dim, group);
+#pragma omp parallel num_threads(num_threads)
+  {
+    std::vector<float> ws(static_cast<size_t>(ws_floats));
+    // one sequence per work item (all its heads: its blocks are read front to back once)
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t seq = 0; seq < num_seqs; ++seq) {
+      attend(q + rows[seq] * s.q_row_stride, out + rows[seq] * s.out_row_stride, k_cache,
+             v_cache, tables + seq * s.max_blocks, ctx_lens[seq], s, ws.data());
+    }
+  }
+}
+
+}  // namespace
+
+extern "C" {
+
+int splitserve_abi_version() { return 3; }
+int splitserve_fast_path() { return kFastPath; }
+
+#define SPLITSERVE_DECODE(NAME, T)                                                         \
+  void NAME(const T* q, T* out, const T* cache, const int64_t* rows, const int64_t* ctx_lens, \
+            const int64_t* tables, int64_t num_seqs, int64_t max_blocks, int64_t num_blocks,  \
+            int64_t block_size, int64_t num_heads, int64_t num_kv_heads, int64_t head_dim,    \
+            int64_t q_row_stride, int64_t out_row_stride, int64_t window, float scale,        \
+            int num_threads, int generic) {                                                    \
+    const Shape s{num_heads,    num_kv_heads,   head_dim, block_size, max_blocks,            \
+                  q_row_stride, out_row_stride, window,   scale,      generic};              \
+    decode(q, out, cache, rows, ctx_lens, tables, num_seqs, num_blocks, s, num_threads);     \
+  }
+
+SPLITSERVE_DECODE(paged_decode_f32, float)
+SPLITSERVE_DECODE(paged_decode_bf16, uint16_t)
+
+}  // extern "C"
