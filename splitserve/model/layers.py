@@ -11,6 +11,7 @@ import math
 import torch
 from torch import nn
 
+from splitserve.model import native
 from splitserve.model.config import ModelConfig
 
 
@@ -24,6 +25,17 @@ class RMSNorm(nn.Module):
         # x * rsqrt(mean(x^2) + eps) in float32 (one fused kernel), then cast, then weight
         normed = nn.functional.rms_norm(x.to(torch.float32), (x.shape[-1],), eps=self.eps)
         return self.weight * normed.to(x.dtype)
+
+    def add_and_norm(self, x: torch.Tensor | None, residual: torch.Tensor,
+                     fused: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """(norm(x + residual), x + residual); x None: (norm(residual), residual).
+
+        fused: one native pass that updates `residual` in place (the caller owns it)."""
+        if fused:
+            return native.add_rms_norm(x, residual, self.weight, self.eps), residual
+        if x is not None:
+            residual = x + residual
+        return self(residual), residual
 
 
 def rope_inv_freq(config: ModelConfig) -> torch.Tensor:
@@ -88,9 +100,12 @@ class GatedMLP(nn.Module):
         # Set by `fuse()` after loading: gate and up as one GEMM.
         self.gate_up_proj: nn.Linear | None = None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, fused: bool = False) -> torch.Tensor:
         if self.gate_up_proj is not None:
-            gate, up = self.gate_up_proj(x).split(self.intermediate_size, -1)
+            gate_up = self.gate_up_proj(x)
+            if fused:
+                return self.down_proj(native.silu_mul(gate_up))
+            gate, up = gate_up.split(self.intermediate_size, -1)
         else:
             gate, up = self.gate_proj(x), self.up_proj(x)
         return self.down_proj(nn.functional.silu(gate) * up)

@@ -54,11 +54,19 @@ class Attention(nn.Module):
         kv_cache: torch.Tensor,
         slot_mapping: torch.Tensor,
         plan: AttentionPlan,
+        fused: bool = False,
     ) -> torch.Tensor:
         num_tokens = hidden.shape[0]
         cos, sin = cos_sin
         heads, kv_heads, head_dim = self.num_heads, self.num_kv_heads, self.head_dim
-        if self.qkv_proj is not None and self.q_norm is None:
+        if fused and self.qkv_proj is not None and self.q_norm is None:
+            # rotate q and k in place inside the fused output; all three stay strided views
+            qkv = self.qkv_proj(hidden)
+            native.rotary_(qkv, heads + kv_heads, head_dim, cos, sin)
+            q = qkv[:, : self.q_dim].view(num_tokens, heads, head_dim)
+            k = qkv[:, self.q_dim : self.q_dim + self.kv_dim].view(num_tokens, kv_heads, head_dim)
+            v = qkv[:, self.q_dim + self.kv_dim :].view(num_tokens, kv_heads, head_dim)
+        elif self.qkv_proj is not None and self.q_norm is None:
             # q and k sit side by side in the fused output: rotate both in one pass
             qkv = self.qkv_proj(hidden)
             qk = qkv[:, : self.q_dim + self.kv_dim].view(num_tokens, heads + kv_heads, head_dim)
@@ -97,15 +105,23 @@ class DecoderLayer(nn.Module):
     def forward(
         self,
         hidden: torch.Tensor,
+        residual: torch.Tensor | None,
         cos_sin: tuple[torch.Tensor, torch.Tensor],
         kv_cache: torch.Tensor,
         slot_mapping: torch.Tensor,
         plan: AttentionPlan,
-    ) -> torch.Tensor:
-        hidden = hidden + self.self_attn(
-            self.input_layernorm(hidden), cos_sin, kv_cache, slot_mapping, plan
-        )
-        return hidden + self.mlp(self.post_attention_layernorm(hidden))
+        fused: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(MLP output, residual stream before it): the residual add is deferred into the
+        next norm (`add_and_norm`), so a fused backend does add + norm in one pass.
+        residual None (first layer): `hidden` is the embedding output, the residual."""
+        if residual is None:  # the embedding output (ours: later layers add into it)
+            normed, residual = self.input_layernorm.add_and_norm(None, hidden, fused)
+        else:
+            normed, residual = self.input_layernorm.add_and_norm(hidden, residual, fused)
+        attn = self.self_attn(normed, cos_sin, kv_cache, slot_mapping, plan, fused)
+        normed, residual = self.post_attention_layernorm.add_and_norm(attn, residual, fused)
+        return self.mlp(normed, fused), residual
 
 
 class DecoderModel(nn.Module):
@@ -129,7 +145,8 @@ class LlamaForCausalLM(nn.Module):
             self.lm_head.weight = self.model.embed_tokens.weight
         # Set by the loader: hash of config + checkpoint tensor names/shapes.
         self.identity = ""
-        # decode attention in the C++ kernel where it applies (tests switch it off to compare)
+        # decode attention and fused element-wise ops in C++ where they apply (native.py;
+        # tests switch it off to compare with the pure-torch path)
         self.use_native = True
         self._workspace: torch.Tensor | None = None
 
@@ -171,10 +188,10 @@ class LlamaForCausalLM(nn.Module):
             )
         _, num_blocks, block_size, _, _ = kv_caches[0].shape
         hidden = self.model.embed_tokens(batch.input_ids)  # [T, hidden]
-        native_decode = self.use_native and native.supports(kv_caches[0].dtype, hidden.device)
+        fused = self.use_native and native.supports(kv_caches[0].dtype, hidden.device)
         plan = plan_attention(batch, block_size, self.config.sliding_window, num_blocks,
-                              native_decode)
-        if plan.decodes and not native_decode:
+                              fused)
+        if plan.decodes and not fused:
             # one reused buffer, split between the decode groups (each layer overwrites it)
             cache = kv_caches[0]
             per_block = cache[0, 0].numel()
@@ -187,10 +204,14 @@ class LlamaForCausalLM(nn.Module):
                 offset += size
             plan = replace(plan, decodes=tuple(groups))
         cos_sin = self.rotary_emb(batch.positions, hidden.dtype)
+        residual: torch.Tensor | None = None
         for layer, kv_cache in zip(self.model.layers, kv_caches, strict=True):
-            hidden = layer(hidden, cos_sin, kv_cache, batch.slot_mapping, plan)
-        # Norm and head only for the rows whose logits are wanted (norm is per row).
-        hidden = self.model.norm(hidden[batch.logits_indices])
+            hidden, residual = layer(hidden, residual, cos_sin, kv_cache, batch.slot_mapping,
+                                     plan, fused)
+        assert residual is not None
+        # Last add, norm and head only for the rows whose logits are wanted (all per row).
+        rows = batch.logits_indices
+        hidden, _ = self.model.norm.add_and_norm(hidden[rows], residual[rows], fused)
         return self.lm_head(hidden).float()
 
 

@@ -28,12 +28,14 @@ import subprocess
 import tempfile
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import torch
 
 log = logging.getLogger(__name__)
 
-SOURCE = Path(__file__).resolve().parent / "csrc" / "paged_decode.cpp"
+CSRC = Path(__file__).resolve().parent / "csrc"
+SOURCES = (CSRC / "paged_decode.cpp", CSRC / "fused_ops.cpp")
 ABI_VERSION = 3
 # -ffast-math at compile time only: linked, gcc 12 adds crtfastmath.o, which turns on
 # flush-to-zero for the whole process (torch's numerics included) when the library loads.
@@ -61,37 +63,44 @@ def _compiler() -> str | None:
     return os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
 
 
-def build(source: Path = SOURCE) -> Path:
-    """Compile `source` (cached); returns the shared library's path. Raises on failure."""
+def build(sources: tuple[Path, ...] = SOURCES, name: str = "splitserve_kernels") -> Path:
+    """Compile `sources` into one library (cached); returns its path. Raises on failure."""
     cxx = _compiler()
     if cxx is None:
         raise RuntimeError("no C++ compiler found (set CXX or install g++)")
     key = hashlib.sha256(
-        b"\0".join([source.read_bytes(), " ".join(COMPILE_FLAGS + LINK_FLAGS).encode(),
-                    cxx.encode(), _cpu_flags().encode()])
+        b"\0".join([*(src.read_bytes() for src in sources),
+                    " ".join(COMPILE_FLAGS + LINK_FLAGS).encode(), cxx.encode(),
+                    _cpu_flags().encode()])
     ).hexdigest()[:16]
     out_dir = cache_dir()
     out_dir.mkdir(parents=True, exist_ok=True)
-    lib = out_dir / f"{source.stem}-{key}.so"
+    lib = out_dir / f"{name}-{key}.so"
     if lib.is_file():
         return lib
-    with open(out_dir / f"{source.stem}.lock", "w") as lock:
+    with open(out_dir / f"{name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be building the same key
         if lib.is_file():
             return lib
         with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
-            obj, so = Path(tmp) / "kernel.o", Path(tmp) / "kernel.so"
-            for cmd in ([cxx, *COMPILE_FLAGS, "-c", str(source), "-o", str(obj)],
-                        [cxx, *LINK_FLAGS, str(obj), "-o", str(so)]):
+            objs = [Path(tmp) / f"{src.stem}.o" for src in sources]
+            so = Path(tmp) / "kernels.so"
+            steps = [(src.name, [cxx, *COMPILE_FLAGS, "-c", str(src), "-o", str(obj)])
+                     for src, obj in zip(sources, objs, strict=True)]
+            steps.append((so.name, [cxx, *LINK_FLAGS, *map(str, objs), "-o", str(so)]))
+            for what, cmd in steps:
                 proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
                 if proc.returncode != 0:
-                    raise RuntimeError(f"{cxx} failed on {source.name}:\n{proc.stderr[-2000:]}")
+                    raise RuntimeError(f"{cxx} failed on {what}:\n{proc.stderr[-2000:]}")
             os.replace(so, lib)
     return lib
 
 
 _I64 = ctypes.c_int64
 _PTR = ctypes.c_void_p
+_NORM_ARGS = [_PTR, _PTR, _PTR, _PTR, _I64, _I64, ctypes.c_float, ctypes.c_int, ctypes.c_int]
+_ROTARY_ARGS = [_PTR, _PTR, _PTR, _I64, _I64, _I64, _I64, ctypes.c_int]
+_SILU_ARGS = [_PTR, _PTR, _I64, _I64, ctypes.c_int]
 _DECODE_ARGS = [_PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _I64, _I64, _I64, _I64, _I64, _I64, _I64,
                 _I64, _I64, _I64, ctypes.c_float, ctypes.c_int, ctypes.c_int]
 
@@ -108,10 +117,12 @@ def load() -> ctypes.CDLL | None:
     except Exception as exc:  # noqa: BLE001 - any failure means: use the torch path
         log.warning("native CPU kernels unavailable, using the torch path: %s", exc)
         return None
-    for name in ("paged_decode_f32", "paged_decode_bf16"):
-        fn = getattr(lib, name)
-        fn.argtypes = _DECODE_ARGS
-        fn.restype = None
+    for suffix in ("f32", "bf16"):
+        for name, args in (("paged_decode", _DECODE_ARGS), ("add_rms_norm", _NORM_ARGS),
+                           ("rotary", _ROTARY_ARGS), ("silu_mul", _SILU_ARGS)):
+            fn = getattr(lib, f"{name}_{suffix}")
+            fn.argtypes = args
+            fn.restype = None
     return lib
 
 
@@ -134,8 +145,6 @@ def paged_decode(q: torch.Tensor, out: torch.Tensor, kv_cache: torch.Tensor,
     [B, max_blocks] int64 contiguous. Callers check `supports` first. `generic` forces the
     portable loop even where the AVX-512 path applies (tests compare the two).
     """
-    lib = load()
-    assert lib is not None
     _, num_blocks, block_size, num_kv_heads, head_dim = kv_cache.shape
     num_heads = q.shape[1]
     if num_heads % num_kv_heads:
@@ -148,8 +157,64 @@ def paged_decode(q: torch.Tensor, out: torch.Tensor, kv_cache: torch.Tensor,
     for name, t in (("rows", rows), ("ctx_lens", ctx_lens), ("block_tables", block_tables)):
         if t.dtype != torch.int64 or not t.is_contiguous() or t.device.type != "cpu":
             raise ValueError(f"{name} must be a contiguous int64 CPU tensor")
-    fn = lib.paged_decode_bf16 if q.dtype == torch.bfloat16 else lib.paged_decode_f32
-    fn(q.data_ptr(), out.data_ptr(), kv_cache.data_ptr(), rows.data_ptr(), ctx_lens.data_ptr(),
+    _fn("paged_decode", q.dtype)(q.data_ptr(), out.data_ptr(), kv_cache.data_ptr(), rows.data_ptr(), ctx_lens.data_ptr(),
        block_tables.data_ptr(), rows.shape[0], block_tables.shape[1], num_blocks, block_size,
        num_heads, num_kv_heads, head_dim, q.stride(0), out.stride(0),
        sliding_window or 0, scale, torch.get_num_threads(), int(generic))
+
+
+def _fn(name: str, dtype: torch.dtype) -> Any:
+    lib = load()
+    assert lib is not None, "native kernels unavailable: check native.supports() first"
+    return getattr(lib, f"{name}_{'bf16' if dtype == torch.bfloat16 else 'f32'}")
+
+
+def _check_rows(name: str, t: torch.Tensor, dtype: torch.dtype) -> None:
+    if t.dtype != dtype or t.dim() != 2 or not t.is_contiguous():
+        raise ValueError(f"{name} must be a contiguous 2-D {dtype} tensor, got "
+                         f"{t.dtype} {tuple(t.shape)}")
+
+
+def add_rms_norm(x: torch.Tensor | None, residual: torch.Tensor, weight: torch.Tensor,
+                 eps: float) -> torch.Tensor:
+    """`residual += x` (in place, rounded to its dtype; skipped when x is None), then returns
+    `weight * rms_norm(residual)` computed in float32 as transformers' RMSNorm does."""
+    _check_rows("residual", residual, residual.dtype)
+    if x is not None:
+        _check_rows("x", x, residual.dtype)
+        if x.shape != residual.shape:
+            raise ValueError(f"x {tuple(x.shape)} and residual {tuple(residual.shape)} differ")
+    if weight.dtype != residual.dtype or tuple(weight.shape) != (residual.shape[1],):
+        raise ValueError("weight must be [hidden] in the activations' dtype")
+    out = torch.empty_like(residual)
+    _fn("add_rms_norm", residual.dtype)(
+        0 if x is None else x.data_ptr(), residual.data_ptr(), weight.data_ptr(),
+        out.data_ptr(), residual.shape[0], residual.shape[1], eps, int(x is not None),
+        torch.get_num_threads())
+    return out
+
+
+def rotary_(x: torch.Tensor, num_heads: int, head_dim: int, cos: torch.Tensor,
+            sin: torch.Tensor) -> None:
+    """Rotate, in place, the first `num_heads` heads of each row of x [T, >= heads * D]
+    (rows may be strided, e.g. q and k inside a fused qkv output); cos/sin [T, D]."""
+    if x.dim() != 2 or x.stride(1) != 1 or x.shape[1] < num_heads * head_dim:
+        raise ValueError(f"x must be [T, >= {num_heads * head_dim}] with contiguous rows")
+    if head_dim % 2 or head_dim > 512:
+        raise ValueError(f"head_dim must be even and <= 512, got {head_dim}")
+    for name, t in (("cos", cos), ("sin", sin)):
+        if t.dtype != x.dtype or tuple(t.shape) != (x.shape[0], head_dim) or \
+                not t.is_contiguous():
+            raise ValueError(f"{name} must be contiguous [{x.shape[0]}, {head_dim}] {x.dtype}")
+    _fn("rotary", x.dtype)(x.data_ptr(), cos.data_ptr(), sin.data_ptr(), x.shape[0],
+                           num_heads, head_dim, x.stride(0), torch.get_num_threads())
+
+
+def silu_mul(gate_up: torch.Tensor) -> torch.Tensor:
+    """silu(gate) * up for gate_up [T, 2I] (gate first, as the fused projection lays it)."""
+    _check_rows("gate_up", gate_up, gate_up.dtype)
+    rows, width = gate_up.shape
+    out = torch.empty(rows, width // 2, dtype=gate_up.dtype)
+    _fn("silu_mul", gate_up.dtype)(gate_up.data_ptr(), out.data_ptr(), rows, width // 2,
+                                   torch.get_num_threads())
+    return out

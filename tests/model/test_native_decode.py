@@ -99,4 +99,4 @@ def test_build_failure_is_reported(tmp_path, monkeypatch: pytest.MonkeyPatch) ->
     bad.write_text("this is not C++")
     monkeypatch.setenv("SPLITSERVE_CACHE_DIR", str(tmp_path / "cache"))
     with pytest.raises(RuntimeError, match="failed on broken.cpp"):
-        native.build(bad)
+        native.build((bad,), name="broken")

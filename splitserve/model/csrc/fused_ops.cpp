@@ -1,0 +1,131 @@
+// Fused element-wise ops of a decoder layer for CPU, float32 and bfloat16 rows.
+//
+// Each one replaces several torch ops (and their temporaries) with one pass over the rows,
+// rounding to the activation dtype exactly where Hugging Face's eager code does, so bf16
+// results match transformers' op-by-op arithmetic:
+//   add_rms_norm: residual = x + residual (rounded); out = w * round(residual * rsqrt(...))
+//   rotary:       x = round(round(x * cos) + round(rotate_half(x) * sin)), in place
+//   silu_mul:     out = round(round(silu(gate)) * up)
+// Built with paged_decode.cpp into one library (see splitserve/model/native.py).
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+namespace {
+
+inline float to_float(float x) { return x; }
+inline float to_float(uint16_t x) {
+  uint32_t u = static_cast<uint32_t>(x) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+inline float round_to(float x, const float*) { return x; }
+inline float round_to(float x, const uint16_t*) {  // through bfloat16, nearest even
+  uint32_t u;
+  std::memcpy(&u, &x, 4);
+  u = (u + 0x7FFFu + ((u >> 16) & 1u)) & 0xFFFF0000u;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+inline void store(float x, float* o) { *o = x; }
+inline void store(float x, uint16_t* o) {
+  uint32_t u;
+  std::memcpy(&u, &x, 4);
+  *o = static_cast<uint16_t>((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
+}
+
+template <typename T>
+void add_rms_norm(const T* x, T* residual, const T* weight, T* out, int64_t rows, int64_t dim,
+                  float eps, int has_x, int num_threads) {
+#pragma omp parallel for num_threads(num_threads) schedule(static) if (rows > 16)
+  for (int64_t r = 0; r < rows; ++r) {
+    T* res = residual + r * dim;
+    const T* xr = x + r * dim;
+    float sum = 0.f;
+    if (has_x) {
+      for (int64_t d = 0; d < dim; ++d) {
+        const float v = round_to(to_float(xr[d]) + to_float(res[d]), res);
+        store(v, res + d);
+        sum += v * v;
+      }
+    } else {
+      for (int64_t d = 0; d < dim; ++d) {
+        const float v = to_float(res[d]);
+        sum += v * v;
+      }
+    }
+    const float inv = 1.f / std::sqrt(sum / static_cast<float>(dim) + eps);
+    T* o = out + r * dim;
+    for (int64_t d = 0; d < dim; ++d)
+      store(to_float(weight[d]) * round_to(to_float(res[d]) * inv, o), o + d);
+  }
+}
+
+template <typename T>
+void rotary(T* x, const T* cos, const T* sin, int64_t tokens, int64_t heads, int64_t dim,
+            int64_t row_stride, int num_threads) {
+  const int64_t half = dim / 2;
+#pragma omp parallel for num_threads(num_threads) schedule(static) if (tokens > 16)
+  for (int64_t t = 0; t < tokens; ++t) {
+    const T* c = cos + t * dim;
+    const T* s = sin + t * dim;
+    for (int64_t h = 0; h < heads; ++h) {
+      T* v = x + t * row_stride + h * dim;
+      float lo[256], hi[256];  // head_dim <= 512 (checked by the caller)
+      for (int64_t d = 0; d < half; ++d) {
+        lo[d] = to_float(v[d]);
+        hi[d] = to_float(v[half + d]);
+      }
+      for (int64_t d = 0; d < half; ++d) {
+        // first half: x * cos - x2 * sin; second half: x2 * cos + x1 * sin
+        const float a = round_to(lo[d] * to_float(c[d]), v);
+        const float b = round_to(-hi[d] * to_float(s[d]), v);
+        store(a + b, v + d);
+        const float a2 = round_to(hi[d] * to_float(c[half + d]), v);
+        const float b2 = round_to(lo[d] * to_float(s[half + d]), v);
+        store(a2 + b2, v + half + d);
+      }
+    }
+  }
+}
+
+template <typename T>
+void silu_mul(const T* gate_up, T* out, int64_t rows, int64_t dim, int num_threads) {
+#pragma omp parallel for num_threads(num_threads) schedule(static) if (rows > 16)
+  for (int64_t r = 0; r < rows; ++r) {
+    const T* g = gate_up + r * 2 * dim;
+    const T* u = g + dim;
+    T* o = out + r * dim;
+    for (int64_t d = 0; d < dim; ++d) {
+      const float gv = to_float(g[d]);
+      const float act = round_to(gv / (1.f + std::exp(-gv)), o);
+      store(act * to_float(u[d]), o + d);
+    }
+  }
+}
+
+}  // namespace
+
+extern "C" {
+
+#define SPLITSERVE_FUSED(SUFFIX, T)                                                        \
+  void add_rms_norm_##SUFFIX(const T* x, T* residual, const T* weight, T* out, int64_t rows, \
+                             int64_t dim, float eps, int has_x, int num_threads) {           \
+    add_rms_norm(x, residual, weight, out, rows, dim, eps, has_x, num_threads);             \
+  }                                                                                          \
+  void rotary_##SUFFIX(T* x, const T* cos, const T* sin, int64_t tokens, int64_t heads,      \
+                       int64_t dim, int64_t row_stride, int num_threads) {                   \
+    rotary(x, cos, sin, tokens, heads, dim, row_stride, num_threads);                        \
+  }                                                                                          \
+  void silu_mul_##SUFFIX(const T* gate_up, T* out, int64_t rows, int64_t dim,                \
+                         int num_threads) {                                                  \
+    silu_mul(gate_up, out, rows, dim, num_threads);                                          \
+  }
+
+SPLITSERVE_FUSED(f32, float)
+SPLITSERVE_FUSED(bf16, uint16_t)
+
+}  // extern "C"

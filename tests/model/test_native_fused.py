@@ -1,0 +1,88 @@
+"""Fused C++ element-wise ops against transformers' own Llama modules, op for op."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers.models.llama import modeling_llama as hf
+
+from splitserve.model import native
+
+pytestmark = pytest.mark.skipif(not native.available(), reason="no C++ compiler")
+# bf16: the same roundings as transformers' eager ops; rsqrt vs 1/sqrt and exp can still
+# differ by one float32 ulp before the final rounding, so allow one bf16 ulp on rare elements
+DTYPES = [torch.float32, torch.bfloat16]
+
+
+def close(ours: torch.Tensor, ref: torch.Tensor) -> None:
+    assert ours.dtype == ref.dtype and ours.shape == ref.shape
+    if ours.dtype == torch.float32:
+        torch.testing.assert_close(ours, ref, rtol=2e-6, atol=2e-6)
+        return
+    diff = (ours.float() - ref.float()).abs()
+    ulp = ref.float().abs().clamp_min(1e-30) * 2.0**-7
+    assert (diff <= ulp).all(), diff.max()
+    assert (diff == 0).float().mean().item() > 0.99
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("with_add", [False, True])
+def test_add_rms_norm_matches_transformers(dtype: torch.dtype, with_add: bool) -> None:
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(37, 96, generator=gen).to(dtype)
+    residual = (torch.randn(37, 96, generator=gen) * 3).to(dtype)
+    norm = hf.LlamaRMSNorm(96, eps=1e-5).to(dtype)
+    with torch.no_grad():
+        norm.weight.copy_(torch.randn(96, generator=gen))
+    expected_res = residual + x if with_add else residual.clone()
+    with torch.no_grad():
+        expected = norm(expected_res)
+    res = residual.clone()
+    out = native.add_rms_norm(x if with_add else None, res, norm.weight.detach(), 1e-5)
+    assert torch.equal(res, expected_res)  # the add rounds exactly like torch's
+    close(out, expected)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_rotary_in_place_matches_transformers(dtype: torch.dtype) -> None:
+    gen = torch.Generator().manual_seed(2)
+    tokens, heads, kv_heads, head_dim = 9, 4, 2, 32
+    qkv = torch.randn(tokens, (heads + 2 * kv_heads) * head_dim, generator=gen).to(dtype)
+    positions = torch.tensor([0, 1, 2, 3, 100, 101, 7, 4000, 5])
+    inv_freq = 1.0 / (10000 ** (torch.arange(0, head_dim, 2).float() / head_dim))
+    freqs = positions.float()[:, None] * inv_freq[None, :]
+    emb = torch.cat((freqs, freqs), -1)
+    cos, sin = emb.cos().to(dtype), emb.sin().to(dtype)
+    q = qkv[:, : heads * head_dim].view(tokens, heads, head_dim).transpose(0, 1)[None]
+    k = qkv[:, heads * head_dim : (heads + kv_heads) * head_dim]
+    k = k.reshape(tokens, kv_heads, head_dim).transpose(0, 1)[None]
+    q_ref, k_ref = hf.apply_rotary_pos_emb(q, k, cos[None], sin[None])
+    v_before = qkv[:, (heads + kv_heads) * head_dim :].clone()
+    native.rotary_(qkv, heads + kv_heads, head_dim, cos, sin)
+    q_ours = qkv[:, : heads * head_dim].view(tokens, heads, head_dim).transpose(0, 1)[None]
+    k_ours = qkv[:, heads * head_dim : (heads + kv_heads) * head_dim]
+    k_ours = k_ours.reshape(tokens, kv_heads, head_dim).transpose(0, 1)[None]
+    close(q_ours, q_ref)
+    close(k_ours, k_ref)
+    assert torch.equal(qkv[:, (heads + kv_heads) * head_dim :], v_before)  # v untouched
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_silu_mul_matches_transformers_mlp(dtype: torch.dtype) -> None:
+    gen = torch.Generator().manual_seed(3)
+    gate_up = (torch.randn(21, 2 * 80, generator=gen) * 4).to(dtype)
+    gate, up = gate_up[:, :80], gate_up[:, 80:]
+    expected = torch.nn.functional.silu(gate) * up  # LlamaMLP: act_fn(gate) * up
+    close(native.silu_mul(gate_up), expected)
+
+
+def test_bad_shapes_are_refused() -> None:
+    x = torch.zeros(4, 8)
+    with pytest.raises(ValueError, match="weight"):
+        native.add_rms_norm(None, x, torch.zeros(7), 1e-5)
+    with pytest.raises(ValueError, match="differ"):
+        native.add_rms_norm(torch.zeros(3, 8), x, torch.zeros(8), 1e-5)
+    with pytest.raises(ValueError, match="contiguous 2-D"):
+        native.silu_mul(torch.zeros(4, 8).t())
+    with pytest.raises(ValueError, match="cos"):
+        native.rotary_(x, 1, 8, torch.zeros(4, 6), torch.zeros(4, 8))
