@@ -46,6 +46,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="KV tokens summed over the decode batch, e.g. 0,1024,4096")
     p.add_argument("--repeats", type=int, default=None, help="timed repeats per cell (median)")
     p.add_argument("--warmup", type=int, default=None, help="untimed rounds first")
+    p.add_argument("--settle", type=int, default=None,
+                   help="untimed calls of a cell right before each timed one (steady state; "
+                        "default 3, 0 with --quick)")
     p.set_defaults(func=run)
 
 
@@ -63,7 +66,8 @@ def _grid(args: argparse.Namespace) -> ProfileGrid:
         ("decode_batch", args.decode_batch), ("decode_context", args.decode_context))
         if value is not None}
     counts = {name: value for name, value in (
-        ("num_repeats", args.repeats), ("num_warmup", args.warmup)) if value is not None}
+        ("num_repeats", args.repeats), ("num_warmup", args.warmup),
+        ("num_settle", args.settle)) if value is not None}
     if not axes:
         config_path = Path(args.model) / "config.json"
         if not config_path.is_file():

@@ -9,7 +9,12 @@ the same. Not measured: the scheduler, detokenizer and worker/HTTP overhead per 
 
 Cells run round-robin (every cell once, then every cell again, ...) so a burst of load
 from another process lands on one repeat of many cells instead of every repeat of one;
-each cell's latency is the median of its repeats after warm-up rounds.
+each cell's latency is the median of its repeats after warm-up rounds. Each timed call
+follows `num_settle` untimed calls of the same cell: a serving engine runs many steps of
+about the same shape in a row, while on this machine's CPU a small step right after a
+much larger one of another shape ran up to ~40% slower (caches and allocator state of the
+other shape), and one settle call did not always undo it; three did
+(benchmarks/results/planner_calibration.json records `settle_effect`).
 
 The result is the planner's measured-profile JSON (`splitserve.profile/v1`, built and
 validated by `splitserve.planner.profile_format.make_profile`).
@@ -59,6 +64,7 @@ class ProfileGrid:
     decode_context: tuple[int, ...]
     num_repeats: int = 5
     num_warmup: int = 1
+    num_settle: int = 3  # untimed calls of a cell right before each timed one
 
     def __post_init__(self) -> None:
         _check_axis("prefill_tokens", self.prefill_tokens, 1)
@@ -69,6 +75,8 @@ class ProfileGrid:
             raise ValueError(f"num_repeats must be >= 1, got {self.num_repeats}")
         if self.num_warmup < 0:
             raise ValueError(f"num_warmup must be >= 0, got {self.num_warmup}")
+        if self.num_settle < 0:
+            raise ValueError(f"num_settle must be >= 0, got {self.num_settle}")
 
     def check_fits(self, max_model_len: int) -> None:
         """ValueError if a cell needs a sequence longer than the model allows."""
@@ -123,6 +131,7 @@ QUICK_GRID = ProfileGrid(
     decode_context=(0, 256),
     num_repeats=3,
     num_warmup=1,
+    num_settle=0,  # seconds matter more than steady state for a smoke profile
 )
 
 
@@ -233,6 +242,9 @@ def profile_engine(
     for round_index in range(grid.num_warmup + grid.num_repeats):
         for cell in cells:
             seqs = inputs[cell]
+            for _ in range(grid.num_settle if round_index >= grid.num_warmup else 0):
+                sample(runner.forward(seqs, seqs), [greedy] * len(seqs), [0] * len(seqs),
+                       None, ())
             t0 = time.perf_counter()
             logits = runner.forward(seqs, seqs)
             sample(logits, [greedy] * len(seqs), [0] * len(seqs), None, ())
@@ -272,6 +284,7 @@ def profile_engine(
             "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "repeats": grid.num_repeats,
             "warmup_rounds": grid.num_warmup,
+            "settle_calls": grid.num_settle,
             "statistic": "median",
             "measured": "ModelRunner.forward + greedy sample per step",
             "wall_s": round(wall_s, 3),

@@ -29,6 +29,7 @@ from splitserve.planner.fleet import (
     TransferConfig,
     make_instances,
 )
+from splitserve.planner.overhead import ServingOverhead, delayed, with_overhead
 from splitserve.planner.results import SimResult, Slo
 from splitserve.planner.workload import Requests
 
@@ -304,9 +305,20 @@ def simulate(
     local_prefill_max_len: int = 0,
     prefix_cache: bool = True,
     stop_after_misses: tuple[Slo, int] | None = None,
+    overhead: ServingOverhead | None = None,
 ) -> SimResult:
-    """Run one simulation; see `Simulation`."""
-    return Simulation(
+    """Run one simulation; see `Simulation`. `overhead`: serving-path costs on top of
+    every pool's latency model and token delivery (see `splitserve.planner.overhead`);
+    None simulates the bare engine."""
+    if overhead is not None:
+        pools = [Pool(p.role, p.num_instances, with_overhead(p.latency_model, overhead))
+                 for p in pools]
+        if stop_after_misses is not None and overhead.delivery_s > 0:
+            # the early stop judges engine-side TTFT: leave room for the delivery delay
+            slo, k = stop_after_misses
+            ttft_s = max(slo.ttft_s - overhead.delivery_s, 1e-12)
+            stop_after_misses = (Slo(ttft_s, slo.tpot_s, slo.attainment), k)
+    result = Simulation(
         requests,
         pools,
         scheduler,
@@ -315,3 +327,4 @@ def simulate(
         prefix_cache,
         stop_after_misses,
     ).run()
+    return delayed(result, overhead.delivery_s) if overhead is not None else result

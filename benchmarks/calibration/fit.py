@@ -1,0 +1,110 @@
+"""Serving overheads and the KV handoff, fitted on a topology's calibration probe only.
+
+Three small closed-form steps, each on probe requests (never on a validation run):
+
+1. KV handoff (1P1D): for a lone disaggregated request, the gap between its first token
+   (from the prefill worker) and its second (the decode worker's first step after the
+   KV import) exceeds its usual inter-token gap by the handoff. Least squares of that
+   excess on KV bytes gives the link's latency and bandwidth (the bandwidth falls back
+   to the default when the slope is not positive).
+2. Step costs: replay the probe without overheads; every request's TPOT gap to the real
+   one is explained as a * (d TPOT / d step_s) + b * (d TPOT / d per_seq_s), the
+   derivatives taken by the simulator itself (replays with 1 ms of each). Least squares
+   over the probe phases' medians (lone, bursts of 4 and 8: different batch sizes),
+   with a, b >= 0.
+3. Delivery: with the step costs in, the median TTFT the simulator still lacks on the
+   lone requests (router + HTTP + SSE, and whatever a first step after idle costs).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from benchmarks.calibration.replay import Link, real_arrays, replay
+from benchmarks.calibration.setup import Setup
+from splitserve.planner import ServingOverhead
+
+DELTA_S = 1e-3
+
+
+def fit_link(setup: Setup, lone: list[dict[str, Any]], kv_bytes_per_token: int,
+             default: Link) -> dict[str, Any]:
+    real = real_arrays(lone)
+    keep = (real["finished"] & (real["input_len"] > setup.short_prompt_len)
+            & np.isfinite(real["first_itl_s"]) & np.isfinite(real["median_itl_s"]))
+    excess = (real["first_itl_s"] - real["median_itl_s"])[keep]
+    kv_bytes = (real["input_len"] * kv_bytes_per_token)[keep]
+    out: dict[str, Any] = {"num_requests": int(keep.sum()),
+                           "median_excess_s": float(np.median(excess)) if len(excess) else None}
+    bytes_s = default.bytes_s
+    if len(excess) >= 3 and np.ptp(kv_bytes) > 0:
+        slope, intercept = np.polyfit(kv_bytes, excess, 1)
+        out["ls_slope_s_per_byte"], out["ls_intercept_s"] = float(slope), float(intercept)
+        if slope > 0:
+            bytes_s = 1.0 / float(slope)
+    latency = float(np.median(excess - kv_bytes / bytes_s)) if len(excess) else default.latency_s
+    out["link"] = {"bytes_s": bytes_s, "latency_s": max(latency, 0.0)}
+    return out
+
+
+def _tpot_gaps(setup: Setup, topology: str, phase: list[dict[str, Any]],
+               profile: dict[str, Any], link: Link) -> dict[str, float]:
+    real = real_arrays(phase)
+    base = replay(setup, topology, phase, profile, link)
+    with_a = replay(setup, topology, phase, profile, link, ServingOverhead(step_s=DELTA_S))
+    with_b = replay(setup, topology, phase, profile, link, ServingOverhead(per_seq_s=DELTA_S))
+    ok = real["finished"] & base["finished"] & np.isfinite(real["tpot_s"]) & (
+        real["output_len"] > 1)
+    return {"gap_s": float(np.median((real["tpot_s"] - base["tpot_s"])[ok])),
+            "d_step": float(np.median(((with_a["tpot_s"] - base["tpot_s"]) / DELTA_S)[ok])),
+            "d_per_seq": float(np.median(((with_b["tpot_s"] - base["tpot_s"]) / DELTA_S)[ok])),
+            "num_requests": int(ok.sum())}
+
+
+def solve_nonneg(rows: list[tuple[float, float]], y: list[float]) -> tuple[float, float]:
+    """min ||A x - y|| over x >= 0 for two unknowns: the unconstrained solution, else the
+    best of the two one-variable fits and zero."""
+    a, b = np.array(rows, dtype=float), np.array(y, dtype=float)
+    x, *_ = np.linalg.lstsq(a, b, rcond=None)
+    if x[0] >= 0 and x[1] >= 0:
+        return float(x[0]), float(x[1])
+    best = (0.0, 0.0)
+    best_err = float(np.sum(b**2))
+    for col in (0, 1):
+        c = a[:, col]
+        denom = float(c @ c)
+        if denom <= 0:
+            continue
+        v = max(float(c @ b) / denom, 0.0)
+        cand = (v, 0.0) if col == 0 else (0.0, v)
+        err = float(np.sum((a @ np.array(cand) - b) ** 2))
+        if err < best_err:
+            best, best_err = cand, err
+    return best
+
+
+def fit_overheads(setup: Setup, topology: str, probe: list[dict[str, Any]],
+                  profile: dict[str, Any], default_link: Link) -> dict[str, Any]:
+    """Link, step costs and delivery delay for `topology` from its probe phases."""
+    phases = {p["phase"]: p["records"] for p in probe}
+    out: dict[str, Any] = {"on": "calibration probe: " + ", ".join(phases)}
+    link = default_link
+    if topology != "2 mixed":
+        out["handoff"] = fit_link(setup, phases["lone"], int(profile["kv_bytes_per_token"]),
+                                  default_link)
+        link = Link(**out["handoff"]["link"])
+    gaps = {name: _tpot_gaps(setup, topology, recs, profile, link)
+            for name, recs in phases.items()}
+    step_s, per_seq_s = solve_nonneg([(g["d_step"], g["d_per_seq"]) for g in gaps.values()],
+                                     [g["gap_s"] for g in gaps.values()])
+    steps_only = ServingOverhead(step_s=step_s, per_seq_s=per_seq_s)
+    lone = phases["lone"]
+    real = real_arrays(lone)
+    sim = replay(setup, topology, lone, profile, link, steps_only)
+    ok = real["finished"] & sim["finished"]
+    delivery_s = max(float(np.median((real["ttft_s"] - sim["ttft_s"])[ok])), 0.0)
+    out.update({"tpot_gaps": gaps, "link": {"bytes_s": link.bytes_s, "latency_s": link.latency_s},
+                "overhead": ServingOverhead(step_s, per_seq_s, delivery_s).to_dict()})
+    return out
