@@ -119,15 +119,19 @@ def analyse(raw: dict[str, Any]) -> dict[str, Any]:
         fits[name] = fitted
         overhead = replay.ServingOverhead.from_dict(fitted["overhead"])
         link = replay.Link(**fitted["link"])
+        lines = fitted["step_scale_lines"]
         for run in topo["runs"]:
             real = _real_row(setup, run)
+            offered = replay.replay(setup, name, run["records"], profile, link)["token_rate"]
+            scale = fit.step_scale_at(lines, offered)
             row: dict[str, Any] = {
                 "topology": name, "rate_rps": run["rate_rps"], "load_before": run["load_before"],
                 "load_after": run["load_after"], "process_cpu_s": run["process_cpu_s"],
-                "router": run["router"], "real": real}
-            for variant, (lk, ov) in (("profile", (DEFAULT_LINK, None)),
-                                      ("calibrated", (link, overhead))):
-                sim = replay.replay(setup, name, run["records"], profile, lk, ov)
+                "router": run["router"], "real": real,
+                "offered_token_rate": offered, "step_scale": scale}
+            for variant, (lk, ov, sc) in (("profile", (DEFAULT_LINK, None, None)),
+                                          ("calibrated", (link, overhead, scale))):
+                sim = replay.replay(setup, name, run["records"], profile, lk, ov, sc)
                 s = stats(sim["ttft_s"], sim["tpot_s"], sim["finished"], setup.slo)
                 row[variant] = {**s, "engine_busy_s": sim["engine_busy_s"],
                                 "num_steps": sim["num_steps"], "error": errors(real, s)}
@@ -181,7 +185,10 @@ def main() -> None:
     for variant in VARIANTS:
         print(f"\n{variant}: {result['verdict'][variant]}\n{result['tables_markdown'][variant]}")
     for name, f in result["fit"].items():
-        print(f"fit {name}: overhead {f['overhead']}, link {f['link']}")
+        lines = {r: (round(v["at_zero"], 3), v["per_token_rate"])
+                 for r, v in f["step_scale_lines"].items()}
+        print(f"fit {name}: overhead {f['overhead']}, step scale (at 0, per tok/s) {lines}, "
+              f"link {f['link']}")
     out.write_text(json.dumps(result, indent=1, default=_json_default) + "\n")
     print(f"wrote {out} in {result['wall_s']:.0f} s")
 

@@ -7,12 +7,16 @@ Three small closed-form steps, each on probe requests (never on a validation run
    KV import) exceeds its usual inter-token gap by the handoff. Least squares of that
    excess on KV bytes gives the link's latency and bandwidth (the bandwidth falls back
    to the default when the slope is not positive).
-2. Step costs: replay the probe without overheads; every request's TPOT gap to the real
+2. Step scale per role: the engine busy seconds the workers reported over the probe,
+   against the simulated busy seconds of the same requests (steps the profile prices
+   well give ~1; a serving worker's steps run slower than back-to-back profiled ones
+   after idle and while other processes share its core).
+3. Step costs: replay the probe with those scales; every request's TPOT gap to the real
    one is explained as a * (d TPOT / d step_s) + b * (d TPOT / d per_seq_s), the
    derivatives taken by the simulator itself (replays with 1 ms of each). Least squares
    over the probe phases' medians (lone, bursts of 4 and 8: different batch sizes),
    with a, b >= 0.
-3. Delivery: with the step costs in, the median TTFT the simulator still lacks on the
+4. Delivery: with the step costs in, the median TTFT the simulator still lacks on the
    lone requests (router + HTTP + SSE, and whatever a first step after idle costs).
 """
 
@@ -49,12 +53,53 @@ def fit_link(setup: Setup, lone: list[dict[str, Any]], kv_bytes_per_token: int,
     return out
 
 
+def fit_step_scale(setup: Setup, topology: str, probe: list[dict[str, Any]],
+                   profile: dict[str, Any], link: Link) -> dict[str, Any]:
+    """Per role: real / simulated engine busy seconds of each probe phase, and a line
+    through them against the phase's offered token rate (least squares weighted by busy
+    time, slope >= 0): more tokens per second means more router, client and KV-transfer
+    work on the workers' two cores."""
+    points: dict[str, list[tuple[float, float, float]]] = {}
+    for phase in probe:
+        real: dict[str, float] = {}
+        for name, seconds in phase["engine_busy_s"].items():
+            role = name.split("-")[0]
+            real[role] = real.get(role, 0.0) + seconds
+        sim = replay(setup, topology, phase["records"], profile, link)
+        for role, seconds in sim["engine_busy_s"].items():
+            if seconds > 0 and real.get(role, 0.0) > 0:
+                points.setdefault(role, []).append((sim["token_rate"], real[role] / seconds,
+                                                    seconds))
+    lines = {}
+    for role, pts in points.items():
+        rate, ratio, weight = (np.array(v, dtype=float) for v in zip(*pts, strict=True))
+        w = weight / weight.sum()
+        mean_rate, mean_ratio = float(w @ rate), float(w @ ratio)
+        var = float(w @ (rate - mean_rate) ** 2)
+        slope = max(float(w @ ((rate - mean_rate) * (ratio - mean_ratio))) / var, 0.0) \
+            if var > 0 else 0.0
+        lines[role] = {"at_zero": mean_ratio - slope * mean_rate, "per_token_rate": slope,
+                       "points": [{"token_rate": r, "busy_ratio": q, "sim_busy_s": b}
+                                  for r, q, b in pts]}
+    return lines
+
+
+def step_scale_at(lines: dict[str, Any], token_rate: float) -> dict[str, float]:
+    """The fitted per-role step scale for a run offering `token_rate` tokens per second
+    (never below 0.5: a line extrapolated far down is not a measurement)."""
+    return {role: max(line["at_zero"] + line["per_token_rate"] * token_rate, 0.5)
+            for role, line in lines.items()}
+
+
 def _tpot_gaps(setup: Setup, topology: str, phase: list[dict[str, Any]],
-               profile: dict[str, Any], link: Link) -> dict[str, float]:
+               profile: dict[str, Any], link: Link, lines: dict[str, Any]) -> dict[str, float]:
     real = real_arrays(phase)
-    base = replay(setup, topology, phase, profile, link)
-    with_a = replay(setup, topology, phase, profile, link, ServingOverhead(step_s=DELTA_S))
-    with_b = replay(setup, topology, phase, profile, link, ServingOverhead(per_seq_s=DELTA_S))
+    bare = replay(setup, topology, phase, profile, link)
+    scale = step_scale_at(lines, bare["token_rate"])
+    base = replay(setup, topology, phase, profile, link, None, scale)
+    with_a = replay(setup, topology, phase, profile, link, ServingOverhead(step_s=DELTA_S), scale)
+    with_b = replay(setup, topology, phase, profile, link, ServingOverhead(per_seq_s=DELTA_S),
+                    scale)
     ok = real["finished"] & base["finished"] & np.isfinite(real["tpot_s"]) & (
         real["output_len"] > 1)
     return {"gap_s": float(np.median((real["tpot_s"] - base["tpot_s"])[ok])),
@@ -95,16 +140,19 @@ def fit_overheads(setup: Setup, topology: str, probe: list[dict[str, Any]],
         out["handoff"] = fit_link(setup, phases["lone"], int(profile["kv_bytes_per_token"]),
                                   default_link)
         link = Link(**out["handoff"]["link"])
-    gaps = {name: _tpot_gaps(setup, topology, recs, profile, link)
+    lines = fit_step_scale(setup, topology, probe, profile, link)
+    gaps = {name: _tpot_gaps(setup, topology, recs, profile, link, lines)
             for name, recs in phases.items()}
     step_s, per_seq_s = solve_nonneg([(g["d_step"], g["d_per_seq"]) for g in gaps.values()],
                                      [g["gap_s"] for g in gaps.values()])
     steps_only = ServingOverhead(step_s=step_s, per_seq_s=per_seq_s)
     lone = phases["lone"]
     real = real_arrays(lone)
-    sim = replay(setup, topology, lone, profile, link, steps_only)
+    scale = step_scale_at(lines, replay(setup, topology, lone, profile, link)["token_rate"])
+    sim = replay(setup, topology, lone, profile, link, steps_only, scale)
     ok = real["finished"] & sim["finished"]
     delivery_s = max(float(np.median((real["ttft_s"] - sim["ttft_s"])[ok])), 0.0)
-    out.update({"tpot_gaps": gaps, "link": {"bytes_s": link.bytes_s, "latency_s": link.latency_s},
+    out.update({"step_scale_lines": lines, "tpot_gaps": gaps,
+                "link": {"bytes_s": link.bytes_s, "latency_s": link.latency_s},
                 "overhead": ServingOverhead(step_s, per_seq_s, delivery_s).to_dict()})
     return out

@@ -15,11 +15,17 @@ from typing import Any
 
 from benchmarks.calibration.setup import TOPOLOGIES, Setup
 
-# The probe: (name, arrival, rate req/s, burst size, number of requests, max concurrency)
+# The probe: (name, arrival, rate req/s, burst size, number of requests, max concurrency,
+# workload: "probe" = uniform 32-256 in / 16-64 out, "run" = the validation workload).
+# Its seeds differ from the validation runs'; the Poisson phases sit between and beside
+# the validation rates (3 and 5 req/s against 2, 4, 6) so the load-dependent step
+# slowdown is measured on other requests than the ones it predicts.
 PROBE = (
-    ("lone", "constant", 4.0, 1, 12, 1),
-    ("burst4", "burst", 2.0, 4, 8, None),
-    ("burst8", "burst", 3.0, 8, 16, None),
+    ("lone", "constant", 4.0, 1, 12, 1, "probe"),
+    ("burst4", "burst", 2.0, 4, 8, None, "probe"),
+    ("burst8", "burst", 3.0, 8, 16, None, "probe"),
+    ("poisson3", "poisson", 3.0, 1, 30, None, "run"),
+    ("poisson5", "poisson", 5.0, 1, 50, None, "run"),
 )
 
 
@@ -170,9 +176,10 @@ def run_topology(setup: Setup, topology: str, model_dir: Path, log_dir: Path) ->
         # bursts are batches of like requests
         probe_workload = Workload("probe", LengthDist("uniform", 144, 32, 256),
                                   LengthDist("uniform", 40, 16, 64), description="probe")
-        for i, (name, arrival, rate, burst, count, conc) in enumerate(PROBE):
-            config = BenchConfig(url=cluster.url, **{**base, "workload": probe_workload,
-                                                     "length_scale": 1.0},
+        for i, (name, arrival, rate, burst, count, conc, kind) in enumerate(PROBE):
+            lengths = ({"workload": probe_workload, "length_scale": 1.0} if kind == "probe"
+                       else {})
+            config = BenchConfig(url=cluster.url, **{**base, **lengths},
                                  arrival=arrival, rate_rps=rate, burst_size=burst,
                                  num_requests=count, max_concurrency=conc,
                                  seed=setup.probe_seed + i)

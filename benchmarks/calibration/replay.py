@@ -3,6 +3,7 @@ on the run's topology, priced by the measured profile plus optional serving over
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,9 +65,10 @@ def latency_model(setup: Setup, profile: dict[str, Any]) -> ProfileLatencyModel:
 
 
 def replay(setup: Setup, topology: str, records: list[dict[str, Any]],
-           profile: dict[str, Any], link: Link,
-           overhead: ServingOverhead | None = None) -> dict[str, Any]:
-    """Simulate `records` (see `sent`); per-request arrays in that order, plus busy time."""
+           profile: dict[str, Any], link: Link, overhead: ServingOverhead | None = None,
+           step_scale: dict[str, float] | None = None) -> dict[str, Any]:
+    """Simulate `records` (see `sent`); per-request arrays in that order, plus busy time.
+    `step_scale[role]` replaces `overhead.step_scale` for that role's pool."""
     rows = sent(records)
     requests = Requests(
         arrival_s=np.array([r["send_s"] for r in rows], dtype=np.float64),
@@ -77,7 +79,9 @@ def replay(setup: Setup, topology: str, records: list[dict[str, Any]],
     base = latency_model(setup, profile)
     num_prefill, num_decode, num_mixed = TOPOLOGIES[topology]
     roles = {"mixed": num_mixed} if num_mixed else {"prefill": num_prefill, "decode": num_decode}
-    counters = {role: BusyCounter(with_overhead(base, overhead)) for role in roles}
+    shared = overhead or ServingOverhead()
+    counters = {role: BusyCounter(with_overhead(base, dataclasses.replace(
+        shared, step_scale=(step_scale or {}).get(role, shared.step_scale)))) for role in roles}
     pools = [Pool(role, n, counters[role]) for role, n in roles.items()]  # type: ignore[arg-type]
     transfer = None if num_mixed else TransferConfig(link.bytes_s, link.latency_s)
     # the engine chunks prompts on every role; the simulator's prefill role batches whole
@@ -90,7 +94,12 @@ def replay(setup: Setup, topology: str, records: list[dict[str, Any]],
     result = simulate(requests, pools, sched, transfer,
                       local_prefill_max_len=0 if num_mixed else setup.short_prompt_len,
                       overhead=delivery)
+    done = result.finished
+    span_s = float(np.max(result.finish_s[done]) - np.min(result.arrival_s)) if done.any() else 0.0
     return {"ttft_s": result.ttft_s, "tpot_s": result.tpot_s, "finished": result.finished,
+            # output tokens per second of the simulated run: the load a run offers, known
+            # without measuring it (what `fit` relates the step slowdown to)
+            "token_rate": float(requests.output_len.sum()) / span_s if span_s > 0 else 0.0,
             "engine_busy_s": {role: round(c.busy_s, 3) for role, c in counters.items()},
             "num_steps": {role: c.num_steps for role, c in counters.items()}}
 

@@ -114,8 +114,40 @@ class ProfileGrid:
         return prefill + decode
 
 
-# A full profile of a ~110M model takes a few minutes on 2 CPU cores; the planner
-# extrapolates linearly beyond the last grid point.
+def default_grid(max_model_len: int, max_num_seqs: int, kv_capacity_tokens: int,
+                 max_batched_tokens: int) -> ProfileGrid:
+    """The grid `splitserve profile` measures unless told otherwise: the planner's
+    `suggested_axes` for the serving engine's limits (trimmed to fit the model), 3 repeats
+    per cell. A ~110M model takes a few minutes on one core here; the planner extrapolates
+    linearly beyond the last grid point."""
+    from splitserve.planner.profile_format import suggested_axes
+
+    axes = suggested_axes(max_model_len, max_num_seqs, kv_capacity_tokens, max_batched_tokens)
+    grid = ProfileGrid(prefill_tokens=tuple(axes["num_tokens"]),
+                       prefill_context=tuple(axes["context_len"]),
+                       decode_batch=tuple(axes["batch_size"]),
+                       decode_context=tuple(axes["context_tokens"]), num_repeats=3)
+    return grid.trimmed(max_model_len)
+
+
+def default_grid_for(model_dir: str | Path, kv_cache_bytes: int | None = None,
+                     block_size: int = 16) -> ProfileGrid:
+    """`default_grid` for a model folder served with the engine's default limits and a KV
+    pool of `kv_cache_bytes` (default: the engine's)."""
+    from splitserve.engine.engine_config import EngineConfig
+    from splitserve.model import ModelConfig, num_blocks_for_memory
+
+    config = ModelConfig.from_dir(model_dir)
+    serve = EngineConfig(model=str(model_dir))
+    kv_bytes = serve.kv_cache_bytes if kv_cache_bytes is None else kv_cache_bytes
+    capacity_blocks = num_blocks_for_memory(config, block_size, config.dtype, kv_bytes)
+    if capacity_blocks <= 0:
+        raise ValueError(f"kv_cache_bytes {kv_bytes} holds no KV block of this model")
+    return default_grid(config.max_position_embeddings, serve.max_num_seqs,
+                        capacity_blocks * block_size, serve.max_num_batched_tokens)
+
+
+# The grid this module used before it followed `suggested_axes`; kept as a named choice.
 FULL_GRID = ProfileGrid(
     prefill_tokens=(8, 32, 64, 128, 256, 512, 1024),
     prefill_context=(0, 512, 2048),
@@ -200,7 +232,8 @@ def profile_engine(
 ) -> dict[str, Any]:
     """Measure every cell of `grid` on the engine's runner; return a validated profile.
 
-    grid: None = `FULL_GRID` trimmed to the model's length; a given grid must fit as is.
+    grid: None = `default_grid` for the engine's default limits and this KV pool; a given
+    grid must fit as is.
     kv_cache_bytes: the serving engine's KV pool size, recorded as `kv_capacity_tokens`
     (default: `EngineConfig`'s); the profiler itself allocates only what the grid needs.
     """
@@ -222,10 +255,11 @@ def profile_engine(
         raise ValueError(f"model folder {str(path)!r} has no config.json (not an HF model dir)")
     model_config = ModelConfig.from_dir(path)
     max_model_len = model_config.max_position_embeddings
-    if grid is None:
-        grid = FULL_GRID.trimmed(max_model_len)
-    grid.check_fits(max_model_len)
     serve_defaults = EngineConfig(model=str(path))
+    kv_bytes = serve_defaults.kv_cache_bytes if kv_cache_bytes is None else kv_cache_bytes
+    if grid is None:
+        grid = default_grid_for(path, kv_bytes, block_size)
+    grid.check_fits(max_model_len)
     config = EngineConfig(
         model=str(path), dtype=dtype, device=device, block_size=block_size,
         num_blocks=max(_blocks_needed(grid, block_size), -(-max_model_len // block_size)),
@@ -267,7 +301,6 @@ def profile_engine(
     decode_grid = [[median[("decode", b, t)] for t in grid.decode_context]
                    for b in grid.decode_batch]
     mc = runner.model_config
-    kv_bytes = serve_defaults.kv_cache_bytes if kv_cache_bytes is None else kv_cache_bytes
     capacity_blocks = num_blocks_for_memory(mc, block_size, mc.dtype, kv_bytes)
     if capacity_blocks <= 0:
         raise ValueError(f"kv_cache_bytes {kv_bytes} holds no KV block of this model")

@@ -5,13 +5,16 @@ serving worker's step also schedules, detokenizes and hands every sampled token 
 HTTP side (which then competes for the same core), and each token then travels through the
 router and its SSE stream to the client. `ServingOverhead` names those costs:
 
+- `step_scale`: factor on every step's profiled time (a serving worker's steps can run
+  slower than the profile's back-to-back ones: first steps after idle, other processes
+  on the same core);
 - `step_s`: fixed seconds added to every engine step that does any work;
 - `per_seq_s`: seconds added per decoding sequence in the step (detokenize, emit, relay);
 - `delivery_s`: seconds from the engine emitting a token to the client reading it
   (router + HTTP + SSE). It delays the first token and the last one alike, so it adds to
   TTFT and end-to-end latency and leaves TPOT unchanged.
 
-All default to 0, which is the simulator's behaviour without them. They are meant to be
+The defaults (scale 1, the rest 0) are the simulator's behaviour without them. They are meant to be
 measured on the serving stack (benchmarks/calibration/fit.py does it with a short probe
 that is separate from the runs it then predicts), not tuned to the runs being judged.
 """
@@ -34,16 +37,19 @@ class ServingOverhead:
     step_s: float = 0.0
     per_seq_s: float = 0.0
     delivery_s: float = 0.0
+    step_scale: float = 1.0
 
     def __post_init__(self) -> None:
         for name in ("step_s", "per_seq_s", "delivery_s"):
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:
                 raise ValueError(f"{name} must be a finite number >= 0 seconds, got {value}")
+        if not math.isfinite(self.step_scale) or self.step_scale <= 0:
+            raise ValueError(f"step_scale must be a finite number > 0, got {self.step_scale}")
 
     @property
-    def is_zero(self) -> bool:
-        return self.step_s == 0 and self.per_seq_s == 0 and self.delivery_s == 0
+    def changes_steps(self) -> bool:
+        return self.step_s != 0 or self.per_seq_s != 0 or self.step_scale != 1
 
     def to_dict(self) -> dict[str, float]:
         return dataclasses.asdict(self)
@@ -57,8 +63,8 @@ class ServingOverhead:
 
 
 class OverheadLatencyModel:
-    """A `LatencyModel` that adds `overhead.step_s + overhead.per_seq_s * num_decode_seqs`
-    to every step of `base` that does work (an empty step stays 0 s)."""
+    """A `LatencyModel` whose step takes `base * step_scale + step_s + per_seq_s *
+    num_decode_seqs` for every step of `base` that does work (an empty step stays 0 s)."""
 
     def __init__(self, base: LatencyModel, overhead: ServingOverhead) -> None:
         self.base = base
@@ -81,12 +87,13 @@ class OverheadLatencyModel:
             decode_ctx_tokens)
         if num_prefill_tokens == 0 and num_decode_seqs == 0:
             return seconds
-        return seconds + self.overhead.step_s + self.overhead.per_seq_s * num_decode_seqs
+        o = self.overhead
+        return seconds * o.step_scale + o.step_s + o.per_seq_s * num_decode_seqs
 
 
 def with_overhead(base: LatencyModel, overhead: ServingOverhead | None) -> LatencyModel:
-    """`base` itself when there is no step overhead, else it wrapped."""
-    if overhead is None or (overhead.step_s == 0 and overhead.per_seq_s == 0):
+    """`base` itself when the overhead leaves steps as they are, else it wrapped."""
+    if overhead is None or not overhead.changes_steps:
         return base
     return OverheadLatencyModel(base, overhead)
 

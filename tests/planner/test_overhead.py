@@ -65,6 +65,14 @@ def test_disaggregated_overhead_on_both_pools_plus_transfer() -> None:
     assert res.e2e_s[0] == pytest.approx(0.052 + 0.105 + 2 * 0.012 + 0.01)
 
 
+def test_step_scale_multiplies_the_profiled_step_before_the_fixed_terms() -> None:
+    over = ServingOverhead(step_scale=1.5, step_s=0.002, per_seq_s=0.001)
+    res = simulate(_reqs([0.0], 100, 3), [Pool("mixed", 1, ConstantLatency(0.04, 0.01))],
+                   overhead=over)
+    assert res.ttft_s[0] == pytest.approx(0.06 + 0.002)
+    assert res.tpot_s[0] == pytest.approx(0.015 + 0.002 + 0.001)
+
+
 def test_wrapper_keeps_the_base_models_facts_and_empty_steps() -> None:
     base = ConstantLatency(0.05, 0.01, kv_capacity_tokens=1234, tensor_parallel=2)
     model = OverheadLatencyModel(base, ServingOverhead(step_s=0.5, per_seq_s=0.25))
@@ -83,15 +91,20 @@ def test_early_stop_counts_the_delivery_delay() -> None:
     assert res.num_unfinished >= 2
 
 
-@pytest.mark.parametrize("field", ["step_s", "per_seq_s", "delivery_s"])
+@pytest.mark.parametrize("field", ["step_s", "per_seq_s", "delivery_s", "step_scale"])
 @pytest.mark.parametrize("value", [-0.001, float("nan"), float("inf")])
 def test_bad_overheads_are_rejected(field: str, value: float) -> None:
     with pytest.raises(ValueError, match=field):
         ServingOverhead(**{field: value})
 
 
+def test_zero_step_scale_is_rejected() -> None:
+    with pytest.raises(ValueError, match="step_scale"):
+        ServingOverhead(step_scale=0.0)
+
+
 def test_round_trips_through_a_dict_and_rejects_unknown_fields() -> None:
-    over = ServingOverhead(step_s=0.001, per_seq_s=0.0002, delivery_s=0.02)
+    over = ServingOverhead(step_s=0.001, per_seq_s=0.0002, delivery_s=0.02, step_scale=1.2)
     assert ServingOverhead.from_dict(over.to_dict()) == over
     with pytest.raises(ValueError, match="unknown"):
         ServingOverhead.from_dict({"step": 1.0})
