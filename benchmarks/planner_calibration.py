@@ -3,13 +3,16 @@
 1. Profile: `profile_engine` (what `splitserve profile` runs) times the model's prefill
    and decode steps on one pinned core with one torch thread: what each worker gets.
 2. Measure, per topology (1P1D, 2 mixed; one core per worker), on one real cluster: a
-   calibration probe (lone requests, bursts of 4 and 8; own seeds), then the goodput
-   benchmark's runs (chat workload / 4, Poisson 2, 4, 6 req/s, 25 s, same seed).
-3. Fit the serving overheads (per-step and per-sequence engine-loop costs, token
-   delivery delay, KV handoff link) on the probe only (benchmarks/calibration/fit.py).
-4. Replay every validation run's requests (lengths, actual send times) in the simulator,
-   bare ("profile") and with the fitted overheads ("calibrated"), and compare p90 TTFT,
-   p90 TPOT (target: within 10%) and SLO attainment (within 3 points).
+   calibration probe (lone requests, bursts of 4 and 8, Poisson 3 and 5 req/s; its own
+   seeds), then the goodput benchmark's runs (chat workload / 4, Poisson 2, 4, 6 req/s,
+   25 s, seed 0, prefix caching off), each made twice to show the real noise floor.
+3. Fit on the probe only (benchmarks/calibration/fit.py): the KV handoff link, a per-role
+   step scale against offered token rate, per-step and per-sequence costs, the delivery
+   delay and a step jitter (splitserve.planner.ServingOverhead).
+4. Replay every validation run's requests (lengths, actual send times) in the simulator:
+   bare ("profile"), with the fitted terms but no jitter ("deterministic"), and with all
+   ("calibrated"); compare p90 TTFT, p90 TPOT (target: within 10%) and SLO attainment
+   (within 3 points), and the real repeats against each other.
 
     PYTHONPATH=. python benchmarks/planner_calibration.py --lock /work/wt/cpu.lock
     PYTHONPATH=. python benchmarks/planner_calibration.py --replay \
@@ -39,6 +42,8 @@ from benchmarks.calibration import fit, measure, replay
 from benchmarks.calibration.report import (
     errors,
     markdown,
+    repeat_markdown,
+    repeatability,
     stats,
     summarize_errors,
     sweep_markdown,
@@ -56,7 +61,10 @@ PRESETS = {
                    length_scale=1.0, num_requests=50, duration_s=None, short_prompt_len=0,
                    slo=(0.5, 0.08)),
 }
-VARIANTS = ("profile", "calibrated")
+# profile: the bare measured profile, the kv_transfer.json link; deterministic: plus the
+# probe-fitted link, step scale, step and per-sequence costs and delivery delay;
+# calibrated: plus the probe-fitted step jitter
+VARIANTS = ("profile", "deterministic", "calibrated")
 
 
 @contextlib.contextmanager
@@ -125,11 +133,14 @@ def analyse(raw: dict[str, Any]) -> dict[str, Any]:
             offered = replay.replay(setup, name, run["records"], profile, link)["token_rate"]
             scale = fit.step_scale_at(lines, offered)
             row: dict[str, Any] = {
-                "topology": name, "rate_rps": run["rate_rps"], "load_before": run["load_before"],
+                "topology": name, "rate_rps": run["rate_rps"], "repeat": run.get("repeat"),
+                "load_before": run["load_before"],
                 "load_after": run["load_after"], "process_cpu_s": run["process_cpu_s"],
                 "router": run["router"], "real": real,
                 "offered_token_rate": offered, "step_scale": scale}
+            steady = dataclasses.replace(overhead, step_jitter_cv=0.0)
             for variant, (lk, ov, sc) in (("profile", (DEFAULT_LINK, None, None)),
+                                          ("deterministic", (link, steady, scale)),
                                           ("calibrated", (link, overhead, scale))):
                 sim = replay.replay(setup, name, run["records"], profile, lk, ov, sc)
                 s = stats(sim["ttft_s"], sim["tpot_s"], sim["finished"], setup.slo)
@@ -139,10 +150,13 @@ def analyse(raw: dict[str, Any]) -> dict[str, Any]:
     summary = {v: summarize_errors(rows, v) for v in VARIANTS}
     tables = {v: markdown(rows, v) for v in VARIANTS}
     tables.update({f"slo_sweep_{v}": sweep_markdown(rows, v) for v in VARIANTS})
+    repeats = repeatability(rows)
+    tables["real_repeatability"] = repeat_markdown(repeats)
     return {"setup": setup.to_dict(), "profile_cpu_share": profile["cpu_share"],
             "profile_wall_s": profile["wall_s"], "settle_effect": raw.get("settle_effect"),
             "default_link": dataclasses.asdict(DEFAULT_LINK), "fit": fits, "errors": summary,
-            "verdict": {v: verdict(summary[v]) for v in VARIANTS}, "rows": rows,
+            "verdict": {v: verdict(summary[v]) for v in VARIANTS},
+            "real_repeatability": repeats, "rows": rows,
             "tables_markdown": tables}
 
 
@@ -184,6 +198,7 @@ def main() -> None:
               "wall_s": round(time.time() - started, 1)}
     for variant in VARIANTS:
         print(f"\n{variant}: {result['verdict'][variant]}\n{result['tables_markdown'][variant]}")
+    print("\nreal runs repeated (noise floor):\n" + result["tables_markdown"]["real_repeatability"])
     for name, f in result["fit"].items():
         lines = {r: (round(v["at_zero"], 3), v["per_token_rate"])
                  for r, v in f["step_scale_lines"].items()}

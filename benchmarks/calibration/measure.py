@@ -188,12 +188,15 @@ def run_topology(setup: Setup, topology: str, model_dir: Path, log_dir: Path) ->
                                  "burst_size": burst, "max_concurrency": conc, **run})
             print(f"  {topology} probe {name}: {len(run['records'])} requests", flush=True)
         for rate in setup.rates:
-            config = BenchConfig(url=cluster.url, **base, rate_rps=rate,
-                                 num_requests=setup.num_requests, duration_s=setup.duration_s,
-                                 seed=setup.seed)
-            run = _bench(cluster, pids, config)
-            out["runs"].append({"topology": topology, "rate_rps": rate, **run})
-            ok = [r for r in run["records"] if r["success"]]
-            print(f"  {topology} @ {rate:g} req/s: {len(ok)}/{len(run['records'])} done, "
-                  f"load {run['load_before'][0]} -> {run['load_after'][0]}", flush=True)
+            for repeat in range(setup.num_repeats):
+                config = BenchConfig(url=cluster.url, **base, rate_rps=rate,
+                                     num_requests=setup.num_requests,
+                                     duration_s=setup.duration_s, seed=setup.seed)
+                run = _bench(cluster, pids, config)
+                out["runs"].append({"topology": topology, "rate_rps": rate, "repeat": repeat,
+                                    **run})
+                ok = [r for r in run["records"] if r["success"]]
+                print(f"  {topology} @ {rate:g} req/s #{repeat}: {len(ok)}/"
+                      f"{len(run['records'])} done, load {run['load_before'][0]} -> "
+                      f"{run['load_after'][0]}", flush=True)
     return out

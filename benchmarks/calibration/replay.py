@@ -64,11 +64,34 @@ def latency_model(setup: Setup, profile: dict[str, Any]) -> ProfileLatencyModel:
     return ProfileLatencyModel({**profile, "kv_capacity_tokens": setup.num_blocks * BLOCK_SIZE})
 
 
+JITTER_SEEDS = 3
+
+
 def replay(setup: Setup, topology: str, records: list[dict[str, Any]],
            profile: dict[str, Any], link: Link, overhead: ServingOverhead | None = None,
            step_scale: dict[str, float] | None = None) -> dict[str, Any]:
     """Simulate `records` (see `sent`); per-request arrays in that order, plus busy time.
-    `step_scale[role]` replaces `overhead.step_scale` for that role's pool."""
+    `step_scale[role]` replaces `overhead.step_scale` for that role's pool. With step
+    jitter, the run is simulated with JITTER_SEEDS seeds and the per-request arrays are
+    their concatenation (statistics over them are over the jittered distribution)."""
+    if overhead is None or overhead.step_jitter_cv == 0:
+        return _replay_once(setup, topology, records, profile, link, overhead, step_scale)
+    runs = [_replay_once(setup, topology, records, profile, link,
+                         dataclasses.replace(overhead, jitter_seed=seed), step_scale)
+            for seed in range(JITTER_SEEDS)]
+    out: dict[str, Any] = {key: np.concatenate([r[key] for r in runs])
+                           for key in ("ttft_s", "tpot_s", "finished")}
+    out["token_rate"] = float(np.mean([r["token_rate"] for r in runs]))
+    out["engine_busy_s"] = {role: round(float(np.mean([r["engine_busy_s"][role] for r in runs])),
+                                        3) for role in runs[0]["engine_busy_s"]}
+    out["num_steps"] = {role: int(np.mean([r["num_steps"][role] for r in runs]))
+                        for role in runs[0]["num_steps"]}
+    return out
+
+
+def _replay_once(setup: Setup, topology: str, records: list[dict[str, Any]],
+                 profile: dict[str, Any], link: Link, overhead: ServingOverhead | None,
+                 step_scale: dict[str, float] | None) -> dict[str, Any]:
     rows = sent(records)
     requests = Requests(
         arrival_s=np.array([r["send_s"] for r in rows], dtype=np.float64),
@@ -91,9 +114,11 @@ def replay(setup: Setup, topology: str, records: list[dict[str, Any]],
                             max_num_seqs=setup.max_num_seqs, chunked_prefill=True)
     # delivery delay only: the step terms are already inside the counters' models
     delivery = ServingOverhead(delivery_s=overhead.delivery_s) if overhead else None
+    # routing="requests": the router picks the mixed worker with the fewest requests in
+    # it, then the least KV in use (splitserve/router/policies.py least_loaded)
     result = simulate(requests, pools, sched, transfer,
                       local_prefill_max_len=0 if num_mixed else setup.short_prompt_len,
-                      overhead=delivery)
+                      overhead=delivery, routing="requests")
     done = result.finished
     span_s = float(np.max(result.finish_s[done]) - np.min(result.arrival_s)) if done.any() else 0.0
     return {"ttft_s": result.ttft_s, "tpot_s": result.tpot_s, "finished": result.finished,

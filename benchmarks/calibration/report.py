@@ -57,6 +57,44 @@ def summarize_errors(rows: list[dict[str, Any]], variant: str) -> dict[str, Any]
     return out
 
 
+def _rate(row: dict[str, Any]) -> str:
+    repeat = row.get("repeat")
+    return f"{row['rate_rps']:g}" + (f" #{repeat + 1}" if repeat is not None else "")
+
+
+def repeatability(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Identical real runs (same requests, same cluster, back to back) against each
+    other: the later repeats' differences from the first, per (topology, rate)."""
+    groups: dict[tuple[str, float], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault((row["topology"], row["rate_rps"]), []).append(row)
+    out: list[dict[str, Any]] = []
+    for (topology, rate), group in groups.items():
+        first = group[0]["real"]
+        for row in group[1:]:
+            out.append({"topology": topology, "rate_rps": rate, "repeat": row.get("repeat"),
+                        "real_vs_first": errors(first, row["real"])})
+    summary: dict[str, Any] = {}
+    for key in TARGETS:
+        values = [abs(o["real_vs_first"][key]) for o in out
+                  if o["real_vs_first"][key] is not None]
+        summary[key] = {"max_abs": max(values) if values else None,
+                        "mean_abs": float(np.mean(values)) if values else None,
+                        "of": len(values)}
+    return {"pairs": out, "summary": summary}
+
+
+def repeat_markdown(rep: dict[str, Any]) -> str:
+    lines = ["| topology | rate req/s | p90 TTFT, repeat vs first | p90 TPOT, repeat vs first "
+             "| attainment, repeat vs first |", "|---|---:|---:|---:|---:|"]
+    for pair in rep["pairs"]:
+        e = pair["real_vs_first"]
+        lines.append(f"| {pair['topology']} | {pair['rate_rps']:g} "
+                     f"| {_pct(e['p90_ttft_rel_err'])} | {_pct(e['p90_tpot_rel_err'])} "
+                     f"| {e['attainment_pp']:+.1f} pp |")
+    return "\n".join(lines)
+
+
 def _pct(err: float | None) -> str:
     return "n/a" if err is None else f"{err:+.0%}"
 
@@ -70,7 +108,7 @@ def markdown(rows: list[dict[str, Any]], variant: str) -> str:
         r, s = row["real"], row[variant]
         e = s["error"]
         lines.append(
-            f"| {row['topology']} | {row['rate_rps']:g} | {r['num_sent']} "
+            f"| {row['topology']} | {_rate(row)} | {r['num_sent']} "
             f"| {r['p90_ttft_s']:.3f} / {s['p90_ttft_s']:.3f} s ({_pct(e['p90_ttft_rel_err'])}) "
             f"| {r['p90_tpot_s'] * 1e3:.1f} / {s['p90_tpot_s'] * 1e3:.1f} ms "
             f"({_pct(e['p90_tpot_rel_err'])}) "
@@ -88,7 +126,7 @@ def sweep_markdown(rows: list[dict[str, Any]], variant: str) -> str:
     for row in rows:
         r, s = row["real"]["attainment_sweep"], row[variant]["attainment_sweep"]
         cells = [f"{r[k]:.0%} / {s[k]:.0%}" for k in keys]
-        lines.append(f"| {row['topology']} | {row['rate_rps']:g} | " + " | ".join(cells) + " |")
+        lines.append(f"| {row['topology']} | {_rate(row)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

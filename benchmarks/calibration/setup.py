@@ -35,6 +35,9 @@ class Setup:
     slo: tuple[float, float] = (2.0, 0.1)  # TTFT s, TPOT s (goodput benchmark's "both")
     seed: int = 0
     probe_seed: int = 1000
+    # every validation run is made this many times, back to back on the same cluster: the
+    # spread between identical real runs is the noise floor of the comparison
+    num_repeats: int = 2
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -45,6 +48,8 @@ class Setup:
                 raise ValueError(f"unknown topology {t!r}; choose from {sorted(TOPOLOGIES)}")
         if not self.rates or min(self.rates) <= 0:
             raise ValueError(f"rates must be > 0, got {self.rates}")
+        if self.num_repeats < 1:
+            raise ValueError(f"num_repeats must be >= 1, got {self.num_repeats}")
 
     def worker_args(self) -> tuple[str, ...]:
         # prefix caching off: every rate replays the same seeded prompts on one cluster,

@@ -14,6 +14,7 @@ from splitserve.planner import (
     TransferConfig,
     simulate,
 )
+from splitserve.planner.simulator import Simulation
 from tests.planner.conftest import ConstantLatency
 
 
@@ -91,11 +92,24 @@ def test_early_stop_counts_the_delivery_delay() -> None:
     assert res.num_unfinished >= 2
 
 
-@pytest.mark.parametrize("field", ["step_s", "per_seq_s", "delivery_s", "step_scale"])
+@pytest.mark.parametrize("field", ["step_s", "per_seq_s", "delivery_s", "step_scale",
+                                   "step_jitter_cv"])
 @pytest.mark.parametrize("value", [-0.001, float("nan"), float("inf")])
 def test_bad_overheads_are_rejected(field: str, value: float) -> None:
     with pytest.raises(ValueError, match=field):
         ServingOverhead(**{field: value})
+
+
+def test_step_jitter_keeps_the_mean_and_is_seeded() -> None:
+    base = ConstantLatency(0.05, 0.01)
+    over = ServingOverhead(step_jitter_cv=0.5, jitter_seed=7)
+    a = OverheadLatencyModel(base, over)
+    b = OverheadLatencyModel(base, over)
+    draws = np.array([a.step_s(0, 0.0, 0, 1, 10) for _ in range(20_000)])
+    assert np.mean(draws) == pytest.approx(0.01, rel=0.02)
+    assert np.std(draws) / np.mean(draws) == pytest.approx(0.5, rel=0.1)
+    assert [b.step_s(0, 0.0, 0, 1, 10) for _ in range(5)] == list(draws[:5])
+    assert a.step_s(0, 0.0, 0, 0, 0) == 0.0  # no work, no step
 
 
 def test_zero_step_scale_is_rejected() -> None:
@@ -103,8 +117,31 @@ def test_zero_step_scale_is_rejected() -> None:
         ServingOverhead(step_scale=0.0)
 
 
+def test_request_count_routing_ignores_prompt_length() -> None:
+    # r0 (1000-token prompt) goes to instance 0, r1 and r2 (10 tokens) to instance 1.
+    # For r3, instance 0 holds 1 request but ~2000 tokens, instance 1 holds 2 requests
+    # but ~200 tokens: "tokens" picks instance 1, "requests" (the router's) instance 0.
+    reqs = Requests(arrival_s=np.array([0.0, 0.0, 0.0, 0.001]),
+                    input_len=np.array([1000, 10, 10, 10]), output_len=np.full(4, 100))
+    pools = [Pool("mixed", 2, ConstantLatency(0.5, 0.01))]
+    homes = {}
+    for routing in ("tokens", "requests"):
+        sim = Simulation(reqs, pools, routing=routing)
+        sim.run()
+        homes[routing] = sim.home
+    assert homes["tokens"] == [0, 1, 1, 1]
+    assert homes["requests"] == [0, 1, 1, 0]
+
+
+def test_unknown_routing_is_rejected() -> None:
+    with pytest.raises(ValueError, match="routing"):
+        simulate(_reqs([0.0], 10, 2), [Pool("mixed", 1, ConstantLatency(0.05))],
+                 routing="random")
+
+
 def test_round_trips_through_a_dict_and_rejects_unknown_fields() -> None:
-    over = ServingOverhead(step_s=0.001, per_seq_s=0.0002, delivery_s=0.02, step_scale=1.2)
+    over = ServingOverhead(step_s=0.001, per_seq_s=0.0002, delivery_s=0.02, step_scale=1.2,
+                           step_jitter_cv=0.3, jitter_seed=3)
     assert ServingOverhead.from_dict(over.to_dict()) == over
     with pytest.raises(ValueError, match="unknown"):
         ServingOverhead.from_dict({"step": 1.0})
