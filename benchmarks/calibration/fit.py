@@ -18,10 +18,10 @@ Three small closed-form steps, each on probe requests (never on a validation run
    with a, b >= 0.
 4. Delivery: with the step costs in, the median TTFT the simulator still lacks on the
    lone requests (router + HTTP + SSE, and whatever a first step after idle costs).
-5. Step jitter: the coefficient of variation (from a short grid) of a random factor on
-   every step that brings the simulated p90 TTFT and p90 TPOT of the probe's Poisson
-   phases (3 and 5 req/s, their own seeds) closest to the real ones: a deterministic
-   simulation has no variance for queueing to turn into a tail.
+5. Prefill jitter: the coefficient of variation (from a short grid) of a random factor
+   on every step that computes prompt tokens that brings the simulated p90 TTFT of the
+   probe's Poisson phases (3 and 5 req/s, their own seeds) closest to the real one: a
+   deterministic simulation has no variance for queueing to turn into a tail.
 """
 
 from __future__ import annotations
@@ -160,7 +160,7 @@ def fit_overheads(setup: Setup, topology: str, probe: list[dict[str, Any]],
     overhead = ServingOverhead(step_s, per_seq_s, delivery_s)
     poisson = [recs for name, recs in phases.items() if name.startswith("poisson")]
     jitter = fit_jitter(setup, topology, poisson, profile, link, overhead, lines)
-    overhead = dataclasses.replace(overhead, step_jitter_cv=jitter["step_jitter_cv"])
+    overhead = dataclasses.replace(overhead, prefill_jitter_cv=jitter["prefill_jitter_cv"])
     out.update({"step_scale_lines": lines, "tpot_gaps": gaps, "jitter": jitter,
                 "link": {"bytes_s": link.bytes_s, "latency_s": link.latency_s},
                 "overhead": overhead.to_dict()})
@@ -173,10 +173,10 @@ JITTER_GRID = (0.0, 0.1, 0.2, 0.3, 0.45, 0.6, 0.8)
 def fit_jitter(setup: Setup, topology: str, phases: list[list[dict[str, Any]]],
                profile: dict[str, Any], link: Link, overhead: ServingOverhead,
                lines: dict[str, Any]) -> dict[str, Any]:
-    """The JITTER_GRID value with the least mean |log(simulated / real)| of p90 TTFT and
-    p90 TPOT over `phases`."""
+    """The JITTER_GRID value with the least mean |log(simulated / real)| of p90 TTFT over
+    `phases`."""
     if not phases:
-        return {"step_jitter_cv": 0.0, "on": []}
+        return {"prefill_jitter_cv": 0.0, "on": []}
     scores = {}
     for cv in JITTER_GRID:
         errs = []
@@ -185,11 +185,11 @@ def fit_jitter(setup: Setup, topology: str, phases: list[list[dict[str, Any]]],
             scale = step_scale_at(lines, replay(setup, topology, recs, profile, link)
                                   ["token_rate"])
             sim = replay(setup, topology, recs, profile, link,
-                         dataclasses.replace(overhead, step_jitter_cv=cv), scale)
-            for key in ("ttft_s", "tpot_s"):
+                         dataclasses.replace(overhead, prefill_jitter_cv=cv), scale)
+            for key in ("ttft_s",):
                 r = np.nanpercentile(real[key][real["finished"]], 90)
                 s = np.nanpercentile(sim[key][sim["finished"]], 90)
                 errs.append(abs(float(np.log(s / r))))
         scores[cv] = float(np.mean(errs))
     best = min(scores, key=lambda cv: scores[cv])
-    return {"step_jitter_cv": best, "mean_abs_log_err": scores, "on": "poisson probe phases"}
+    return {"prefill_jitter_cv": best, "mean_abs_log_err": scores, "on": "poisson probe phases"}

@@ -74,7 +74,7 @@ def replay(setup: Setup, topology: str, records: list[dict[str, Any]],
     `step_scale[role]` replaces `overhead.step_scale` for that role's pool. With step
     jitter, the run is simulated with JITTER_SEEDS seeds and the per-request arrays are
     their concatenation (statistics over them are over the jittered distribution)."""
-    if overhead is None or overhead.step_jitter_cv == 0:
+    if overhead is None or overhead.prefill_jitter_cv == 0:
         return _replay_once(setup, topology, records, profile, link, overhead, step_scale)
     runs = [_replay_once(setup, topology, records, profile, link,
                          dataclasses.replace(overhead, jitter_seed=seed), step_scale)

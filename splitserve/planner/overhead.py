@@ -10,9 +10,12 @@ router and its SSE stream to the client. `ServingOverhead` names those costs:
   on the same core);
 - `step_s`: fixed seconds added to every engine step that does any work;
 - `per_seq_s`: seconds added per decoding sequence in the step (detokenize, emit, relay);
-- `step_jitter_cv`: coefficient of variation of a mean-1 lognormal factor drawn for
-  every step (seeded by `jitter_seed`): on a shared machine steps vary, and queueing
-  turns that variance into longer tails than a deterministic simulation shows;
+- `prefill_jitter_cv`: coefficient of variation of a mean-1 lognormal factor drawn for
+  every step that computes prompt tokens (seeded by `jitter_seed`): on a shared machine
+  such steps vary, and queueing behind them turns that into longer TTFT tails than a
+  deterministic simulation shows. Pure decode steps are left exact: their variation
+  averages out over a request's many tokens, and jittering them would widen the TPOT
+  spread instead;
 - `delivery_s`: seconds from the engine emitting a token to the client reading it
   (router + HTTP + SSE). It delays the first token and the last one alike, so it adds to
   TTFT and end-to-end latency and leaves TPOT unchanged.
@@ -42,7 +45,7 @@ class ServingOverhead:
     per_seq_s: float = 0.0
     delivery_s: float = 0.0
     step_scale: float = 1.0
-    step_jitter_cv: float = 0.0
+    prefill_jitter_cv: float = 0.0
     jitter_seed: int = 0
 
     def __post_init__(self) -> None:
@@ -52,14 +55,14 @@ class ServingOverhead:
                 raise ValueError(f"{name} must be a finite number >= 0 seconds, got {value}")
         if not math.isfinite(self.step_scale) or self.step_scale <= 0:
             raise ValueError(f"step_scale must be a finite number > 0, got {self.step_scale}")
-        if not math.isfinite(self.step_jitter_cv) or self.step_jitter_cv < 0:
-            raise ValueError(f"step_jitter_cv must be a finite number >= 0, "
-                             f"got {self.step_jitter_cv}")
+        if not math.isfinite(self.prefill_jitter_cv) or self.prefill_jitter_cv < 0:
+            raise ValueError(f"prefill_jitter_cv must be a finite number >= 0, "
+                             f"got {self.prefill_jitter_cv}")
 
     @property
     def changes_steps(self) -> bool:
         return (self.step_s != 0 or self.per_seq_s != 0 or self.step_scale != 1
-                or self.step_jitter_cv != 0)
+                or self.prefill_jitter_cv != 0)
 
     def to_dict(self) -> dict[str, float]:
         return dataclasses.asdict(self)
@@ -69,18 +72,20 @@ class ServingOverhead:
         unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
             raise ValueError(f"unknown serving overhead fields: {sorted(unknown)}")
-        return cls(**{k: int(v) if k == "jitter_seed" else float(v) for k, v in data.items()})
+        values: dict[str, Any] = {k: int(v) if k == "jitter_seed" else float(v)
+                                  for k, v in data.items()}
+        return cls(**values)
 
 
 class OverheadLatencyModel:
     """A `LatencyModel` whose step takes `(base * step_scale + step_s + per_seq_s *
     num_decode_seqs) * jitter` for every step of `base` that does work (an empty step
-    stays 0 s); jitter is 1 unless `step_jitter_cv` > 0."""
+    stays 0 s); jitter is 1 for pure decode steps and unless `prefill_jitter_cv` > 0."""
 
     def __init__(self, base: LatencyModel, overhead: ServingOverhead) -> None:
         self.base = base
         self.overhead = overhead
-        cv = overhead.step_jitter_cv
+        cv = overhead.prefill_jitter_cv
         self._sigma = math.sqrt(math.log1p(cv * cv))
         self._mu = -self._sigma * self._sigma / 2  # E[factor] = 1
         self._rng = random.Random(overhead.jitter_seed)
@@ -104,7 +109,7 @@ class OverheadLatencyModel:
             return seconds
         o = self.overhead
         seconds = seconds * o.step_scale + o.step_s + o.per_seq_s * num_decode_seqs
-        if self._sigma > 0:
+        if self._sigma > 0 and num_prefill_tokens > 0:
             seconds *= self._rng.lognormvariate(self._mu, self._sigma)
         return seconds
 

@@ -93,22 +93,23 @@ def test_early_stop_counts_the_delivery_delay() -> None:
 
 
 @pytest.mark.parametrize("field", ["step_s", "per_seq_s", "delivery_s", "step_scale",
-                                   "step_jitter_cv"])
+                                   "prefill_jitter_cv"])
 @pytest.mark.parametrize("value", [-0.001, float("nan"), float("inf")])
 def test_bad_overheads_are_rejected(field: str, value: float) -> None:
     with pytest.raises(ValueError, match=field):
         ServingOverhead(**{field: value})
 
 
-def test_step_jitter_keeps_the_mean_and_is_seeded() -> None:
+def test_prefill_jitter_keeps_the_mean_is_seeded_and_spares_decode_steps() -> None:
     base = ConstantLatency(0.05, 0.01)
-    over = ServingOverhead(step_jitter_cv=0.5, jitter_seed=7)
+    over = ServingOverhead(prefill_jitter_cv=0.5, jitter_seed=7)
     a = OverheadLatencyModel(base, over)
     b = OverheadLatencyModel(base, over)
-    draws = np.array([a.step_s(0, 0.0, 0, 1, 10) for _ in range(20_000)])
-    assert np.mean(draws) == pytest.approx(0.01, rel=0.02)
+    draws = np.array([a.step_s(64, 10.0, 64, 0, 0) for _ in range(20_000)])
+    assert np.mean(draws) == pytest.approx(0.05, rel=0.02)
     assert np.std(draws) / np.mean(draws) == pytest.approx(0.5, rel=0.1)
-    assert [b.step_s(0, 0.0, 0, 1, 10) for _ in range(5)] == list(draws[:5])
+    assert [b.step_s(64, 10.0, 64, 0, 0) for _ in range(5)] == list(draws[:5])
+    assert a.step_s(0, 0.0, 0, 1, 10) == pytest.approx(0.01)  # decode steps stay exact
     assert a.step_s(0, 0.0, 0, 0, 0) == 0.0  # no work, no step
 
 
@@ -141,7 +142,7 @@ def test_unknown_routing_is_rejected() -> None:
 
 def test_round_trips_through_a_dict_and_rejects_unknown_fields() -> None:
     over = ServingOverhead(step_s=0.001, per_seq_s=0.0002, delivery_s=0.02, step_scale=1.2,
-                           step_jitter_cv=0.3, jitter_seed=3)
+                           prefill_jitter_cv=0.3, jitter_seed=3)
     assert ServingOverhead.from_dict(over.to_dict()) == over
     with pytest.raises(ValueError, match="unknown"):
         ServingOverhead.from_dict({"step": 1.0})
