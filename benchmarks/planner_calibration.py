@@ -189,19 +189,23 @@ def main() -> None:
     raw_path = out.with_name(out.stem + "_raw.json")
     if args.replay:
         raw = json.loads(Path(args.replay).read_text())
-        command = f"PYTHONPATH=. python benchmarks/planner_calibration.py --replay {args.replay}"
+        command = raw.get("command", "")
+        analysed = f"PYTHONPATH=. python benchmarks/planner_calibration.py --replay {args.replay}"
     else:
         setup = PRESETS[args.preset]
         if args.topologies:
             setup = dataclasses.replace(setup, topologies=tuple(
                 t.strip() for t in args.topologies.split(",")))
-        raw = measure_all(setup, args.lock)
-        raw["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        raw_path.write_text(json.dumps(raw, default=_json_default) + "\n")
         command = (f"PYTHONPATH=. python benchmarks/planner_calibration.py --preset "
                    f"{args.preset}" + (f" --topologies '{args.topologies}'"
                                        if args.topologies else "") + " --lock LOCKFILE")
-    result = {"command": command, "raw": raw_path.name, **analyse(raw),
+        raw = measure_all(setup, args.lock)
+        raw["command"] = command
+        raw["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        raw_path.write_text(json.dumps(raw, default=_json_default) + "\n")
+        analysed = command
+    result = {"command": command, "analysed_by": analysed, "raw": raw_path.name,
+              "measured_at": raw.get("measured_at"), **analyse(raw),
               "wall_s": round(time.time() - started, 1)}
     for variant in VARIANTS:
         print(f"\n{variant}: {result['verdict'][variant]}\n{result['tables_markdown'][variant]}")

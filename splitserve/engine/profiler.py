@@ -11,10 +11,12 @@ Cells run round-robin (every cell once, then every cell again, ...) so a burst o
 from another process lands on one repeat of many cells instead of every repeat of one;
 each cell's latency is the median of its repeats after warm-up rounds. Each timed call
 follows `num_settle` untimed calls of the same cell: a serving engine runs many steps of
-about the same shape in a row, while on this machine's CPU a small step right after a
-much larger one of another shape ran up to ~40% slower (caches and allocator state of the
-other shape), and one settle call did not always undo it; three did
-(benchmarks/results/planner_calibration.json records `settle_effect`).
+about the same shape in a row, while on this machine's CPU a small step timed right after
+a much larger one of another shape ran slower (caches and allocator state of the other
+shape): for the 25M float32 bench model, a 1-sequence decode step took 14% and an 8-token
+prefill 24% longer with no settle call than with three (`settle_effect` in
+benchmarks/results/planner_calibration_quick.json); the 110M bfloat16 model showed no
+difference (planner_calibration.json).
 
 The result is the planner's measured-profile JSON (`splitserve.profile/v1`, built and
 validated by `splitserve.planner.profile_format.make_profile`).
