@@ -1,9 +1,12 @@
 """Measure on this machine: the engine's step profile, and real cluster runs.
 
 Per topology, one cluster serves (after a few untimed warm-up requests) first the
-calibration probe (its own seeds and arrival patterns: lone requests one at a time, then
-bursts of 4 and 8 at once), then the validation runs (the goodput benchmark's Poisson
-rates, one seed). Only the probe feeds `fit`; the validation runs are only predicted.
+calibration probe (its own seeds and arrival patterns: lone requests one at a time,
+bursts of 4 and 8 at once, Poisson 3 and 5 req/s), then the validation runs (the goodput
+benchmark's Poisson rates, one seed, each made `num_repeats` times). Only the probe feeds
+`fit`; the validation runs are only predicted. Per run it records every request, each
+worker's engine busy seconds, every process's CPU seconds and the router's route and KV
+transfer counters.
 """
 
 from __future__ import annotations
