@@ -46,30 +46,37 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="KV tokens summed over the decode batch, e.g. 0,1024,4096")
     p.add_argument("--repeats", type=int, default=None, help="timed repeats per cell (median)")
     p.add_argument("--warmup", type=int, default=None, help="untimed rounds first")
+    p.add_argument("--settle", type=int, default=None,
+                   help="untimed calls of a cell right before each timed one (steady state; "
+                        "default 3, 0 with --quick)")
     p.set_defaults(func=run)
 
 
 def _grid(args: argparse.Namespace) -> ProfileGrid:
-    """The built-in grid (trimmed to the model's length) with the user's axes, which must
-    fit as given."""
+    """The default grid (the planner's suggested axes for the engine's limits and this KV
+    pool, or the quick one; trimmed to the model's length) with the user's axes, which
+    must fit as given."""
     import dataclasses
 
-    from splitserve.engine.profiler import FULL_GRID, QUICK_GRID
+    from splitserve.engine.profiler import QUICK_GRID, default_grid_for
     from splitserve.model import ModelConfig
 
-    base = QUICK_GRID if args.quick else FULL_GRID
     axes = {name: value for name, value in (
         ("prefill_tokens", args.prefill_tokens), ("prefill_context", args.prefill_context),
         ("decode_batch", args.decode_batch), ("decode_context", args.decode_context))
         if value is not None}
     counts = {name: value for name, value in (
-        ("num_repeats", args.repeats), ("num_warmup", args.warmup)) if value is not None}
-    if not axes:
-        config_path = Path(args.model) / "config.json"
-        if not config_path.is_file():
-            raise ValueError(f"model folder {args.model!r} has no config.json "
-                             "(not an HF model dir)")
-        base = base.trimmed(ModelConfig.from_dir(args.model).max_position_embeddings)
+        ("num_repeats", args.repeats), ("num_warmup", args.warmup),
+        ("num_settle", args.settle)) if value is not None}
+    config_path = Path(args.model) / "config.json"
+    if not config_path.is_file():
+        raise ValueError(f"model folder {args.model!r} has no config.json (not an HF model dir)")
+    if args.quick:
+        base = QUICK_GRID
+        if not axes:
+            base = base.trimmed(ModelConfig.from_dir(args.model).max_position_embeddings)
+    else:
+        base = default_grid_for(args.model, args.kv_cache_bytes, args.block_size)
     return dataclasses.replace(base, **axes, **counts)
 
 

@@ -9,7 +9,14 @@ the same. Not measured: the scheduler, detokenizer and worker/HTTP overhead per 
 
 Cells run round-robin (every cell once, then every cell again, ...) so a burst of load
 from another process lands on one repeat of many cells instead of every repeat of one;
-each cell's latency is the median of its repeats after warm-up rounds.
+each cell's latency is the median of its repeats after warm-up rounds. Each timed call
+follows `num_settle` untimed calls of the same cell: a serving engine runs many steps of
+about the same shape in a row, while on this machine's CPU a small step timed right after
+a much larger one of another shape ran slower (caches and allocator state of the other
+shape): for the 25M float32 bench model, a 1-sequence decode step took 14% and an 8-token
+prefill 24% longer with no settle call than with three (`settle_effect` in
+benchmarks/results/planner_calibration_quick.json); the 110M bfloat16 model showed no
+difference (planner_calibration.json).
 
 The result is the planner's measured-profile JSON (`splitserve.profile/v1`, built and
 validated by `splitserve.planner.profile_format.make_profile`).
@@ -59,6 +66,7 @@ class ProfileGrid:
     decode_context: tuple[int, ...]
     num_repeats: int = 5
     num_warmup: int = 1
+    num_settle: int = 3  # untimed calls of a cell right before each timed one
 
     def __post_init__(self) -> None:
         _check_axis("prefill_tokens", self.prefill_tokens, 1)
@@ -69,6 +77,8 @@ class ProfileGrid:
             raise ValueError(f"num_repeats must be >= 1, got {self.num_repeats}")
         if self.num_warmup < 0:
             raise ValueError(f"num_warmup must be >= 0, got {self.num_warmup}")
+        if self.num_settle < 0:
+            raise ValueError(f"num_settle must be >= 0, got {self.num_settle}")
 
     def check_fits(self, max_model_len: int) -> None:
         """ValueError if a cell needs a sequence longer than the model allows."""
@@ -106,8 +116,40 @@ class ProfileGrid:
         return prefill + decode
 
 
-# A full profile of a ~110M model takes a few minutes on 2 CPU cores; the planner
-# extrapolates linearly beyond the last grid point.
+def default_grid(max_model_len: int, max_num_seqs: int, kv_capacity_tokens: int,
+                 max_batched_tokens: int) -> ProfileGrid:
+    """The grid `splitserve profile` measures unless told otherwise: the planner's
+    `suggested_axes` for the serving engine's limits (trimmed to fit the model), 3 repeats
+    per cell. A ~110M model takes a few minutes on one core here; the planner extrapolates
+    linearly beyond the last grid point."""
+    from splitserve.planner.profile_format import suggested_axes
+
+    axes = suggested_axes(max_model_len, max_num_seqs, kv_capacity_tokens, max_batched_tokens)
+    grid = ProfileGrid(prefill_tokens=tuple(axes["num_tokens"]),
+                       prefill_context=tuple(axes["context_len"]),
+                       decode_batch=tuple(axes["batch_size"]),
+                       decode_context=tuple(axes["context_tokens"]), num_repeats=3)
+    return grid.trimmed(max_model_len)
+
+
+def default_grid_for(model_dir: str | Path, kv_cache_bytes: int | None = None,
+                     block_size: int = 16) -> ProfileGrid:
+    """`default_grid` for a model folder served with the engine's default limits and a KV
+    pool of `kv_cache_bytes` (default: the engine's)."""
+    from splitserve.engine.engine_config import EngineConfig
+    from splitserve.model import ModelConfig, num_blocks_for_memory
+
+    config = ModelConfig.from_dir(model_dir)
+    serve = EngineConfig(model=str(model_dir))
+    kv_bytes = serve.kv_cache_bytes if kv_cache_bytes is None else kv_cache_bytes
+    capacity_blocks = num_blocks_for_memory(config, block_size, config.dtype, kv_bytes)
+    if capacity_blocks <= 0:
+        raise ValueError(f"kv_cache_bytes {kv_bytes} holds no KV block of this model")
+    return default_grid(config.max_position_embeddings, serve.max_num_seqs,
+                        capacity_blocks * block_size, serve.max_num_batched_tokens)
+
+
+# The grid this module used before it followed `suggested_axes`; kept as a named choice.
 FULL_GRID = ProfileGrid(
     prefill_tokens=(8, 32, 64, 128, 256, 512, 1024),
     prefill_context=(0, 512, 2048),
@@ -123,6 +165,7 @@ QUICK_GRID = ProfileGrid(
     decode_context=(0, 256),
     num_repeats=3,
     num_warmup=1,
+    num_settle=0,  # seconds matter more than steady state for a smoke profile
 )
 
 
@@ -191,7 +234,8 @@ def profile_engine(
 ) -> dict[str, Any]:
     """Measure every cell of `grid` on the engine's runner; return a validated profile.
 
-    grid: None = `FULL_GRID` trimmed to the model's length; a given grid must fit as is.
+    grid: None = `default_grid` for the engine's default limits and this KV pool; a given
+    grid must fit as is.
     kv_cache_bytes: the serving engine's KV pool size, recorded as `kv_capacity_tokens`
     (default: `EngineConfig`'s); the profiler itself allocates only what the grid needs.
     """
@@ -213,10 +257,11 @@ def profile_engine(
         raise ValueError(f"model folder {str(path)!r} has no config.json (not an HF model dir)")
     model_config = ModelConfig.from_dir(path)
     max_model_len = model_config.max_position_embeddings
-    if grid is None:
-        grid = FULL_GRID.trimmed(max_model_len)
-    grid.check_fits(max_model_len)
     serve_defaults = EngineConfig(model=str(path))
+    kv_bytes = serve_defaults.kv_cache_bytes if kv_cache_bytes is None else kv_cache_bytes
+    if grid is None:
+        grid = default_grid_for(path, kv_bytes, block_size)
+    grid.check_fits(max_model_len)
     config = EngineConfig(
         model=str(path), dtype=dtype, device=device, block_size=block_size,
         num_blocks=max(_blocks_needed(grid, block_size), -(-max_model_len // block_size)),
@@ -233,6 +278,9 @@ def profile_engine(
     for round_index in range(grid.num_warmup + grid.num_repeats):
         for cell in cells:
             seqs = inputs[cell]
+            for _ in range(grid.num_settle if round_index >= grid.num_warmup else 0):
+                sample(runner.forward(seqs, seqs), [greedy] * len(seqs), [0] * len(seqs),
+                       None, ())
             t0 = time.perf_counter()
             logits = runner.forward(seqs, seqs)
             sample(logits, [greedy] * len(seqs), [0] * len(seqs), None, ())
@@ -255,7 +303,6 @@ def profile_engine(
     decode_grid = [[median[("decode", b, t)] for t in grid.decode_context]
                    for b in grid.decode_batch]
     mc = runner.model_config
-    kv_bytes = serve_defaults.kv_cache_bytes if kv_cache_bytes is None else kv_cache_bytes
     capacity_blocks = num_blocks_for_memory(mc, block_size, mc.dtype, kv_bytes)
     if capacity_blocks <= 0:
         raise ValueError(f"kv_cache_bytes {kv_bytes} holds no KV block of this model")
@@ -272,6 +319,7 @@ def profile_engine(
             "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "repeats": grid.num_repeats,
             "warmup_rounds": grid.num_warmup,
+            "settle_calls": grid.num_settle,
             "statistic": "median",
             "measured": "ModelRunner.forward + greedy sample per step",
             "wall_s": round(wall_s, 3),

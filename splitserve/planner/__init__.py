@@ -9,6 +9,7 @@ from splitserve.planner.cost_model import Efficiency, LatencyModel, RooflineLate
 from splitserve.planner.fleet import Pool, SchedulerConfig, TransferConfig
 from splitserve.planner.hardware import HARDWARE, HardwareProfile, get_hardware
 from splitserve.planner.model_spec import ModelSpec, load_model_spec
+from splitserve.planner.overhead import OverheadLatencyModel, ServingOverhead
 from splitserve.planner.plan import run_plan
 from splitserve.planner.profile_format import ProfileLatencyModel, load_profile
 from splitserve.planner.results import SimResult, Slo
@@ -23,12 +24,14 @@ __all__ = [
     "LatencyModel",
     "Layout",
     "ModelSpec",
+    "OverheadLatencyModel",
     "PlanSetup",
     "Pool",
     "ProfileLatencyModel",
     "Requests",
     "RooflineLatencyModel",
     "SchedulerConfig",
+    "ServingOverhead",
     "SimResult",
     "Slo",
     "TransferConfig",

@@ -112,27 +112,38 @@ def _doubling(start: int, stop: int) -> list[int]:
 
 
 def suggested_axes(
-    max_model_len: int, max_num_seqs: int, kv_capacity_tokens: int
+    max_model_len: int,
+    max_num_seqs: int,
+    kv_capacity_tokens: int,
+    max_batched_tokens: int | None = None,
 ) -> dict[str, list[int]]:
-    """Grid axes for `splitserve profile` to measure: powers of two up to the limits.
+    """Grid axes for `splitserve profile` to measure: powers of two up to the limits
+    (the profiler's default grid is built from these, so both sides agree).
 
-    Returns prefill `num_tokens` (16 .. max_model_len), `context_len` (0, then 256 ..
-    max_model_len / 2), decode `batch_size` (1 .. max_num_seqs) and `context_tokens`
-    (64 .. kv_capacity_tokens). Each axis has at least two points.
+    Returns prefill `num_tokens` (16 .. max_model_len, or .. max_batched_tokens when given:
+    a chunking engine never runs more new tokens in one step), `context_len` (0, then
+    256 .. max_model_len / 2), decode `batch_size` (1 .. max_num_seqs) and
+    `context_tokens` (64 .. min(kv_capacity_tokens, max_model_len): a batch of one holds
+    at most max_model_len tokens, so a larger total cannot be measured at every batch
+    size; beyond it the model extrapolates linearly, as attention reads grow). Each axis
+    has at least two points.
     """
     for name, value in (
         ("max_model_len", max_model_len),
         ("max_num_seqs", max_num_seqs),
         ("kv_capacity_tokens", kv_capacity_tokens),
+        ("max_batched_tokens", max_model_len if max_batched_tokens is None else max_batched_tokens),
     ):
         if value < 2:
             raise ValueError(f"{name} must be >= 2, got {value}")
     half_len = max(max_model_len // 2, 2)
+    max_tokens = min(max_model_len, max_batched_tokens or max_model_len)
+    max_context = min(kv_capacity_tokens, max_model_len)
     return {
-        "num_tokens": _doubling(min(16, max_model_len - 1), max_model_len),
+        "num_tokens": _doubling(min(16, max_tokens - 1), max_tokens),
         "context_len": [0, *_doubling(min(256, half_len - 1), half_len)],
         "batch_size": _doubling(1, max_num_seqs),
-        "context_tokens": _doubling(min(64, kv_capacity_tokens - 1), kv_capacity_tokens),
+        "context_tokens": _doubling(min(64, max_context - 1), max_context),
     }
 
 

@@ -29,6 +29,7 @@ from splitserve.planner.fleet import (
     TransferConfig,
     make_instances,
 )
+from splitserve.planner.overhead import ServingOverhead, delayed, with_overhead
 from splitserve.planner.results import SimResult, Slo
 from splitserve.planner.workload import Requests
 
@@ -48,10 +49,16 @@ class Simulation:
         local_prefill_max_len: int = 0,
         prefix_cache: bool = True,
         stop_after_misses: tuple[Slo, int] | None = None,
+        routing: str = "tokens",
     ) -> None:
         """stop_after_misses=(slo, k): end the run early once k + 1 requests missed the
         SLO (the search only needs to know the target is out of reach); the requests not
-        yet finished are then reported unfinished."""
+        yet finished are then reported unfinished. routing: how an arrival picks a mixed
+        instance: "tokens" (fewest queued prompt tokens + KV tokens in use) or "requests"
+        (fewest requests waiting or running, then least KV in use: splitserve's router)."""
+        if routing not in ("tokens", "requests"):
+            raise ValueError(f"routing must be 'tokens' or 'requests', got {routing!r}")
+        self.routing = routing
         if transfer is None and any(p.role == "prefill" for p in pools):
             raise ValueError("a disaggregated fleet needs a TransferConfig")
         self.req = requests
@@ -114,7 +121,10 @@ class Simulation:
         input_len = self.input_len[rid]
         if "mixed" in self.by_role:
             pool = self.by_role["mixed"]
-            inst = min(pool, key=lambda x: x.queued_prefill_tokens + x.kv_used)
+            if self.routing == "requests":
+                inst = min(pool, key=lambda x: (len(x.waiting) + x.num_running, x.kv_used))
+            else:
+                inst = min(pool, key=lambda x: x.queued_prefill_tokens + x.kv_used)
         elif input_len <= self.local_max_len:
             inst = min(self.by_role["decode"], key=Instance.decode_load)
             self.num_local += 1
@@ -304,9 +314,21 @@ def simulate(
     local_prefill_max_len: int = 0,
     prefix_cache: bool = True,
     stop_after_misses: tuple[Slo, int] | None = None,
+    overhead: ServingOverhead | None = None,
+    routing: str = "tokens",
 ) -> SimResult:
-    """Run one simulation; see `Simulation`."""
-    return Simulation(
+    """Run one simulation; see `Simulation`. `overhead`: serving-path costs on top of
+    every pool's latency model and token delivery (see `splitserve.planner.overhead`);
+    None simulates the bare engine."""
+    if overhead is not None:
+        pools = [Pool(p.role, p.num_instances, with_overhead(p.latency_model, overhead))
+                 for p in pools]
+        if stop_after_misses is not None and overhead.delivery_s > 0:
+            # the early stop judges engine-side TTFT: leave room for the delivery delay
+            slo, k = stop_after_misses
+            ttft_s = max(slo.ttft_s - overhead.delivery_s, 1e-12)
+            stop_after_misses = (Slo(ttft_s, slo.tpot_s, slo.attainment), k)
+    result = Simulation(
         requests,
         pools,
         scheduler,
@@ -314,4 +336,6 @@ def simulate(
         local_prefill_max_len,
         prefix_cache,
         stop_after_misses,
+        routing,
     ).run()
+    return delayed(result, overhead.delivery_s) if overhead is not None else result

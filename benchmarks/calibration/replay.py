@@ -1,0 +1,142 @@
+"""Replay recorded requests (lengths and actual send times) through the planner's simulator
+on the run's topology, priced by the measured profile plus optional serving overheads."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from benchmarks.calibration.setup import TOPOLOGIES, Setup
+from splitserve.planner import (
+    Pool,
+    ProfileLatencyModel,
+    Requests,
+    SchedulerConfig,
+    ServingOverhead,
+    TransferConfig,
+    simulate,
+)
+from splitserve.planner.overhead import with_overhead
+
+BLOCK_SIZE = 16
+
+
+@dataclass(frozen=True)
+class Link:
+    """The prefill -> decode KV handoff as the simulator prices it: bytes / bw + latency."""
+
+    bytes_s: float
+    latency_s: float
+
+
+class BusyCounter:
+    """Wraps a latency model and sums the simulated engine busy time (the simulator asks
+    for every step's duration exactly once, when the step starts)."""
+
+    def __init__(self, base: Any) -> None:
+        self.base = base
+        self.tensor_parallel = base.tensor_parallel
+        self.kv_capacity_tokens = base.kv_capacity_tokens
+        self.kv_bytes_per_token = base.kv_bytes_per_token
+        self.num_layers = base.num_layers
+        self.busy_s = 0.0
+        self.num_steps = 0
+
+    def step_s(self, num_prefill_tokens: int, prefill_attn_pairs: float,
+               prefill_kv_tokens: int, num_decode_seqs: int, decode_ctx_tokens: int) -> float:
+        seconds = float(self.base.step_s(num_prefill_tokens, prefill_attn_pairs,
+                                         prefill_kv_tokens, num_decode_seqs, decode_ctx_tokens))
+        self.busy_s += seconds
+        self.num_steps += seconds > 0
+        return seconds
+
+
+def sent(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The records that were sent, in send order: what the simulator replays."""
+    return sorted((r for r in records if r["send_s"] is not None), key=lambda r: r["send_s"])
+
+
+def latency_model(setup: Setup, profile: dict[str, Any]) -> ProfileLatencyModel:
+    # the serving engine's KV pool (--num-blocks), not the profiler's default pool
+    return ProfileLatencyModel({**profile, "kv_capacity_tokens": setup.num_blocks * BLOCK_SIZE})
+
+
+JITTER_SEEDS = 3
+
+
+def replay(setup: Setup, topology: str, records: list[dict[str, Any]],
+           profile: dict[str, Any], link: Link, overhead: ServingOverhead | None = None,
+           step_scale: dict[str, float] | None = None) -> dict[str, Any]:
+    """Simulate `records` (see `sent`); per-request arrays in that order, plus busy time.
+    `step_scale[role]` replaces `overhead.step_scale` for that role's pool. With step
+    jitter, the run is simulated with JITTER_SEEDS seeds and the per-request arrays are
+    their concatenation (statistics over them are over the jittered distribution)."""
+    if overhead is None or overhead.prefill_jitter_cv == 0:
+        return _replay_once(setup, topology, records, profile, link, overhead, step_scale)
+    runs = [_replay_once(setup, topology, records, profile, link,
+                         dataclasses.replace(overhead, jitter_seed=seed), step_scale)
+            for seed in range(JITTER_SEEDS)]
+    out: dict[str, Any] = {key: np.concatenate([r[key] for r in runs])
+                           for key in ("ttft_s", "tpot_s", "finished")}
+    out["token_rate"] = float(np.mean([r["token_rate"] for r in runs]))
+    out["engine_busy_s"] = {role: round(float(np.mean([r["engine_busy_s"][role] for r in runs])),
+                                        3) for role in runs[0]["engine_busy_s"]}
+    out["num_steps"] = {role: int(np.mean([r["num_steps"][role] for r in runs]))
+                        for role in runs[0]["num_steps"]}
+    return out
+
+
+def _replay_once(setup: Setup, topology: str, records: list[dict[str, Any]],
+                 profile: dict[str, Any], link: Link, overhead: ServingOverhead | None,
+                 step_scale: dict[str, float] | None) -> dict[str, Any]:
+    rows = sent(records)
+    requests = Requests(
+        arrival_s=np.array([r["send_s"] for r in rows], dtype=np.float64),
+        input_len=np.array([r["input_len"] for r in rows], dtype=np.int64),
+        # what the engine generated (ignore_eos): the bench's `usage` count
+        output_len=np.array([max(r["output_len"] or r["requested_output_len"], 1)
+                             for r in rows], dtype=np.int64))
+    base = latency_model(setup, profile)
+    num_prefill, num_decode, num_mixed = TOPOLOGIES[topology]
+    roles = {"mixed": num_mixed} if num_mixed else {"prefill": num_prefill, "decode": num_decode}
+    shared = overhead or ServingOverhead()
+    counters = {role: BusyCounter(with_overhead(base, dataclasses.replace(
+        shared, step_scale=(step_scale or {}).get(role, shared.step_scale)))) for role in roles}
+    pools = [Pool(role, n, counters[role]) for role, n in roles.items()]  # type: ignore[arg-type]
+    transfer = None if num_mixed else TransferConfig(link.bytes_s, link.latency_s)
+    # the engine chunks prompts on every role; the simulator's prefill role batches whole
+    # prompts up to its budget: the same thing while every prompt fits one step
+    sched = SchedulerConfig(token_budget=setup.token_budget,
+                            prefill_token_budget=setup.token_budget,
+                            max_num_seqs=setup.max_num_seqs, chunked_prefill=True)
+    # delivery delay only: the step terms are already inside the counters' models
+    delivery = ServingOverhead(delivery_s=overhead.delivery_s) if overhead else None
+    # routing="requests": the router picks the mixed worker with the fewest requests in
+    # it, then the least KV in use (splitserve/router/policies.py least_loaded)
+    result = simulate(requests, pools, sched, transfer,
+                      local_prefill_max_len=0 if num_mixed else setup.short_prompt_len,
+                      overhead=delivery, routing="requests")
+    done = result.finished
+    span_s = float(np.max(result.finish_s[done]) - np.min(result.arrival_s)) if done.any() else 0.0
+    return {"ttft_s": result.ttft_s, "tpot_s": result.tpot_s, "finished": result.finished,
+            # output tokens per second of the simulated run: the load a run offers, known
+            # without measuring it (what `fit` relates the step slowdown to)
+            "token_rate": float(requests.output_len.sum()) / span_s if span_s > 0 else 0.0,
+            "engine_busy_s": {role: round(c.busy_s, 3) for role, c in counters.items()},
+            "num_steps": {role: c.num_steps for role, c in counters.items()}}
+
+
+def real_arrays(records: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+    """The client's TTFT, TPOT and success per request, in `sent` order."""
+    rows = sent(records)
+
+    def arr(key: str) -> np.ndarray:
+        return np.array([r[key] if r[key] is not None else np.nan for r in rows], dtype=float)
+
+    return {"ttft_s": arr("ttft_s"), "tpot_s": arr("tpot_s"),
+            "first_itl_s": arr("first_itl_s"), "median_itl_s": arr("median_itl_s"),
+            "input_len": arr("input_len"), "output_len": arr("output_len"),
+            "finished": np.array([bool(r["success"]) for r in rows])}

@@ -1,0 +1,90 @@
+"""What a calibration measures: model, workload, engine/router flags, topologies, rates."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# name -> (bench_models base size, vocabulary). The bench tokenizer has 8,192 tokens: with
+# the 32k-vocab checkpoints most random-weight samples decode to no text (no SSE output).
+MODEL_SIZES = {"llama-25m-v8k": ("llama-25m", 8192), "llama-110m-v8k": ("llama-110m", 8192)}
+# (prefill, decode, mixed) workers
+TOPOLOGIES = {"1P1D": (1, 1, 0), "2 mixed": (0, 0, 2)}
+
+
+@dataclass(frozen=True)
+class Setup:
+    """One calibration: the goodput benchmark's knobs (benchmarks/goodput_compare.py) by
+    default where they matter to the simulator."""
+
+    model: str = "llama-110m-v8k"
+    dtype: str = "bfloat16"
+    workload: str = "chat"  # a bench preset, or "uniform" with input_len / output_len
+    input_len: tuple[int, int] = (64, 256)
+    output_len: tuple[int, int] = (16, 64)
+    length_scale: float = 4.0
+    rates: tuple[float, ...] = (2.0, 4.0, 6.0)
+    num_requests: int = 80
+    duration_s: float | None = 25.0
+    topologies: tuple[str, ...] = ("1P1D", "2 mixed")
+    token_budget: int = 512
+    max_num_seqs: int = 64
+    num_blocks: int = 2048
+    short_prompt_len: int = 16  # router: prompts up to this are prefilled on a decode worker
+    slo: tuple[float, float] = (2.0, 0.1)  # TTFT s, TPOT s (goodput benchmark's "both")
+    seed: int = 0
+    probe_seed: int = 1000
+    # every validation run is made this many times, back to back on the same cluster: the
+    # spread between identical real runs is the noise floor of the comparison
+    num_repeats: int = 2
+
+    def __post_init__(self) -> None:
+        if self.model not in MODEL_SIZES:
+            raise ValueError(f"unknown model {self.model!r}; choose from {sorted(MODEL_SIZES)}")
+        for t in self.topologies:
+            if t not in TOPOLOGIES:
+                raise ValueError(f"unknown topology {t!r}; choose from {sorted(TOPOLOGIES)}")
+        if not self.rates or min(self.rates) <= 0:
+            raise ValueError(f"rates must be > 0, got {self.rates}")
+        if self.num_repeats < 1:
+            raise ValueError(f"num_repeats must be >= 1, got {self.num_repeats}")
+
+    def worker_args(self) -> tuple[str, ...]:
+        # prefix caching off: every rate replays the same seeded prompts on one cluster,
+        # and a cached prompt would prefill in one block's time (the simulator has no
+        # prompt contents to hash)
+        return (f"--dtype={self.dtype}", f"--num-blocks={self.num_blocks}",
+                f"--max-num-batched-tokens={self.token_budget}",
+                f"--max-num-seqs={self.max_num_seqs}", "--no-enable-prefix-caching")
+
+    def router_args(self) -> tuple[str, ...]:
+        # The router's other fallback (prefill locally while every prefill worker has 8
+        # waiting) is not simulated; measure.py records the route counts to show it idle.
+        return (f"--short-prompt-len={self.short_prompt_len}",)
+
+    def make_workload(self) -> Any:
+        from splitserve.bench import LengthDist, Workload
+        from splitserve.bench.workloads import get_workload
+
+        if self.workload != "uniform":
+            return get_workload(self.workload)
+        (ilo, ihi), (olo, ohi) = self.input_len, self.output_len
+        return Workload("uniform", LengthDist("uniform", (ilo + ihi) / 2, ilo, ihi),
+                        LengthDist("uniform", (olo + ohi) / 2, olo, ohi),
+                        description=f"uniform input {ilo}:{ihi}, output {olo}:{ohi}")
+
+    def model_dir(self) -> Path:
+        from benchmarks.bench_models import SIZES, make_bench_model
+
+        base, vocab_size = MODEL_SIZES[self.model]
+        SIZES.setdefault(self.model, {**SIZES[base], "vocab_size": vocab_size})
+        return make_bench_model(self.model, dtype=self.dtype)
+
+    def to_dict(self) -> dict[str, Any]:
+        import dataclasses
+
+        out = dataclasses.asdict(self)
+        out["worker_args"] = list(self.worker_args())
+        out["router_args"] = list(self.router_args())
+        return out
