@@ -14,13 +14,16 @@
    jitter too ("calibrated_jitter"); compare p90 TTFT, p90 TPOT (target: within 10%) and
    SLO attainment (within 3 points), and the real repeats against each other.
 
-    PYTHONPATH=. python benchmarks/planner_calibration.py --lock /work/wt/cpu.lock
+    PYTHONPATH=. python benchmarks/planner_calibration.py --lock /work/wt/cpu.lock  # ~8 min
+    PYTHONPATH=. python benchmarks/planner_calibration.py --preset quick --lock \
+        /work/wt/cpu.lock --out benchmarks/results/planner_calibration_quick.json
     PYTHONPATH=. python benchmarks/planner_calibration.py --replay \
         benchmarks/results/planner_calibration_raw.json      # re-analyse, no measuring
 
 Each measuring phase (profile, each topology) holds the CPU lock on its own, for a few
-minutes at most. Writes planner_calibration.json (tables, errors, fit) and
-planner_calibration_raw.json (the profile and every request record) into --out's folder.
+minutes at most. Writes --out (default benchmarks/results/planner_calibration.json: tables,
+errors, fit, verdicts) and, beside it, <out stem>_raw.json (the profile and every request
+record; --replay reads it back).
 """
 
 from __future__ import annotations
