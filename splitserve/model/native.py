@@ -74,7 +74,11 @@ def build(sources: tuple[Path, ...] = SOURCES, name: str = "splitserve_kernels")
                     _cpu_flags().encode()])
     ).hexdigest()[:16]
     out_dir = cache_dir()
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError:  # read-only home (some CI / containers): build into the temp dir
+        out_dir = Path(tempfile.gettempdir()) / f"splitserve-native-{os.getuid()}"
+        out_dir.mkdir(parents=True, exist_ok=True)
     lib = out_dir / f"{name}-{key}.so"
     if lib.is_file():
         return lib
