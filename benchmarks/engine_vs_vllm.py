@@ -62,6 +62,12 @@ def run_vllm(python: str, model_dir: Path, dtype: str, reps: int, cores: str,
         return result
 
 
+def native_available() -> bool:
+    from splitserve.model import native
+
+    return native.available()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--vllm-python", default="/work/peers/vllm-venv/bin/python")
@@ -108,6 +114,10 @@ def main() -> None:
         "model": args.model, "dtype": args.dtype, **table,
         "vllm": {k: v for k, v in vllm.items() if k != "tokens_per_s"},
         "ours_binding": {"affinity": sorted(cores), "torch_threads": threads},
+        "settings": {"prefix_caching": "off on both sides (reps replay the same prompts)",
+                     "max_num_seqs": 64, "max_model_len": 2048,
+                     "token_budget": {"ours": 1024, "vllm": "4096 (its CPU default for LLM)"},
+                     "ours_native_cpu_kernels": native_available()},
         "workloads": "fixed: 128 prompt + 128 output tokens per request; mixed64: 64 requests, "
                      "prompt 16..512, output 16..256 (seed 0); greedy, ignore_eos",
         "environment": environment(threads, args.dtype),
