@@ -186,17 +186,23 @@ void attend_seq_avx512(const T* q, T* out, const T* k_cache, const T* v_cache,
   for (int64_t tok = first; tok < ctx_len;) {
     const int64_t b = tok / bs, t0 = tok - b * bs;
     const int n = static_cast<int>(std::min<int64_t>({16, bs - t0, ctx_len - tok}));
-    if (t0 + n == bs && (b + 1) * bs < ctx_len) {  // last chunk of a block: fetch the next
-      const char* nk = reinterpret_cast<const char*>(k_cache + table[b + 1] * block_elems);
-      const char* nv = reinterpret_cast<const char*>(v_cache + table[b + 1] * block_elems);
-      const int64_t bytes = std::min<int64_t>(bs, ctx_len - (b + 1) * bs) * kv_row * sizeof(T);
-      for (int64_t off = 0; off < bytes; off += 64) {
-        _mm_prefetch(nk + off, _MM_HINT_T0);
-        _mm_prefetch(nv + off, _MM_HINT_T0);
-      }
+    // The next block, prefetched a quarter per KV head below so the requests spread over
+    // this block's compute instead of queueing in one burst.
+    const char* next_k = nullptr;
+    const char* next_v = nullptr;
+    int64_t next_bytes = 0;
+    if (t0 + n == bs && (b + 1) * bs < ctx_len) {
+      next_k = reinterpret_cast<const char*>(k_cache + table[b + 1] * block_elems);
+      next_v = reinterpret_cast<const char*>(v_cache + table[b + 1] * block_elems);
+      next_bytes = std::min<int64_t>(bs, ctx_len - (b + 1) * bs) * kv_row * sizeof(T);
     }
+    const int64_t share = (next_bytes / kv_heads + 63) / 64 * 64;
     const __mmask16 valid = static_cast<__mmask16>((1u << n) - 1u);
     for (int64_t kvh = 0; kvh < kv_heads; ++kvh) {
+      for (int64_t off = kvh * share; off < std::min(next_bytes, (kvh + 1) * share); off += 64) {
+        _mm_prefetch(next_k + off, _MM_HINT_T0);
+        _mm_prefetch(next_v + off, _MM_HINT_T0);
+      }
       const int64_t base = (table[b] * bs + t0) * kv_row + kvh * D;
       const T* kb = k_cache + base;
       const T* vb = v_cache + base;
