@@ -23,6 +23,7 @@ from splitserve.model import (
     export_blocks,
     import_blocks,
     load_model,
+    native,
     num_blocks_for_memory,
 )
 
@@ -64,6 +65,10 @@ class ModelRunner:
         # Speed-only rewrites, after the hash and cost above saw the checkpoint's layout.
         self.model.fuse_projections()
         self.model.pack_for_cpu()
+        if self.device.type == "cpu":
+            # build/load the C++ kernels now (first time: seconds) rather than inside the
+            # first request, so a worker reports ready only once it runs at full speed
+            native.load()
 
     def model_identity(self) -> ModelIdentity:
         from splitserve.transfer import ModelIdentity
