@@ -120,3 +120,25 @@ def test_bf16_model_native_path_tracks_transformers(tiny, arch: str) -> None:
                                 for s, t in zip(seqs, tables, strict=True)])
         errors[use_native] = worst
     assert errors[True] <= 1.5 * errors[False] + 0.05, errors
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen3"])
+def test_continuation_chunks_match_transformers(tiny, arch: str) -> None:
+    """Prefill chunks that continue a cached prefix (gathered context, shifted causal mask),
+    next to a fresh prompt and a decode on the native path, float32."""
+    from splitserve.model import load_model
+    from tests.model.helpers import PagedRunner, hf_logits, random_ids
+
+    _, _, hf_model = tiny.get(arch)
+    config, model = load_model(tiny.path(arch))
+    model.fuse_projections()
+    runner = PagedRunner(config, model, block_size=8)
+    long_, other, fresh = random_ids(70, seed=1), random_ids(12, seed=2), random_ids(9, seed=3)
+    t_long, t_other = runner.new_table(70), runner.new_table(13)
+    runner.step([(long_[:29], 0, t_long), (other, 0, t_other)])
+    runner.step([(long_[29:50], 29, t_long)])  # continuation, chunk not block aligned
+    out = runner.step([(long_[50:], 50, t_long), ([5], 12, t_other),
+                       (fresh, 0, runner.new_table(9))], every_token=True)
+    expected = torch.cat([hf_logits(hf_model, long_)[50:], hf_logits(hf_model, other + [5])[-1:],
+                          hf_logits(hf_model, fresh)])
+    assert (out - expected).abs().max().item() < 1e-4
