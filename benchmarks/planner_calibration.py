@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.calibration import fit, measure, replay
+from benchmarks.calibration import fit, measure, replay, tail
 from benchmarks.calibration.report import (
     errors,
     markdown,
@@ -49,7 +49,7 @@ from benchmarks.calibration.report import (
     sweep_markdown,
     verdict,
 )
-from benchmarks.calibration.setup import Setup
+from benchmarks.calibration.setup import TOPOLOGIES, Setup
 
 RESULTS = Path(__file__).resolve().parent / "results"
 # benchmarks/results/kv_transfer.json: the TCP KV path moved a 1 MiB handoff at ~0.18 GB/s
@@ -61,11 +61,19 @@ PRESETS = {
                    length_scale=1.0, num_requests=50, duration_s=None, short_prompt_len=0,
                    slo=(0.5, 0.08)),
 }
-# profile: the bare measured profile, the kv_transfer.json link; calibrated: plus the
-# probe-fitted link, step scale, step and per-sequence costs and delivery delay;
-# calibrated_jitter: plus the probe-fitted prefill-step jitter (kept to show it does not
-# help: its fit is noisy and the p90 TTFT it was fitted to barely moves)
-VARIANTS = ("profile", "calibrated", "calibrated_jitter")
+# variant: (simulated routing, fitted serving terms?, prefill jitter?).
+# profile: the bare measured profile, the kv_transfer.json link, the router picking by live
+# request counts; calibrated: plus the probe-fitted link, step scale, step and
+# per-sequence costs and delivery delay; calibrated_polled: the same terms fitted and
+# replayed with the router seeing worker load as it really does (polled every 0.5 s, or
+# its own in-flight count); calibrated_jitter: calibrated plus the probe-fitted
+# prefill-step jitter (kept to show it does not help: its fit is noisy)
+VARIANT_SPECS = {"profile": ("requests", False, False),
+                 "calibrated": ("requests", True, False),
+                 "calibrated_polled": ("polled", True, False),
+                 "calibrated_jitter": ("requests", True, True)}
+VARIANTS = tuple(VARIANT_SPECS)
+ROUTINGS = ("requests", "polled")
 
 
 @contextlib.contextmanager
@@ -94,9 +102,9 @@ def measure_all(setup: Setup, lock: str | None) -> dict[str, Any]:
     topologies = []
     log_dir = Path(os.environ.get("TMPDIR", "/tmp")) / f"calibration-{os.getpid()}"
     for topology in setup.topologies:
-        with cpu_lock(lock):
-            print(f"measuring {topology}", flush=True)
-            topologies.append(measure.run_topology(setup, topology, model_dir, log_dir))
+        print(f"measuring {topology}", flush=True)
+        topologies.append(measure.run_topology(setup, topology, model_dir, log_dir,
+                                               lambda: cpu_lock(lock)))
     return {"setup": setup.to_dict(), "profile": profile, "settle_effect": settle,
             "topologies": topologies}
 
@@ -130,35 +138,54 @@ def analyse(raw: dict[str, Any]) -> dict[str, Any]:
     rows, fits = [], {}
     for topo in raw["topologies"]:
         name = topo["topology"]
-        fitted = fit.fit_overheads(setup, name, topo["probe"], profile, DEFAULT_LINK)
-        fits[name] = fitted
-        overhead = replay.ServingOverhead.from_dict(fitted["overhead"])
-        link = replay.Link(**fitted["link"])
-        lines = fitted["step_scale_lines"]
+        # one fit per simulated routing (a single mixed worker, or none, routes alike)
+        by_routing: dict[str, dict[str, Any]] = {}
+        for routing in ROUTINGS:
+            if routing in by_routing:
+                continue
+            if TOPOLOGIES[name][2] < 2 and by_routing:
+                by_routing[routing] = next(iter(by_routing.values()))
+                continue
+            by_routing[routing] = fit.fit_overheads(setup, name, topo["probe"], profile,
+                                                    DEFAULT_LINK, routing)
+        fits[name] = {"requests": by_routing["requests"], "polled": by_routing["polled"]}
         for run in topo["runs"]:
             real = _real_row(setup, run)
-            offered = replay.replay(setup, name, run["records"], profile, link)["token_rate"]
-            scale = fit.step_scale_at(lines, offered)
             row: dict[str, Any] = {
                 "topology": name, "rate_rps": run["rate_rps"], "repeat": run.get("repeat"),
                 "load_before": run["load_before"],
                 "load_after": run["load_after"], "process_cpu_s": run["process_cpu_s"],
-                "router": run["router"], "real": real,
-                "offered_token_rate": offered, "step_scale": scale}
-            steady = dataclasses.replace(overhead, prefill_jitter_cv=0.0)
-            for variant, (lk, ov, sc) in (("profile", (DEFAULT_LINK, None, None)),
-                                          ("calibrated", (link, steady, scale)),
-                                          ("calibrated_jitter", (link, overhead, scale))):
-                sim = replay.replay(setup, name, run["records"], profile, lk, ov, sc)
-                s = stats(sim["ttft_s"], sim["tpot_s"], sim["finished"], setup.slo)
-                row[variant] = {**s, "engine_busy_s": sim["engine_busy_s"],
-                                "num_steps": sim["num_steps"], "error": errors(real, s)}
+                "router": run["router"], "real": real}
+            for variant, (routing, fitted, jitter) in VARIANT_SPECS.items():
+                f = by_routing[routing]
+                offered = replay.replay(setup, name, run["records"], profile, DEFAULT_LINK,
+                                        routing=routing)["token_rate"]
+                if fitted:
+                    overhead = replay.ServingOverhead.from_dict(f["overhead"])
+                    if not jitter:
+                        overhead = dataclasses.replace(overhead, prefill_jitter_cv=0.0)
+                    lk, ov = replay.Link(**f["link"]), overhead
+                    sc = fit.step_scale_at(f["step_scale_lines"], offered)
+                else:
+                    lk, ov, sc = DEFAULT_LINK, None, None
+                sim = replay.replay(setup, name, run["records"], profile, lk, ov, sc, routing)
+                st = stats(sim["ttft_s"], sim["tpot_s"], sim["finished"], setup.slo)
+                row[variant] = {**st, "engine_busy_s": sim["engine_busy_s"],
+                                "num_steps": sim["num_steps"], "step_scale": sc,
+                                "offered_token_rate": offered, "error": errors(real, st)}
+            if name == "2 mixed":
+                f = by_routing["requests"]
+                steady = dataclasses.replace(
+                    replay.ServingOverhead.from_dict(f["overhead"]), prefill_jitter_cv=0.0)
+                scale = row["calibrated"]["step_scale"]["mixed"]
+                row["ttft_breakdown"] = tail.analyse_run(setup, run, profile, steady, scale)
             rows.append(row)
     summary = {v: summarize_errors(rows, v) for v in VARIANTS}
     tables = {v: markdown(rows, v) for v in VARIANTS}
     tables.update({f"slo_sweep_{v}": sweep_markdown(rows, v) for v in VARIANTS})
     repeats = repeatability(rows)
     tables["real_repeatability"] = repeat_markdown(repeats)
+    tables["ttft_breakdown"] = tail.breakdown_markdown(rows)
     return {"setup": setup.to_dict(), "profile_cpu_share": profile["cpu_share"],
             "profile_wall_s": profile["wall_s"], "settle_effect": raw.get("settle_effect"),
             "default_link": dataclasses.asdict(DEFAULT_LINK), "fit": fits, "errors": summary,
@@ -210,7 +237,9 @@ def main() -> None:
     for variant in VARIANTS:
         print(f"\n{variant}: {result['verdict'][variant]}\n{result['tables_markdown'][variant]}")
     print("\nreal runs repeated (noise floor):\n" + result["tables_markdown"]["real_repeatability"])
-    for name, f in result["fit"].items():
+    print("\n2 mixed TTFT by stage (ms, means):\n" + result["tables_markdown"]["ttft_breakdown"])
+    for name, by_routing in result["fit"].items():
+        f = by_routing["polled"]
         lines = {r: (round(v["at_zero"], 3), v["per_token_rate"])
                  for r, v in f["step_scale_lines"].items()}
         print(f"fit {name}: overhead {f['overhead']}, step scale (at 0, per tok/s) {lines}, "

@@ -59,7 +59,8 @@ def fit_link(setup: Setup, lone: list[dict[str, Any]], kv_bytes_per_token: int,
 
 
 def fit_step_scale(setup: Setup, topology: str, probe: list[dict[str, Any]],
-                   profile: dict[str, Any], link: Link) -> dict[str, Any]:
+                   profile: dict[str, Any], link: Link, routing: str = "requests",
+                   ) -> dict[str, Any]:
     """Per role: real / simulated engine busy seconds of each probe phase, and a line
     through them against the phase's offered token rate (least squares weighted by busy
     time, slope >= 0): more tokens per second means more router, client and KV-transfer
@@ -70,7 +71,7 @@ def fit_step_scale(setup: Setup, topology: str, probe: list[dict[str, Any]],
         for name, seconds in phase["engine_busy_s"].items():
             role = name.split("-")[0]
             real[role] = real.get(role, 0.0) + seconds
-        sim = replay(setup, topology, phase["records"], profile, link)
+        sim = replay(setup, topology, phase["records"], profile, link, routing=routing)
         for role, seconds in sim["engine_busy_s"].items():
             if seconds > 0 and real.get(role, 0.0) > 0:
                 points.setdefault(role, []).append((sim["token_rate"], real[role] / seconds,
@@ -97,20 +98,29 @@ def step_scale_at(lines: dict[str, Any], token_rate: float) -> dict[str, float]:
 
 
 def _tpot_gaps(setup: Setup, topology: str, phase: list[dict[str, Any]],
-               profile: dict[str, Any], link: Link, lines: dict[str, Any]) -> dict[str, float]:
-    real = real_arrays(phase)
-    bare = replay(setup, topology, phase, profile, link)
+               profile: dict[str, Any], link: Link, lines: dict[str, Any],
+               routing: str = "requests") -> dict[str, float]:
+    bare = replay(setup, topology, phase, profile, link, routing=routing)
+    real = tiled(real_arrays(phase), len(bare["ttft_s"]))
     scale = step_scale_at(lines, bare["token_rate"])
-    base = replay(setup, topology, phase, profile, link, None, scale)
-    with_a = replay(setup, topology, phase, profile, link, ServingOverhead(step_s=DELTA_S), scale)
+    base = replay(setup, topology, phase, profile, link, None, scale, routing)
+    with_a = replay(setup, topology, phase, profile, link, ServingOverhead(step_s=DELTA_S), scale,
+                    routing)
     with_b = replay(setup, topology, phase, profile, link, ServingOverhead(per_seq_s=DELTA_S),
-                    scale)
+                    scale, routing)
     ok = real["finished"] & base["finished"] & np.isfinite(real["tpot_s"]) & (
         real["output_len"] > 1)
     return {"gap_s": float(np.median((real["tpot_s"] - base["tpot_s"])[ok])),
             "d_step": float(np.median(((with_a["tpot_s"] - base["tpot_s"]) / DELTA_S)[ok])),
             "d_per_seq": float(np.median(((with_b["tpot_s"] - base["tpot_s"]) / DELTA_S)[ok])),
             "num_requests": int(ok.sum())}
+
+
+def tiled(real: dict[str, np.ndarray], length: int) -> dict[str, np.ndarray]:
+    """The real per-request arrays repeated to line up with a replay of several draws
+    (replay concatenates its draws' per-request arrays)."""
+    reps = length // len(real["ttft_s"])
+    return {k: np.tile(v, reps) for k, v in real.items()}
 
 
 def solve_nonneg(rows: list[tuple[float, float]], y: list[float]) -> tuple[float, float]:
@@ -136,8 +146,10 @@ def solve_nonneg(rows: list[tuple[float, float]], y: list[float]) -> tuple[float
 
 
 def fit_overheads(setup: Setup, topology: str, probe: list[dict[str, Any]],
-                  profile: dict[str, Any], default_link: Link) -> dict[str, Any]:
-    """Link, step costs and delivery delay for `topology` from its probe phases."""
+                  profile: dict[str, Any], default_link: Link, routing: str = "requests",
+                  ) -> dict[str, Any]:
+    """Link, step costs and delivery delay for `topology` from its probe phases, with
+    the simulated router picking workers by `routing` (see `replay`)."""
     phases = {p["phase"]: p["records"] for p in probe}
     out: dict[str, Any] = {"on": "calibration probe: " + ", ".join(phases)}
     link = default_link
@@ -145,21 +157,22 @@ def fit_overheads(setup: Setup, topology: str, probe: list[dict[str, Any]],
         out["handoff"] = fit_link(setup, phases["lone"], int(profile["kv_bytes_per_token"]),
                                   default_link)
         link = Link(**out["handoff"]["link"])
-    lines = fit_step_scale(setup, topology, probe, profile, link)
-    gaps = {name: _tpot_gaps(setup, topology, recs, profile, link, lines)
+    lines = fit_step_scale(setup, topology, probe, profile, link, routing)
+    gaps = {name: _tpot_gaps(setup, topology, recs, profile, link, lines, routing)
             for name, recs in phases.items()}
     step_s, per_seq_s = solve_nonneg([(g["d_step"], g["d_per_seq"]) for g in gaps.values()],
                                      [g["gap_s"] for g in gaps.values()])
     steps_only = ServingOverhead(step_s=step_s, per_seq_s=per_seq_s)
     lone = phases["lone"]
-    real = real_arrays(lone)
-    scale = step_scale_at(lines, replay(setup, topology, lone, profile, link)["token_rate"])
-    sim = replay(setup, topology, lone, profile, link, steps_only, scale)
+    scale = step_scale_at(lines, replay(setup, topology, lone, profile, link,
+                                        routing=routing)["token_rate"])
+    sim = replay(setup, topology, lone, profile, link, steps_only, scale, routing)
+    real = tiled(real_arrays(lone), len(sim["ttft_s"]))
     ok = real["finished"] & sim["finished"]
     delivery_s = max(float(np.median((real["ttft_s"] - sim["ttft_s"])[ok])), 0.0)
     overhead = ServingOverhead(step_s, per_seq_s, delivery_s)
     poisson = [recs for name, recs in phases.items() if name.startswith("poisson")]
-    jitter = fit_jitter(setup, topology, poisson, profile, link, overhead, lines)
+    jitter = fit_jitter(setup, topology, poisson, profile, link, overhead, lines, routing)
     overhead = dataclasses.replace(overhead, prefill_jitter_cv=jitter["prefill_jitter_cv"])
     out.update({"step_scale_lines": lines, "tpot_gaps": gaps, "jitter": jitter,
                 "link": {"bytes_s": link.bytes_s, "latency_s": link.latency_s},
@@ -172,7 +185,7 @@ JITTER_GRID = (0.0, 0.1, 0.2, 0.3, 0.45, 0.6, 0.8)
 
 def fit_jitter(setup: Setup, topology: str, phases: list[list[dict[str, Any]]],
                profile: dict[str, Any], link: Link, overhead: ServingOverhead,
-               lines: dict[str, Any]) -> dict[str, Any]:
+               lines: dict[str, Any], routing: str = "requests") -> dict[str, Any]:
     """The JITTER_GRID value with the least mean |log(simulated / real)| of p90 TTFT over
     `phases`."""
     if not phases:
@@ -182,10 +195,10 @@ def fit_jitter(setup: Setup, topology: str, phases: list[list[dict[str, Any]]],
         errs = []
         for recs in phases:
             real = real_arrays(recs)
-            scale = step_scale_at(lines, replay(setup, topology, recs, profile, link)
-                                  ["token_rate"])
+            scale = step_scale_at(lines, replay(setup, topology, recs, profile, link,
+                                                routing=routing)["token_rate"])
             sim = replay(setup, topology, recs, profile, link,
-                         dataclasses.replace(overhead, prefill_jitter_cv=cv), scale)
+                         dataclasses.replace(overhead, prefill_jitter_cv=cv), scale, routing)
             for key in ("ttft_s",):
                 r = np.nanpercentile(real[key][real["finished"]], 90)
                 s = np.nanpercentile(sim[key][sim["finished"]], 90)
