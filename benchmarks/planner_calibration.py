@@ -61,19 +61,20 @@ PRESETS = {
                    length_scale=1.0, num_requests=50, duration_s=None, short_prompt_len=0,
                    slo=(0.5, 0.08)),
 }
-# variant: (simulated routing, fitted serving terms?, prefill jitter?).
+# variant: (simulated routing, fitted serving terms?, prompt-step scale?, prefill jitter?).
 # profile: the bare measured profile, the kv_transfer.json link, the router picking by live
-# request counts; calibrated: plus the probe-fitted link, step scale, step and
-# per-sequence costs and delivery delay; calibrated_polled: the same terms fitted and
-# replayed with the router seeing worker load as it really does (polled every 0.5 s, or
-# its own in-flight count); calibrated_jitter: calibrated plus the probe-fitted
-# prefill-step jitter (kept to show it does not help: its fit is noisy)
-VARIANT_SPECS = {"profile": ("requests", False, False),
-                 "calibrated": ("requests", True, False),
-                 "calibrated_polled": ("polled", True, False),
-                 "calibrated_jitter": ("requests", True, True)}
+# request counts. calibrated: plus, fitted on the probe, the prompt-step scale (from the
+# router timelines of lone requests), the link, the per-role step scale, step and
+# per-sequence costs and delivery delay. uniform_steps: the same without the prompt-step
+# scale (the previous calibration: one step scale per pool). calibrated_polled: the
+# router seeing worker load as it really does (polled every 0.5 s, or its own in-flight
+# count). calibrated_jitter: plus the probe-fitted prefill-step jitter.
+VARIANT_SPECS = {"profile": ("requests", False, False, False),
+                 "uniform_steps": ("requests", True, False, False),
+                 "calibrated": ("requests", True, True, False),
+                 "calibrated_polled": ("polled", True, True, False),
+                 "calibrated_jitter": ("requests", True, True, True)}
 VARIANTS = tuple(VARIANT_SPECS)
-ROUTINGS = ("requests", "polled")
 
 
 @contextlib.contextmanager
@@ -138,17 +139,16 @@ def analyse(raw: dict[str, Any]) -> dict[str, Any]:
     rows, fits = [], {}
     for topo in raw["topologies"]:
         name = topo["topology"]
-        # one fit per simulated routing (a single mixed worker, or none, routes alike)
-        by_routing: dict[str, dict[str, Any]] = {}
-        for routing in ROUTINGS:
-            if routing in by_routing:
-                continue
-            if TOPOLOGIES[name][2] < 2 and by_routing:
-                by_routing[routing] = next(iter(by_routing.values()))
-                continue
-            by_routing[routing] = fit.fit_overheads(setup, name, topo["probe"], profile,
-                                                    DEFAULT_LINK, routing)
-        fits[name] = {"requests": by_routing["requests"], "polled": by_routing["polled"]}
+        # one fit per (simulated routing, prompt-step scale); a single mixed worker, or
+        # none, routes alike
+        by_key: dict[tuple[str, bool], dict[str, Any]] = {}
+        for routing, fitted, prefill, _ in VARIANT_SPECS.values():
+            key = (routing if TOPOLOGIES[name][2] > 1 else "requests", prefill)
+            if fitted and key not in by_key:
+                by_key[key] = fit.fit_overheads(setup, name, topo["probe"], profile,
+                                                DEFAULT_LINK, *key)
+        fits[name] = {f"{r}{'+prefill_scale' if ps else ''}": v
+                      for (r, ps), v in by_key.items()}
         for run in topo["runs"]:
             real = _real_row(setup, run)
             row: dict[str, Any] = {
@@ -156,11 +156,11 @@ def analyse(raw: dict[str, Any]) -> dict[str, Any]:
                 "load_before": run["load_before"],
                 "load_after": run["load_after"], "process_cpu_s": run["process_cpu_s"],
                 "router": run["router"], "real": real}
-            for variant, (routing, fitted, jitter) in VARIANT_SPECS.items():
-                f = by_routing[routing]
+            for variant, (routing, fitted, prefill, jitter) in VARIANT_SPECS.items():
                 offered = replay.replay(setup, name, run["records"], profile, DEFAULT_LINK,
                                         routing=routing)["token_rate"]
                 if fitted:
+                    f = by_key[(routing if TOPOLOGIES[name][2] > 1 else "requests", prefill)]
                     overhead = replay.ServingOverhead.from_dict(f["overhead"])
                     if not jitter:
                         overhead = dataclasses.replace(overhead, prefill_jitter_cv=0.0)
@@ -174,7 +174,7 @@ def analyse(raw: dict[str, Any]) -> dict[str, Any]:
                                 "num_steps": sim["num_steps"], "step_scale": sc,
                                 "offered_token_rate": offered, "error": errors(real, st)}
             if name == "2 mixed":
-                f = by_routing["requests"]
+                f = by_key[("requests", True)]
                 steady = dataclasses.replace(
                     replay.ServingOverhead.from_dict(f["overhead"]), prefill_jitter_cv=0.0)
                 scale = row["calibrated"]["step_scale"]["mixed"]
@@ -238,11 +238,11 @@ def main() -> None:
         print(f"\n{variant}: {result['verdict'][variant]}\n{result['tables_markdown'][variant]}")
     print("\nreal runs repeated (noise floor):\n" + result["tables_markdown"]["real_repeatability"])
     print("\n2 mixed TTFT by stage (ms, means):\n" + result["tables_markdown"]["ttft_breakdown"])
-    for name, by_routing in result["fit"].items():
-        f = by_routing["polled"]
+    for name, by_key in result["fit"].items():
+        f = by_key["requests+prefill_scale"]
         lines = {r: (round(v["at_zero"], 3), v["per_token_rate"])
                  for r, v in f["step_scale_lines"].items()}
-        print(f"fit {name}: overhead {f['overhead']}, step scale (at 0, per tok/s) {lines}, "
+        print(f"fit {name}: prefill {f['prefill']['prefill_scale']:.3f}, overhead {f['overhead']}, step scale (at 0, per tok/s) {lines}, "
               f"link {f['link']}")
     out.write_text(json.dumps(result, indent=1, default=_json_default) + "\n")
     print(f"wrote {out} in {result['wall_s']:.0f} s")

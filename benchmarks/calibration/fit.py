@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.calibration.replay import Link, real_arrays, replay
+from benchmarks.calibration.replay import Link, latency_model, real_arrays, replay
 from benchmarks.calibration.setup import Setup
 from splitserve.planner import ServingOverhead
 
@@ -60,7 +60,7 @@ def fit_link(setup: Setup, lone: list[dict[str, Any]], kv_bytes_per_token: int,
 
 def fit_step_scale(setup: Setup, topology: str, probe: list[dict[str, Any]],
                    profile: dict[str, Any], link: Link, routing: str = "requests",
-                   ) -> dict[str, Any]:
+                   base: ServingOverhead | None = None) -> dict[str, Any]:
     """Per role: real / simulated engine busy seconds of each probe phase, and a line
     through them against the phase's offered token rate (least squares weighted by busy
     time, slope >= 0): more tokens per second means more router, client and KV-transfer
@@ -71,7 +71,7 @@ def fit_step_scale(setup: Setup, topology: str, probe: list[dict[str, Any]],
         for name, seconds in phase["engine_busy_s"].items():
             role = name.split("-")[0]
             real[role] = real.get(role, 0.0) + seconds
-        sim = replay(setup, topology, phase["records"], profile, link, routing=routing)
+        sim = replay(setup, topology, phase["records"], profile, link, base, routing=routing)
         for role, seconds in sim["engine_busy_s"].items():
             if seconds > 0 and real.get(role, 0.0) > 0:
                 points.setdefault(role, []).append((sim["token_rate"], real[role] / seconds,
@@ -99,15 +99,17 @@ def step_scale_at(lines: dict[str, Any], token_rate: float) -> dict[str, float]:
 
 def _tpot_gaps(setup: Setup, topology: str, phase: list[dict[str, Any]],
                profile: dict[str, Any], link: Link, lines: dict[str, Any],
-               routing: str = "requests") -> dict[str, float]:
+               routing: str = "requests", start: ServingOverhead | None = None,
+               ) -> dict[str, float]:
+    start = start or ServingOverhead()
     bare = replay(setup, topology, phase, profile, link, routing=routing)
     real = tiled(real_arrays(phase), len(bare["ttft_s"]))
     scale = step_scale_at(lines, bare["token_rate"])
-    base = replay(setup, topology, phase, profile, link, None, scale, routing)
-    with_a = replay(setup, topology, phase, profile, link, ServingOverhead(step_s=DELTA_S), scale,
-                    routing)
-    with_b = replay(setup, topology, phase, profile, link, ServingOverhead(per_seq_s=DELTA_S),
-                    scale, routing)
+    base = replay(setup, topology, phase, profile, link, start, scale, routing)
+    with_a = replay(setup, topology, phase, profile, link,
+                    dataclasses.replace(start, step_s=DELTA_S), scale, routing)
+    with_b = replay(setup, topology, phase, profile, link,
+                    dataclasses.replace(start, per_seq_s=DELTA_S), scale, routing)
     ok = real["finished"] & base["finished"] & np.isfinite(real["tpot_s"]) & (
         real["output_len"] > 1)
     return {"gap_s": float(np.median((real["tpot_s"] - base["tpot_s"])[ok])),
@@ -145,11 +147,36 @@ def solve_nonneg(rows: list[tuple[float, float]], y: list[float]) -> tuple[float
     return best
 
 
+def fit_prefill_scale(setup: Setup, lone: list[dict[str, Any]], profile: dict[str, Any],
+                      ) -> dict[str, Any]:
+    """Median over the lone probe requests (each alone on its worker) of the engine's
+    first-scheduled -> first-token time (router timeline) against the profile's time of
+    that one-chunk prompt step. 1 when no timeline came back."""
+    model, token_budget = latency_model(setup, profile), setup.token_budget
+    ratios = []
+    for r in lone:
+        tl = r.get("timeline") or {}
+        if not r["success"] or r["input_len"] > token_budget:
+            continue
+        for role in ("full", "prefill"):
+            start = tl.get(f"{role}.engine_first_scheduled_s")
+            first = tl.get(f"{role}.engine_first_token_s")
+            if start is not None and first is not None:
+                n = r["input_len"]
+                ratios.append((first - start) / model.step_s(n, n * (n + 1) / 2, n, 0, 0))
+                break
+    scale = float(np.median(ratios)) if ratios else 1.0
+    return {"prefill_scale": max(scale, 0.5), "num_requests": len(ratios),
+            "ratios": [round(x, 3) for x in ratios]}
+
+
 def fit_overheads(setup: Setup, topology: str, probe: list[dict[str, Any]],
                   profile: dict[str, Any], default_link: Link, routing: str = "requests",
-                  ) -> dict[str, Any]:
+                  prefill_scale: bool = True) -> dict[str, Any]:
     """Link, step costs and delivery delay for `topology` from its probe phases, with
-    the simulated router picking workers by `routing` (see `replay`)."""
+    the simulated router picking workers by `routing` (see `replay`); with
+    `prefill_scale`, prompt steps get their own factor first (`fit_prefill_scale`) and
+    the rest is fitted on top of it."""
     phases = {p["phase"]: p["records"] for p in probe}
     out: dict[str, Any] = {"on": "calibration probe: " + ", ".join(phases)}
     link = default_link
@@ -157,12 +184,16 @@ def fit_overheads(setup: Setup, topology: str, probe: list[dict[str, Any]],
         out["handoff"] = fit_link(setup, phases["lone"], int(profile["kv_bytes_per_token"]),
                                   default_link)
         link = Link(**out["handoff"]["link"])
-    lines = fit_step_scale(setup, topology, probe, profile, link, routing)
-    gaps = {name: _tpot_gaps(setup, topology, recs, profile, link, lines, routing)
+    start = ServingOverhead()
+    if prefill_scale:
+        out["prefill"] = fit_prefill_scale(setup, phases["lone"], profile)
+        start = ServingOverhead(prefill_scale=out["prefill"]["prefill_scale"])
+    lines = fit_step_scale(setup, topology, probe, profile, link, routing, start)
+    gaps = {name: _tpot_gaps(setup, topology, recs, profile, link, lines, routing, start)
             for name, recs in phases.items()}
     step_s, per_seq_s = solve_nonneg([(g["d_step"], g["d_per_seq"]) for g in gaps.values()],
                                      [g["gap_s"] for g in gaps.values()])
-    steps_only = ServingOverhead(step_s=step_s, per_seq_s=per_seq_s)
+    steps_only = dataclasses.replace(start, step_s=step_s, per_seq_s=per_seq_s)
     lone = phases["lone"]
     scale = step_scale_at(lines, replay(setup, topology, lone, profile, link,
                                         routing=routing)["token_rate"])
@@ -170,7 +201,7 @@ def fit_overheads(setup: Setup, topology: str, probe: list[dict[str, Any]],
     real = tiled(real_arrays(lone), len(sim["ttft_s"]))
     ok = real["finished"] & sim["finished"]
     delivery_s = max(float(np.median((real["ttft_s"] - sim["ttft_s"])[ok])), 0.0)
-    overhead = ServingOverhead(step_s, per_seq_s, delivery_s)
+    overhead = dataclasses.replace(steps_only, delivery_s=delivery_s)
     poisson = [recs for name, recs in phases.items() if name.startswith("poisson")]
     jitter = fit_jitter(setup, topology, poisson, profile, link, overhead, lines, routing)
     overhead = dataclasses.replace(overhead, prefill_jitter_cv=jitter["prefill_jitter_cv"])
