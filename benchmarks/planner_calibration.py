@@ -5,21 +5,26 @@
 2. Measure, per topology (1P1D, 2 mixed; one core per worker), on one real cluster: a
    calibration probe (lone requests, bursts of 4 and 8, Poisson 3 and 5 req/s; its own
    seeds), then the goodput benchmark's runs (chat workload / 4, Poisson 2, 4, 6 req/s,
-   25 s, seed 0, prefix caching off), each made twice to show the real noise floor.
-3. Fit on the probe only (benchmarks/calibration/fit.py): the KV handoff link, a per-role
+   45 s of arrivals each, seed 0, prefix caching off), each made twice to show the real
+   noise floor. Every request carries the router's debug header, so its record holds
+   the router's and the worker engine's timeline (calibration/timelines.py).
+3. Fit on the probe only (benchmarks/calibration/fit.py): the KV handoff link, a
+   prompt-step scale (lone requests' engine prompt stage against the profile), a per-role
    step scale against offered token rate, per-step and per-sequence costs, the delivery
-   delay and a prefill-step jitter (splitserve.planner.ServingOverhead).
-4. Replay every validation run's requests (lengths, actual send times) in the simulator:
-   bare ("profile"), with the fitted terms but no jitter ("calibrated"), and with the
-   jitter too ("calibrated_jitter"); compare p90 TTFT, p90 TPOT (target: within 10%) and
-   SLO attainment (within 3 points), and the real repeats against each other.
+   delay and a prompt-step jitter (the spread of the Poisson phases' prompt stages
+   against the simulator's) (splitserve.planner.ServingOverhead).
+4. Replay every validation run's requests (lengths, actual send times) in the simulator,
+   in the variants of VARIANT_SPECS; compare p90 TTFT, p90 TPOT (target: within 10%) and
+   SLO attainment (within 3 points), and the real repeats against each other. For the
+   2-mixed runs, split each real TTFT into its stages (calibration/tail.py) against the
+   simulator's trace of the same requests, with its own routing and with the real one.
 
     PYTHONPATH=. python benchmarks/planner_calibration.py --lock /work/wt/cpu.lock
     PYTHONPATH=. python benchmarks/planner_calibration.py --replay \
         benchmarks/results/planner_calibration_raw.json      # re-analyse, no measuring
 
-Each measuring phase (profile, each topology) holds the CPU lock on its own, for a few
-minutes at most. Writes planner_calibration.json (tables, errors, fit) and
+Each measuring phase (the profile; per topology the probe, then each rate's repeats)
+holds the CPU lock on its own, for under 2 minutes. Writes planner_calibration.json (tables, errors, fit) and
 planner_calibration_raw.json (the profile and every request record) into --out's folder.
 """
 
@@ -63,17 +68,18 @@ PRESETS = {
 }
 # variant: (simulated routing, fitted serving terms?, prompt-step scale?, prefill jitter?).
 # profile: the bare measured profile, the kv_transfer.json link, the router picking by live
-# request counts. calibrated: plus, fitted on the probe, the prompt-step scale (from the
-# router timelines of lone requests), the link, the per-role step scale, step and
-# per-sequence costs and delivery delay. uniform_steps: the same without the prompt-step
-# scale (the previous calibration: one step scale per pool). calibrated_polled: the
-# router seeing worker load as it really does (polled every 0.5 s, or its own in-flight
-# count). calibrated_jitter: plus the probe-fitted prefill-step jitter.
+# request counts. uniform_steps: plus, fitted on the probe, the link, one step scale per
+# role, step and per-sequence costs and the delivery delay (the previous calibration).
+# calibrated: plus a prompt-step scale measured from the router timelines of the probe's
+# lone requests, the rest refitted on top of it. calibrated_jitter: plus the prompt-step
+# jitter measured from the timelines of the probe's Poisson phases.
+# calibrated_jitter_polled: the same with the simulated router seeing worker load as the
+# real one does (polled every 0.5 s, or its own in-flight count if higher).
 VARIANT_SPECS = {"profile": ("requests", False, False, False),
                  "uniform_steps": ("requests", True, False, False),
                  "calibrated": ("requests", True, True, False),
-                 "calibrated_polled": ("polled", True, True, False),
-                 "calibrated_jitter": ("requests", True, True, True)}
+                 "calibrated_jitter": ("requests", True, True, True),
+                 "calibrated_jitter_polled": ("polled", True, True, True)}
 VARIANTS = tuple(VARIANT_SPECS)
 
 
@@ -194,6 +200,18 @@ def analyse(raw: dict[str, Any]) -> dict[str, Any]:
             "tables_markdown": tables}
 
 
+def rounded(value: Any, digits: int = 6) -> Any:
+    """`value` with every float rounded to `digits` decimals (1 us: the raw file holds
+    ~20 times per request; full float repr doubles its size for no information)."""
+    if isinstance(value, float):
+        return round(value, digits)
+    if isinstance(value, dict):
+        return {k: rounded(v, digits) for k, v in value.items()}
+    if isinstance(value, list):
+        return [rounded(v, digits) for v in value]
+    return value
+
+
 def _json_default(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
@@ -229,7 +247,7 @@ def main() -> None:
         raw = measure_all(setup, args.lock)
         raw["command"] = command
         raw["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        raw_path.write_text(json.dumps(raw, default=_json_default) + "\n")
+        raw_path.write_text(json.dumps(rounded(raw), default=_json_default) + "\n")
         analysed = command
     result = {"command": command, "analysed_by": analysed, "raw": raw_path.name,
               "measured_at": raw.get("measured_at"), **analyse(raw),

@@ -88,7 +88,7 @@ def replay(setup: Setup, topology: str, records: list[dict[str, Any]],
                          step_scale, routing, k * POLL_INTERVAL_S / NUM_DRAWS)
             for k in range(NUM_DRAWS)]
     out: dict[str, Any] = {key: np.concatenate([r[key] for r in runs])
-                           for key in ("ttft_s", "tpot_s", "finished")}
+                           for key in ("ttft_s", "tpot_s", "finished", "prefill_stage_s")}
     out["token_rate"] = float(np.mean([r["token_rate"] for r in runs]))
     out["engine_busy_s"] = {role: round(float(np.mean([r["engine_busy_s"][role] for r in runs])),
                                         3) for role in runs[0]["engine_busy_s"]}
@@ -133,7 +133,11 @@ def _replay_once(setup: Setup, topology: str, records: list[dict[str, Any]],
                       poll_offset_s=poll_offset_s)
     done = result.finished
     span_s = float(np.max(result.finish_s[done]) - np.min(result.arrival_s)) if done.any() else 0.0
+    assert result.first_scheduled_s is not None
+    delivery_s = delivery.delivery_s if delivery else 0.0
     return {"ttft_s": result.ttft_s, "tpot_s": result.tpot_s, "finished": result.finished,
+            # engine side: first prompt chunk scheduled -> first token sampled
+            "prefill_stage_s": result.first_token_s - delivery_s - result.first_scheduled_s,
             # output tokens per second of the simulated run: the load a run offers, known
             # without measuring it (what `fit` relates the step slowdown to)
             "token_rate": float(requests.output_len.sum()) / span_s if span_s > 0 else 0.0,
@@ -148,7 +152,18 @@ def real_arrays(records: list[dict[str, Any]]) -> dict[str, np.ndarray]:
     def arr(key: str) -> np.ndarray:
         return np.array([r[key] if r[key] is not None else np.nan for r in rows], dtype=float)
 
+    def stage(r: dict[str, Any]) -> float:
+        tl = r.get("timeline") or {}
+        for role in ("full", "prefill"):
+            start = tl.get(f"{role}.engine_first_scheduled_s")
+            first = tl.get(f"{role}.engine_first_token_s")
+            if start is not None and first is not None:
+                return float(first - start)
+        return float("nan")
+
     return {"ttft_s": arr("ttft_s"), "tpot_s": arr("tpot_s"),
+            # the engine's first scheduled -> first token (router timeline), NaN without one
+            "prefill_stage_s": np.array([stage(r) for r in rows], dtype=float),
             "first_itl_s": arr("first_itl_s"), "median_itl_s": arr("median_itl_s"),
             "input_len": arr("input_len"), "output_len": arr("output_len"),
             "finished": np.array([bool(r["success"]) for r in rows])}

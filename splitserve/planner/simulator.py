@@ -89,6 +89,7 @@ class Simulation:
         self.admitted = [False] * n
         self.home = [-1] * n  # instance that prefilled the request
         self.first_s = [math.nan] * n
+        self.first_sched_s = [math.nan] * n
         self.finish_s = [math.nan] * n
         self.events: list[tuple[float, int, int, int, int]] = []
         self.seq = 0
@@ -135,6 +136,7 @@ class Simulation:
             num_local_prefills=self.num_local,
             num_prefix_hit_tokens=self.num_hit_tokens,
             num_steps=self.num_steps,
+            first_scheduled_s=np.asarray(self.first_sched_s),
         )
 
     # -- routing ------------------------------------------------------------------------
@@ -274,6 +276,8 @@ class Simulation:
                     break
                 take = remaining
             chunks.append((rid, take, cached))
+            if math.isnan(self.first_sched_s[rid]):
+                self.first_sched_s[rid] = now
             tokens += take
             pairs += take * cached + take * (take + 1) / 2
             kv_tokens += cached + take

@@ -48,3 +48,12 @@ def test_step_scale_and_prefill_scale_multiply() -> None:
 def test_bad_prefill_scale_is_rejected(value: float) -> None:
     with pytest.raises(ValueError, match="prefill_scale"):
         ServingOverhead(prefill_scale=value)
+
+
+def test_first_scheduled_is_when_the_prompt_starts_computing() -> None:
+    # r1 arrives during r0's prompt step (0-0.05) and starts at its end
+    pools = [Pool("mixed", 1, ConstantLatency(0.05, 0.01))]
+    res = simulate(_reqs([0.0, 0.02], 5), pools)
+    assert res.first_scheduled_s is not None
+    np.testing.assert_allclose(res.first_scheduled_s, [0.0, 0.05])
+    np.testing.assert_allclose(res.first_token_s - res.first_scheduled_s, [0.05, 0.05])
