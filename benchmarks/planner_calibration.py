@@ -179,6 +179,7 @@ def analyse(raw: dict[str, Any]) -> dict[str, Any]:
                 row[variant] = {**st, "engine_busy_s": sim["engine_busy_s"],
                                 "num_steps": sim["num_steps"], "step_scale": sc,
                                 "offered_token_rate": offered, "error": errors(real, st)}
+            row["ttft_stages"] = tail.stages(run)
             if name == "2 mixed":
                 f = by_key[("requests", True)]
                 steady = dataclasses.replace(
@@ -192,6 +193,7 @@ def analyse(raw: dict[str, Any]) -> dict[str, Any]:
     repeats = repeatability(rows)
     tables["real_repeatability"] = repeat_markdown(repeats)
     tables["ttft_breakdown"] = tail.breakdown_markdown(rows)
+    tables["ttft_stages"] = tail.stages_markdown(rows)
     return {"setup": setup.to_dict(), "profile_cpu_share": profile["cpu_share"],
             "profile_wall_s": profile["wall_s"], "settle_effect": raw.get("settle_effect"),
             "default_link": dataclasses.asdict(DEFAULT_LINK), "fit": fits, "errors": summary,
@@ -256,6 +258,8 @@ def main() -> None:
         print(f"\n{variant}: {result['verdict'][variant]}\n{result['tables_markdown'][variant]}")
     print("\nreal runs repeated (noise floor):\n" + result["tables_markdown"]["real_repeatability"])
     print("\n2 mixed TTFT by stage (ms, means):\n" + result["tables_markdown"]["ttft_breakdown"])
+    print("\nreal TTFT by timeline stage (ms, median / mean of the slowest 10%):\n"
+          + result["tables_markdown"]["ttft_stages"])
     for name, by_key in result["fit"].items():
         f = by_key["requests+prefill_scale"]
         lines = {r: (round(v["at_zero"], 3), v["per_token_rate"])

@@ -177,3 +177,53 @@ def breakdown_markdown(rows: list[dict[str, Any]]) -> str:
             f"{s['queue_s']} + {s['prefill_s']} | {f['queue_s']} + {f['prefill_s']} | "
             f"{b['tail_in_flight_mean']} |")
     return "\n".join(lines)
+
+
+STAGES = (("client->router", None, "router_received_s"),
+          ("router->worker", "router_routed_s", "{r}.worker_received_s"),
+          ("worker->engine", "{r}.worker_received_s", "{r}.engine_arrival_s"),
+          ("engine queue", "{r}.engine_arrival_s", "{r}.engine_first_scheduled_s"),
+          ("prompt stage", "{r}.engine_first_scheduled_s", "{r}.engine_first_token_s"),
+          ("engine->worker", "{r}.engine_first_token_s", "{r}.worker_first_token_s"),
+          ("worker->client", "{r}.worker_first_token_s", None))
+
+
+def stages(run: dict[str, Any]) -> dict[str, Any] | None:
+    """A run's real TTFT split at every timeline mark (ms): the median over all requests
+    and the mean over the slowest 10%. The role is the one that computed the prompt
+    ("full" on a mixed worker, "prefill" in a split)."""
+    rows = [r for r in sent(run["records"]) if r["success"] and r.get("timeline")]
+    role = next((ro for ro in ("full", "prefill") if rows
+                 and f"{ro}.engine_arrival_s" in rows[0]["timeline"]), None)
+    if role is None:
+        return None
+    rows = [r for r in rows if f"{role}.engine_arrival_s" in r["timeline"]]
+    ttft = np.array([r["ttft_s"] for r in rows], dtype=float)
+
+    def mark(key: str | None, default: np.ndarray) -> np.ndarray:
+        if key is None:
+            return default
+        return np.array([r["timeline"].get(key.format(r=role), np.nan) for r in rows],
+                        dtype=float)
+
+    tail = ttft >= np.percentile(ttft, 90)
+    out: dict[str, Any] = {"role": role, "median_ms": {}, "tail_mean_ms": {}}
+    for name, start, end in STAGES:
+        span = mark(end, ttft) - mark(start, np.zeros(len(rows)))
+        out["median_ms"][name] = round(float(np.nanmedian(span)) * 1000, 1)
+        out["tail_mean_ms"][name] = round(float(np.nanmean(span[tail])) * 1000, 1)
+    return out
+
+
+def stages_markdown(rows: list[dict[str, Any]]) -> str:
+    names = [s[0] for s in STAGES]
+    lines = ["| topology | rate req/s | " + " | ".join(names) + " |",
+             "|---|---|" + "---:|" * len(names)]
+    for row in rows:
+        st = row.get("ttft_stages")
+        if not st:
+            continue
+        cells = [f"{st['median_ms'][n]:g} / {st['tail_mean_ms'][n]:g}" for n in names]
+        lines.append(f"| {row['topology']} | {row['rate_rps']:g} #{(row['repeat'] or 0) + 1} | "
+                     + " | ".join(cells) + " |")
+    return "\n".join(lines)
