@@ -5,25 +5,30 @@
 2. Measure, per topology (1P1D, 2 mixed; one core per worker), on one real cluster: a
    calibration probe (lone requests, bursts of 4 and 8, Poisson 3 and 5 req/s; its own
    seeds), then the goodput benchmark's runs (chat workload / 4, Poisson 2, 4, 6 req/s,
-   25 s, seed 0, prefix caching off), each made twice to show the real noise floor.
-3. Fit on the probe only (benchmarks/calibration/fit.py): the KV handoff link, a per-role
+   45 s of arrivals each, seed 0, prefix caching off), each made twice to show the real
+   noise floor. Every request carries the router's debug header, so its record holds
+   the router's and the worker engine's timeline (calibration/timelines.py).
+3. Fit on the probe only (benchmarks/calibration/fit.py): the KV handoff link, a
+   prompt-step scale (lone requests' engine prompt stage against the profile), a per-role
    step scale against offered token rate, per-step and per-sequence costs, the delivery
-   delay and a prefill-step jitter (splitserve.planner.ServingOverhead).
-4. Replay every validation run's requests (lengths, actual send times) in the simulator:
-   bare ("profile"), with the fitted terms but no jitter ("calibrated"), and with the
-   jitter too ("calibrated_jitter"); compare p90 TTFT, p90 TPOT (target: within 10%) and
-   SLO attainment (within 3 points), and the real repeats against each other.
+   delay and a prompt-step jitter (the spread of the Poisson phases' prompt stages
+   against the simulator's) (splitserve.planner.ServingOverhead).
+4. Replay every validation run's requests (lengths, actual send times) in the simulator,
+   in the variants of VARIANT_SPECS; compare p90 TTFT, p90 TPOT (target: within 10%) and
+   SLO attainment (within 3 points), and the real repeats against each other. For the
+   2-mixed runs, split each real TTFT into its stages (calibration/tail.py) against the
+   simulator's trace of the same requests, with its own routing and with the real one.
 
-    PYTHONPATH=. python benchmarks/planner_calibration.py --lock /work/wt/cpu.lock  # ~8 min
+    PYTHONPATH=. python benchmarks/planner_calibration.py --lock /work/wt/cpu.lock  # ~13 min
     PYTHONPATH=. python benchmarks/planner_calibration.py --preset quick --lock \
         /work/wt/cpu.lock --out benchmarks/results/planner_calibration_quick.json
     PYTHONPATH=. python benchmarks/planner_calibration.py --replay \
         benchmarks/results/planner_calibration_raw.json      # re-analyse, no measuring
 
-Each measuring phase (profile, each topology) holds the CPU lock on its own, for a few
-minutes at most. Writes --out (default benchmarks/results/planner_calibration.json: tables,
-errors, fit, verdicts) and, beside it, <out stem>_raw.json (the profile and every request
-record; --replay reads it back).
+Each measuring phase (the profile; per topology the probe, then each rate's repeats)
+holds the CPU lock on its own, for under 2 minutes. Writes --out (default
+benchmarks/results/planner_calibration.json: tables, errors, fit, verdicts) and, beside it,
+<out stem>_raw.json (the profile and every request record; --replay reads it back).
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.calibration import fit, measure, replay
+from benchmarks.calibration import fit, measure, replay, tail
 from benchmarks.calibration.report import (
     errors,
     markdown,
@@ -52,7 +57,7 @@ from benchmarks.calibration.report import (
     sweep_markdown,
     verdict,
 )
-from benchmarks.calibration.setup import Setup
+from benchmarks.calibration.setup import TOPOLOGIES, Setup
 
 RESULTS = Path(__file__).resolve().parent / "results"
 # benchmarks/results/kv_transfer.json: the TCP KV path moved a 1 MiB handoff at ~0.18 GB/s
@@ -64,11 +69,21 @@ PRESETS = {
                    length_scale=1.0, num_requests=50, duration_s=None, short_prompt_len=0,
                    slo=(0.5, 0.08)),
 }
-# profile: the bare measured profile, the kv_transfer.json link; calibrated: plus the
-# probe-fitted link, step scale, step and per-sequence costs and delivery delay;
-# calibrated_jitter: plus the probe-fitted prefill-step jitter (kept to show it does not
-# help: its fit is noisy and the p90 TTFT it was fitted to barely moves)
-VARIANTS = ("profile", "calibrated", "calibrated_jitter")
+# variant: (simulated routing, fitted serving terms?, prompt-step scale?, prefill jitter?).
+# profile: the bare measured profile, the kv_transfer.json link, the router picking by live
+# request counts. uniform_steps: plus, fitted on the probe, the link, one step scale per
+# role, step and per-sequence costs and the delivery delay (the previous calibration).
+# calibrated: plus a prompt-step scale measured from the router timelines of the probe's
+# lone requests, the rest refitted on top of it. calibrated_jitter: plus the prompt-step
+# jitter measured from the timelines of the probe's Poisson phases.
+# calibrated_jitter_polled: the same with the simulated router seeing worker load as the
+# real one does (polled every 0.5 s, or its own in-flight count if higher).
+VARIANT_SPECS = {"profile": ("requests", False, False, False),
+                 "uniform_steps": ("requests", True, False, False),
+                 "calibrated": ("requests", True, True, False),
+                 "calibrated_jitter": ("requests", True, True, True),
+                 "calibrated_jitter_polled": ("polled", True, True, True)}
+VARIANTS = tuple(VARIANT_SPECS)
 
 
 @contextlib.contextmanager
@@ -97,9 +112,9 @@ def measure_all(setup: Setup, lock: str | None) -> dict[str, Any]:
     topologies = []
     log_dir = Path(os.environ.get("TMPDIR", "/tmp")) / f"calibration-{os.getpid()}"
     for topology in setup.topologies:
-        with cpu_lock(lock):
-            print(f"measuring {topology}", flush=True)
-            topologies.append(measure.run_topology(setup, topology, model_dir, log_dir))
+        print(f"measuring {topology}", flush=True)
+        topologies.append(measure.run_topology(setup, topology, model_dir, log_dir,
+                                               lambda: cpu_lock(lock)))
     return {"setup": setup.to_dict(), "profile": profile, "settle_effect": settle,
             "topologies": topologies}
 
@@ -133,41 +148,73 @@ def analyse(raw: dict[str, Any]) -> dict[str, Any]:
     rows, fits = [], {}
     for topo in raw["topologies"]:
         name = topo["topology"]
-        fitted = fit.fit_overheads(setup, name, topo["probe"], profile, DEFAULT_LINK)
-        fits[name] = fitted
-        overhead = replay.ServingOverhead.from_dict(fitted["overhead"])
-        link = replay.Link(**fitted["link"])
-        lines = fitted["step_scale_lines"]
+        # one fit per (simulated routing, prompt-step scale); a single mixed worker, or
+        # none, routes alike
+        by_key: dict[tuple[str, bool], dict[str, Any]] = {}
+        for routing, fitted, prefill, _ in VARIANT_SPECS.values():
+            key = (routing if TOPOLOGIES[name][2] > 1 else "requests", prefill)
+            if fitted and key not in by_key:
+                by_key[key] = fit.fit_overheads(setup, name, topo["probe"], profile,
+                                                DEFAULT_LINK, *key)
+        fits[name] = {f"{r}{'+prefill_scale' if ps else ''}": v
+                      for (r, ps), v in by_key.items()}
         for run in topo["runs"]:
             real = _real_row(setup, run)
-            offered = replay.replay(setup, name, run["records"], profile, link)["token_rate"]
-            scale = fit.step_scale_at(lines, offered)
             row: dict[str, Any] = {
                 "topology": name, "rate_rps": run["rate_rps"], "repeat": run.get("repeat"),
                 "load_before": run["load_before"],
                 "load_after": run["load_after"], "process_cpu_s": run["process_cpu_s"],
-                "router": run["router"], "real": real,
-                "offered_token_rate": offered, "step_scale": scale}
-            steady = dataclasses.replace(overhead, prefill_jitter_cv=0.0)
-            for variant, (lk, ov, sc) in (("profile", (DEFAULT_LINK, None, None)),
-                                          ("calibrated", (link, steady, scale)),
-                                          ("calibrated_jitter", (link, overhead, scale))):
-                sim = replay.replay(setup, name, run["records"], profile, lk, ov, sc)
-                s = stats(sim["ttft_s"], sim["tpot_s"], sim["finished"], setup.slo)
-                row[variant] = {**s, "engine_busy_s": sim["engine_busy_s"],
-                                "num_steps": sim["num_steps"], "error": errors(real, s)}
+                "router": run["router"], "real": real}
+            for variant, (routing, fitted, prefill, jitter) in VARIANT_SPECS.items():
+                offered = replay.replay(setup, name, run["records"], profile, DEFAULT_LINK,
+                                        routing=routing)["token_rate"]
+                if fitted:
+                    f = by_key[(routing if TOPOLOGIES[name][2] > 1 else "requests", prefill)]
+                    overhead = replay.ServingOverhead.from_dict(f["overhead"])
+                    if not jitter:
+                        overhead = dataclasses.replace(overhead, prefill_jitter_cv=0.0)
+                    lk, ov = replay.Link(**f["link"]), overhead
+                    sc = fit.step_scale_at(f["step_scale_lines"], offered)
+                else:
+                    lk, ov, sc = DEFAULT_LINK, None, None
+                sim = replay.replay(setup, name, run["records"], profile, lk, ov, sc, routing)
+                st = stats(sim["ttft_s"], sim["tpot_s"], sim["finished"], setup.slo)
+                row[variant] = {**st, "engine_busy_s": sim["engine_busy_s"],
+                                "num_steps": sim["num_steps"], "step_scale": sc,
+                                "offered_token_rate": offered, "error": errors(real, st)}
+            row["ttft_stages"] = tail.stages(run)
+            if name == "2 mixed":
+                f = by_key[("requests", True)]
+                steady = dataclasses.replace(
+                    replay.ServingOverhead.from_dict(f["overhead"]), prefill_jitter_cv=0.0)
+                scale = row["calibrated"]["step_scale"]["mixed"]
+                row["ttft_breakdown"] = tail.analyse_run(setup, run, profile, steady, scale)
             rows.append(row)
     summary = {v: summarize_errors(rows, v) for v in VARIANTS}
     tables = {v: markdown(rows, v) for v in VARIANTS}
     tables.update({f"slo_sweep_{v}": sweep_markdown(rows, v) for v in VARIANTS})
     repeats = repeatability(rows)
     tables["real_repeatability"] = repeat_markdown(repeats)
+    tables["ttft_breakdown"] = tail.breakdown_markdown(rows)
+    tables["ttft_stages"] = tail.stages_markdown(rows)
     return {"setup": setup.to_dict(), "profile_cpu_share": profile["cpu_share"],
             "profile_wall_s": profile["wall_s"], "settle_effect": raw.get("settle_effect"),
             "default_link": dataclasses.asdict(DEFAULT_LINK), "fit": fits, "errors": summary,
             "verdict": {v: verdict(summary[v]) for v in VARIANTS},
             "real_repeatability": repeats, "rows": rows,
             "tables_markdown": tables}
+
+
+def rounded(value: Any, digits: int = 6) -> Any:
+    """`value` with every float rounded to `digits` decimals (1 us: the raw file holds
+    ~20 times per request; full float repr doubles its size for no information)."""
+    if isinstance(value, float):
+        return round(value, digits)
+    if isinstance(value, dict):
+        return {k: rounded(v, digits) for k, v in value.items()}
+    if isinstance(value, list):
+        return [rounded(v, digits) for v in value]
+    return value
 
 
 def _json_default(value: Any) -> Any:
@@ -205,7 +252,7 @@ def main() -> None:
         raw = measure_all(setup, args.lock)
         raw["command"] = command
         raw["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        raw_path.write_text(json.dumps(raw, default=_json_default) + "\n")
+        raw_path.write_text(json.dumps(rounded(raw), default=_json_default) + "\n")
         analysed = command
     result = {"command": command, "analysed_by": analysed, "raw": raw_path.name,
               "measured_at": raw.get("measured_at"), **analyse(raw),
@@ -213,10 +260,14 @@ def main() -> None:
     for variant in VARIANTS:
         print(f"\n{variant}: {result['verdict'][variant]}\n{result['tables_markdown'][variant]}")
     print("\nreal runs repeated (noise floor):\n" + result["tables_markdown"]["real_repeatability"])
-    for name, f in result["fit"].items():
+    print("\n2 mixed TTFT by stage (ms, means):\n" + result["tables_markdown"]["ttft_breakdown"])
+    print("\nreal TTFT by timeline stage (ms, median / mean of the slowest 10%):\n"
+          + result["tables_markdown"]["ttft_stages"])
+    for name, by_key in result["fit"].items():
+        f = by_key["requests+prefill_scale"]
         lines = {r: (round(v["at_zero"], 3), v["per_token_rate"])
                  for r, v in f["step_scale_lines"].items()}
-        print(f"fit {name}: overhead {f['overhead']}, step scale (at 0, per tok/s) {lines}, "
+        print(f"fit {name}: prefill {f['prefill']['prefill_scale']:.3f}, overhead {f['overhead']}, step scale (at 0, per tok/s) {lines}, "
               f"link {f['link']}")
     out.write_text(json.dumps(result, indent=1, default=_json_default) + "\n")
     print(f"wrote {out} in {result['wall_s']:.0f} s")

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.calibration.replay import Link, real_arrays, replay
+from benchmarks.calibration.replay import Link, latency_model, real_arrays, replay
 from benchmarks.calibration.setup import Setup
 from splitserve.planner import ServingOverhead
 
@@ -59,7 +59,8 @@ def fit_link(setup: Setup, lone: list[dict[str, Any]], kv_bytes_per_token: int,
 
 
 def fit_step_scale(setup: Setup, topology: str, probe: list[dict[str, Any]],
-                   profile: dict[str, Any], link: Link) -> dict[str, Any]:
+                   profile: dict[str, Any], link: Link, routing: str = "requests",
+                   base: ServingOverhead | None = None) -> dict[str, Any]:
     """Per role: real / simulated engine busy seconds of each probe phase, and a line
     through them against the phase's offered token rate (least squares weighted by busy
     time, slope >= 0): more tokens per second means more router, client and KV-transfer
@@ -70,7 +71,7 @@ def fit_step_scale(setup: Setup, topology: str, probe: list[dict[str, Any]],
         for name, seconds in phase["engine_busy_s"].items():
             role = name.split("-")[0]
             real[role] = real.get(role, 0.0) + seconds
-        sim = replay(setup, topology, phase["records"], profile, link)
+        sim = replay(setup, topology, phase["records"], profile, link, base, routing=routing)
         for role, seconds in sim["engine_busy_s"].items():
             if seconds > 0 and real.get(role, 0.0) > 0:
                 points.setdefault(role, []).append((sim["token_rate"], real[role] / seconds,
@@ -97,20 +98,31 @@ def step_scale_at(lines: dict[str, Any], token_rate: float) -> dict[str, float]:
 
 
 def _tpot_gaps(setup: Setup, topology: str, phase: list[dict[str, Any]],
-               profile: dict[str, Any], link: Link, lines: dict[str, Any]) -> dict[str, float]:
-    real = real_arrays(phase)
-    bare = replay(setup, topology, phase, profile, link)
+               profile: dict[str, Any], link: Link, lines: dict[str, Any],
+               routing: str = "requests", start: ServingOverhead | None = None,
+               ) -> dict[str, float]:
+    start = start or ServingOverhead()
+    bare = replay(setup, topology, phase, profile, link, routing=routing)
+    real = tiled(real_arrays(phase), len(bare["ttft_s"]))
     scale = step_scale_at(lines, bare["token_rate"])
-    base = replay(setup, topology, phase, profile, link, None, scale)
-    with_a = replay(setup, topology, phase, profile, link, ServingOverhead(step_s=DELTA_S), scale)
-    with_b = replay(setup, topology, phase, profile, link, ServingOverhead(per_seq_s=DELTA_S),
-                    scale)
+    base = replay(setup, topology, phase, profile, link, start, scale, routing)
+    with_a = replay(setup, topology, phase, profile, link,
+                    dataclasses.replace(start, step_s=DELTA_S), scale, routing)
+    with_b = replay(setup, topology, phase, profile, link,
+                    dataclasses.replace(start, per_seq_s=DELTA_S), scale, routing)
     ok = real["finished"] & base["finished"] & np.isfinite(real["tpot_s"]) & (
         real["output_len"] > 1)
     return {"gap_s": float(np.median((real["tpot_s"] - base["tpot_s"])[ok])),
             "d_step": float(np.median(((with_a["tpot_s"] - base["tpot_s"]) / DELTA_S)[ok])),
             "d_per_seq": float(np.median(((with_b["tpot_s"] - base["tpot_s"]) / DELTA_S)[ok])),
             "num_requests": int(ok.sum())}
+
+
+def tiled(real: dict[str, np.ndarray], length: int) -> dict[str, np.ndarray]:
+    """The real per-request arrays repeated to line up with a replay of several draws
+    (replay concatenates its draws' per-request arrays)."""
+    reps = length // len(real["ttft_s"])
+    return {k: np.tile(v, reps) for k, v in real.items()}
 
 
 def solve_nonneg(rows: list[tuple[float, float]], y: list[float]) -> tuple[float, float]:
@@ -135,9 +147,36 @@ def solve_nonneg(rows: list[tuple[float, float]], y: list[float]) -> tuple[float
     return best
 
 
+def fit_prefill_scale(setup: Setup, lone: list[dict[str, Any]], profile: dict[str, Any],
+                      ) -> dict[str, Any]:
+    """Median over the lone probe requests (each alone on its worker) of the engine's
+    first-scheduled -> first-token time (router timeline) against the profile's time of
+    that one-chunk prompt step. 1 when no timeline came back."""
+    model, token_budget = latency_model(setup, profile), setup.token_budget
+    ratios = []
+    for r in lone:
+        tl = r.get("timeline") or {}
+        if not r["success"] or r["input_len"] > token_budget:
+            continue
+        for role in ("full", "prefill"):
+            start = tl.get(f"{role}.engine_first_scheduled_s")
+            first = tl.get(f"{role}.engine_first_token_s")
+            if start is not None and first is not None:
+                n = r["input_len"]
+                ratios.append((first - start) / model.step_s(n, n * (n + 1) / 2, n, 0, 0))
+                break
+    scale = float(np.median(ratios)) if ratios else 1.0
+    return {"prefill_scale": max(scale, 0.5), "num_requests": len(ratios),
+            "ratios": [round(x, 3) for x in ratios]}
+
+
 def fit_overheads(setup: Setup, topology: str, probe: list[dict[str, Any]],
-                  profile: dict[str, Any], default_link: Link) -> dict[str, Any]:
-    """Link, step costs and delivery delay for `topology` from its probe phases."""
+                  profile: dict[str, Any], default_link: Link, routing: str = "requests",
+                  prefill_scale: bool = True) -> dict[str, Any]:
+    """Link, step costs and delivery delay for `topology` from its probe phases, with
+    the simulated router picking workers by `routing` (see `replay`); with
+    `prefill_scale`, prompt steps get their own factor first (`fit_prefill_scale`) and
+    the rest is fitted on top of it."""
     phases = {p["phase"]: p["records"] for p in probe}
     out: dict[str, Any] = {"on": "calibration probe: " + ", ".join(phases)}
     link = default_link
@@ -145,21 +184,30 @@ def fit_overheads(setup: Setup, topology: str, probe: list[dict[str, Any]],
         out["handoff"] = fit_link(setup, phases["lone"], int(profile["kv_bytes_per_token"]),
                                   default_link)
         link = Link(**out["handoff"]["link"])
-    lines = fit_step_scale(setup, topology, probe, profile, link)
-    gaps = {name: _tpot_gaps(setup, topology, recs, profile, link, lines)
+    start = ServingOverhead()
+    if prefill_scale:
+        out["prefill"] = fit_prefill_scale(setup, phases["lone"], profile)
+        start = ServingOverhead(prefill_scale=out["prefill"]["prefill_scale"])
+    lines = fit_step_scale(setup, topology, probe, profile, link, routing, start)
+    gaps = {name: _tpot_gaps(setup, topology, recs, profile, link, lines, routing, start)
             for name, recs in phases.items()}
     step_s, per_seq_s = solve_nonneg([(g["d_step"], g["d_per_seq"]) for g in gaps.values()],
                                      [g["gap_s"] for g in gaps.values()])
-    steps_only = ServingOverhead(step_s=step_s, per_seq_s=per_seq_s)
+    steps_only = dataclasses.replace(start, step_s=step_s, per_seq_s=per_seq_s)
     lone = phases["lone"]
-    real = real_arrays(lone)
-    scale = step_scale_at(lines, replay(setup, topology, lone, profile, link)["token_rate"])
-    sim = replay(setup, topology, lone, profile, link, steps_only, scale)
+    scale = step_scale_at(lines, replay(setup, topology, lone, profile, link,
+                                        routing=routing)["token_rate"])
+    sim = replay(setup, topology, lone, profile, link, steps_only, scale, routing)
+    real = tiled(real_arrays(lone), len(sim["ttft_s"]))
     ok = real["finished"] & sim["finished"]
     delivery_s = max(float(np.median((real["ttft_s"] - sim["ttft_s"])[ok])), 0.0)
-    overhead = ServingOverhead(step_s, per_seq_s, delivery_s)
+    overhead = dataclasses.replace(steps_only, delivery_s=delivery_s)
     poisson = [recs for name, recs in phases.items() if name.startswith("poisson")]
-    jitter = fit_jitter(setup, topology, poisson, profile, link, overhead, lines)
+    jitter = fit_jitter(setup, topology, poisson, profile, link, overhead, lines, routing)
+    jitter["from_timelines"] = fit_jitter_timelines(setup, topology, poisson, profile, link,
+                                                    overhead, lines, routing)
+    if jitter["from_timelines"]["prefill_jitter_cv"] is not None:
+        jitter["prefill_jitter_cv"] = jitter["from_timelines"]["prefill_jitter_cv"]
     overhead = dataclasses.replace(overhead, prefill_jitter_cv=jitter["prefill_jitter_cv"])
     out.update({"step_scale_lines": lines, "tpot_gaps": gaps, "jitter": jitter,
                 "link": {"bytes_s": link.bytes_s, "latency_s": link.latency_s},
@@ -172,7 +220,7 @@ JITTER_GRID = (0.0, 0.1, 0.2, 0.3, 0.45, 0.6, 0.8)
 
 def fit_jitter(setup: Setup, topology: str, phases: list[list[dict[str, Any]]],
                profile: dict[str, Any], link: Link, overhead: ServingOverhead,
-               lines: dict[str, Any]) -> dict[str, Any]:
+               lines: dict[str, Any], routing: str = "requests") -> dict[str, Any]:
     """The JITTER_GRID value with the least mean |log(simulated / real)| of p90 TTFT over
     `phases`."""
     if not phases:
@@ -182,10 +230,10 @@ def fit_jitter(setup: Setup, topology: str, phases: list[list[dict[str, Any]]],
         errs = []
         for recs in phases:
             real = real_arrays(recs)
-            scale = step_scale_at(lines, replay(setup, topology, recs, profile, link)
-                                  ["token_rate"])
+            scale = step_scale_at(lines, replay(setup, topology, recs, profile, link,
+                                                routing=routing)["token_rate"])
             sim = replay(setup, topology, recs, profile, link,
-                         dataclasses.replace(overhead, prefill_jitter_cv=cv), scale)
+                         dataclasses.replace(overhead, prefill_jitter_cv=cv), scale, routing)
             for key in ("ttft_s",):
                 r = np.nanpercentile(real[key][real["finished"]], 90)
                 s = np.nanpercentile(sim[key][sim["finished"]], 90)
@@ -193,3 +241,34 @@ def fit_jitter(setup: Setup, topology: str, phases: list[list[dict[str, Any]]],
         scores[cv] = float(np.mean(errs))
     best = min(scores, key=lambda cv: scores[cv])
     return {"prefill_jitter_cv": best, "mean_abs_log_err": scores, "on": "poisson probe phases"}
+
+
+def fit_jitter_timelines(setup: Setup, topology: str, phases: list[list[dict[str, Any]]],
+                         profile: dict[str, Any], link: Link, overhead: ServingOverhead,
+                         lines: dict[str, Any], routing: str = "requests",
+                         ) -> dict[str, Any]:
+    """The prompt-step jitter measured instead of searched for: over `phases` (the probe's
+    Poisson phases), each one-chunk request's real prompt stage (engine first scheduled ->
+    first token, from the router timeline) against the same request's simulated one
+    (no jitter). sigma = std of log(real / simulated); the lognormal's CV is
+    sqrt(exp(sigma^2) - 1). The spread is what a deterministic step model lacks under
+    load (lone requests scatter by ~5%); it also holds some step-composition mismatch
+    (the simulator batches its own arrivals), so it is an upper estimate."""
+    logs = []
+    for recs in phases:
+        scale = step_scale_at(lines, replay(setup, topology, recs, profile, link,
+                                            routing=routing)["token_rate"])
+        sim = replay(setup, topology, recs, profile, link,
+                     dataclasses.replace(overhead, prefill_jitter_cv=0.0), scale, routing)
+        real = tiled(real_arrays(recs), len(sim["ttft_s"]))
+        ok = (real["finished"] & np.isfinite(real["prefill_stage_s"])
+              & (real["input_len"] <= setup.token_budget)
+              & (real["input_len"] > setup.short_prompt_len)
+              & np.isfinite(sim["prefill_stage_s"]) & (sim["prefill_stage_s"] > 0))
+        logs.extend(np.log(real["prefill_stage_s"][ok] / sim["prefill_stage_s"][ok]).tolist())
+    if len(logs) < 10:
+        return {"prefill_jitter_cv": None, "num_requests": len(logs)}
+    sigma = float(np.std(logs))
+    return {"prefill_jitter_cv": round(float(np.sqrt(np.expm1(sigma * sigma))), 3),
+            "sigma_log": sigma, "median_ratio": float(np.exp(np.median(logs))),
+            "num_requests": len(logs)}

@@ -11,11 +11,15 @@ transfer counters.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
+from benchmarks.calibration import timelines
 from benchmarks.calibration.setup import TOPOLOGIES, Setup
 
 # The probe: (name, arrival, rate req/s, burst size, number of requests, max concurrency,
@@ -148,16 +152,26 @@ def _bench(cluster: Any, pids: dict[str, int], config: Any) -> dict[str, Any]:
 
     load_before = load_avg()
     before = _snapshot(cluster, pids)
-    result = run_bench(config)
+    with timelines.capture() as captured:
+        result = run_bench(config)
     after = _snapshot(cluster, pids)
+    records = []
+    for r in result.records:
+        d = _record(r)
+        d["timeline"] = timelines.summarize(captured.get(r.index, {}))
+        records.append(d)
     return {"load_before": load_before, "load_after": load_avg(),
             "duration_s": result.summary["duration_s"], **_delta(before, after),
-            "records": [_record(r) for r in result.records]}
+            "records": records}
 
 
-def run_topology(setup: Setup, topology: str, model_dir: Path, log_dir: Path) -> dict[str, Any]:
-    """Start the topology's cluster, run the probe, then every validation rate."""
-    from splitserve.bench import SLO, BenchConfig, LengthDist, Workload
+def run_topology(setup: Setup, topology: str, model_dir: Path, log_dir: Path,
+                 lock: Callable[[], AbstractContextManager[Any]] = contextlib.nullcontext,
+                 ) -> dict[str, Any]:
+    """Start the topology's cluster, run the probe, then every validation rate. `lock()`
+    is held around the warm-up + probe, and around each rate's repeats: each a few
+    minutes at most (the cluster idles, unmeasured, between them)."""
+    from splitserve.bench import SLO, BenchConfig
     from splitserve.cluster.launcher import Cluster, ClusterSpec, free_port
 
     num_prefill, num_decode, num_mixed = TOPOLOGIES[topology]
@@ -174,32 +188,47 @@ def run_topology(setup: Setup, topology: str, model_dir: Path, log_dir: Path) ->
         # first-call costs (allocator growth, lazy imports) out of every measured run
         run_bench_warm = BenchConfig(url=cluster.url, **{**base, "num_requests": 6,
                                                          "rate_rps": 4.0, "seed": 99})
-        _bench(cluster, pids, run_bench_warm)
-        # the probe: fixed-length prompts around the workload's typical size, so that the
-        # bursts are batches of like requests
-        probe_workload = Workload("probe", LengthDist("uniform", 144, 32, 256),
-                                  LengthDist("uniform", 40, 16, 64), description="probe")
-        for i, (name, arrival, rate, burst, count, conc, kind) in enumerate(PROBE):
-            lengths = ({"workload": probe_workload, "length_scale": 1.0} if kind == "probe"
-                       else {})
-            config = BenchConfig(url=cluster.url, **{**base, **lengths},
-                                 arrival=arrival, rate_rps=rate, burst_size=burst,
-                                 num_requests=count, max_concurrency=conc,
-                                 seed=setup.probe_seed + i)
-            run = _bench(cluster, pids, config)
-            out["probe"].append({"phase": name, "arrival": arrival, "rate_rps": rate,
-                                 "burst_size": burst, "max_concurrency": conc, **run})
-            print(f"  {topology} probe {name}: {len(run['records'])} requests", flush=True)
+        with lock():
+            _bench(cluster, pids, run_bench_warm)
+            _probe(setup, topology, cluster, pids, base, out)
         for rate in setup.rates:
-            for repeat in range(setup.num_repeats):
-                config = BenchConfig(url=cluster.url, **base, rate_rps=rate,
-                                     num_requests=setup.num_requests,
-                                     duration_s=setup.duration_s, seed=setup.seed)
-                run = _bench(cluster, pids, config)
-                out["runs"].append({"topology": topology, "rate_rps": rate, "repeat": repeat,
-                                    **run})
-                ok = [r for r in run["records"] if r["success"]]
-                print(f"  {topology} @ {rate:g} req/s #{repeat}: {len(ok)}/"
-                      f"{len(run['records'])} done, load {run['load_before'][0]} -> "
-                      f"{run['load_after'][0]}", flush=True)
+            with lock():
+                _runs_at(setup, topology, cluster, pids, base, rate, out)
     return out
+
+
+def _probe(setup: Setup, topology: str, cluster: Any, pids: dict[str, int],
+           base: dict[str, Any], out: dict[str, Any]) -> None:
+    from splitserve.bench import BenchConfig, LengthDist, Workload
+
+    # the probe: fixed-length prompts around the workload's typical size, so that the
+    # bursts are batches of like requests
+    probe_workload = Workload("probe", LengthDist("uniform", 144, 32, 256),
+                              LengthDist("uniform", 40, 16, 64), description="probe")
+    for i, (name, arrival, rate, burst, count, conc, kind) in enumerate(PROBE):
+        lengths = ({"workload": probe_workload, "length_scale": 1.0} if kind == "probe"
+                   else {})
+        config = BenchConfig(url=cluster.url, **{**base, **lengths},
+                             arrival=arrival, rate_rps=rate, burst_size=burst,
+                             num_requests=count, max_concurrency=conc,
+                             seed=setup.probe_seed + i)
+        run = _bench(cluster, pids, config)
+        out["probe"].append({"phase": name, "arrival": arrival, "rate_rps": rate,
+                             "burst_size": burst, "max_concurrency": conc, **run})
+        print(f"  {topology} probe {name}: {len(run['records'])} requests", flush=True)
+
+
+def _runs_at(setup: Setup, topology: str, cluster: Any, pids: dict[str, int],
+             base: dict[str, Any], rate: float, out: dict[str, Any]) -> None:
+    from splitserve.bench import BenchConfig
+
+    for repeat in range(setup.num_repeats):
+        config = BenchConfig(url=cluster.url, **base, rate_rps=rate,
+                             num_requests=setup.num_requests,
+                             duration_s=setup.duration_s, seed=setup.seed)
+        run = _bench(cluster, pids, config)
+        out["runs"].append({"topology": topology, "rate_rps": rate, "repeat": repeat, **run})
+        ok = [r for r in run["records"] if r["success"]]
+        print(f"  {topology} @ {rate:g} req/s #{repeat}: {len(ok)}/"
+              f"{len(run['records'])} done, load {run['load_before'][0]} -> "
+              f"{run['load_after'][0]}", flush=True)

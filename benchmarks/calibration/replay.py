@@ -64,23 +64,31 @@ def latency_model(setup: Setup, profile: dict[str, Any]) -> ProfileLatencyModel:
     return ProfileLatencyModel({**profile, "kv_capacity_tokens": setup.num_blocks * BLOCK_SIZE})
 
 
-JITTER_SEEDS = 3
+# Replays averaged over (their per-request arrays concatenated): with step jitter, one per
+# jitter seed; with polled routing, one per phase of the router's polls against the run
+# (both unknown: the statistics are over their distribution)
+NUM_DRAWS = 4
+POLL_INTERVAL_S = 0.5  # splitserve/router/config.py RouterConfig.poll_interval_s
 
 
 def replay(setup: Setup, topology: str, records: list[dict[str, Any]],
            profile: dict[str, Any], link: Link, overhead: ServingOverhead | None = None,
-           step_scale: dict[str, float] | None = None) -> dict[str, Any]:
+           step_scale: dict[str, float] | None = None, routing: str = "requests",
+           ) -> dict[str, Any]:
     """Simulate `records` (see `sent`); per-request arrays in that order, plus busy time.
-    `step_scale[role]` replaces `overhead.step_scale` for that role's pool. With step
-    jitter, the run is simulated with JITTER_SEEDS seeds and the per-request arrays are
-    their concatenation (statistics over them are over the jittered distribution)."""
-    if overhead is None or overhead.prefill_jitter_cv == 0:
-        return _replay_once(setup, topology, records, profile, link, overhead, step_scale)
+    `step_scale[role]` replaces `overhead.step_scale` for that role's pool. `routing`:
+    how the simulated router picks a mixed worker (see `Simulation`)."""
+    jitter = overhead is not None and overhead.prefill_jitter_cv > 0
+    polled = routing == "polled" and TOPOLOGIES[topology][2] > 1
+    if not jitter and not polled:
+        return _replay_once(setup, topology, records, profile, link, overhead, step_scale,
+                            routing, 0.0)
     runs = [_replay_once(setup, topology, records, profile, link,
-                         dataclasses.replace(overhead, jitter_seed=seed), step_scale)
-            for seed in range(JITTER_SEEDS)]
+                         dataclasses.replace(overhead, jitter_seed=k) if overhead else None,
+                         step_scale, routing, k * POLL_INTERVAL_S / NUM_DRAWS)
+            for k in range(NUM_DRAWS)]
     out: dict[str, Any] = {key: np.concatenate([r[key] for r in runs])
-                           for key in ("ttft_s", "tpot_s", "finished")}
+                           for key in ("ttft_s", "tpot_s", "finished", "prefill_stage_s")}
     out["token_rate"] = float(np.mean([r["token_rate"] for r in runs]))
     out["engine_busy_s"] = {role: round(float(np.mean([r["engine_busy_s"][role] for r in runs])),
                                         3) for role in runs[0]["engine_busy_s"]}
@@ -91,7 +99,8 @@ def replay(setup: Setup, topology: str, records: list[dict[str, Any]],
 
 def _replay_once(setup: Setup, topology: str, records: list[dict[str, Any]],
                  profile: dict[str, Any], link: Link, overhead: ServingOverhead | None,
-                 step_scale: dict[str, float] | None) -> dict[str, Any]:
+                 step_scale: dict[str, float] | None, routing: str,
+                 poll_offset_s: float) -> dict[str, Any]:
     rows = sent(records)
     requests = Requests(
         arrival_s=np.array([r["send_s"] for r in rows], dtype=np.float64),
@@ -114,14 +123,21 @@ def _replay_once(setup: Setup, topology: str, records: list[dict[str, Any]],
                             max_num_seqs=setup.max_num_seqs, chunked_prefill=True)
     # delivery delay only: the step terms are already inside the counters' models
     delivery = ServingOverhead(delivery_s=overhead.delivery_s) if overhead else None
-    # routing="requests": the router picks the mixed worker with the fewest requests in
-    # it, then the least KV in use (splitserve/router/policies.py least_loaded)
+    # the router picks the mixed worker with the fewest requests in it, then the least KV
+    # in use (splitserve/router/policies.py least_loaded); "requests" counts them live,
+    # "polled" as the router does (its last poll of each worker, or its own in-flight
+    # count if higher)
     result = simulate(requests, pools, sched, transfer,
                       local_prefill_max_len=0 if num_mixed else setup.short_prompt_len,
-                      overhead=delivery, routing="requests")
+                      overhead=delivery, routing=routing, poll_interval_s=POLL_INTERVAL_S,
+                      poll_offset_s=poll_offset_s)
     done = result.finished
     span_s = float(np.max(result.finish_s[done]) - np.min(result.arrival_s)) if done.any() else 0.0
+    assert result.first_scheduled_s is not None
+    delivery_s = delivery.delivery_s if delivery else 0.0
     return {"ttft_s": result.ttft_s, "tpot_s": result.tpot_s, "finished": result.finished,
+            # engine side: first prompt chunk scheduled -> first token sampled
+            "prefill_stage_s": result.first_token_s - delivery_s - result.first_scheduled_s,
             # output tokens per second of the simulated run: the load a run offers, known
             # without measuring it (what `fit` relates the step slowdown to)
             "token_rate": float(requests.output_len.sum()) / span_s if span_s > 0 else 0.0,
@@ -136,7 +152,18 @@ def real_arrays(records: list[dict[str, Any]]) -> dict[str, np.ndarray]:
     def arr(key: str) -> np.ndarray:
         return np.array([r[key] if r[key] is not None else np.nan for r in rows], dtype=float)
 
+    def stage(r: dict[str, Any]) -> float:
+        tl = r.get("timeline") or {}
+        for role in ("full", "prefill"):
+            start = tl.get(f"{role}.engine_first_scheduled_s")
+            first = tl.get(f"{role}.engine_first_token_s")
+            if start is not None and first is not None:
+                return float(first - start)
+        return float("nan")
+
     return {"ttft_s": arr("ttft_s"), "tpot_s": arr("tpot_s"),
+            # the engine's first scheduled -> first token (router timeline), NaN without one
+            "prefill_stage_s": np.array([stage(r) for r in rows], dtype=float),
             "first_itl_s": arr("first_itl_s"), "median_itl_s": arr("median_itl_s"),
             "input_len": arr("input_len"), "output_len": arr("output_len"),
             "finished": np.array([bool(r["success"]) for r in rows])}

@@ -8,12 +8,17 @@ router and its SSE stream to the client. `ServingOverhead` names those costs:
 - `step_scale`: factor on every step's profiled time (a serving worker's steps can run
   slower than the profile's back-to-back ones: first steps after idle, other processes
   on the same core);
+- `prefill_scale`: a further factor on every step that computes prompt tokens (a step
+  that also decodes included). Measured here: a lone prompt's step in a serving worker
+  took 1.3-1.4x the profile's back-to-back time of the same shape, while decode steps
+  took ~1x, so one `step_scale` per pool cannot price both;
 - `step_s`: fixed seconds added to every engine step that does any work;
 - `per_seq_s`: seconds added per decoding sequence in the step (detokenize, emit, relay);
 - `prefill_jitter_cv`: coefficient of variation of a mean-1 lognormal factor drawn for
   every step that computes prompt tokens (seeded by `jitter_seed`): on a shared machine
   such steps vary, and queueing behind them turns that into longer TTFT tails than a
-  deterministic simulation shows. Pure decode steps are left exact: their variation
+  deterministic simulation shows (measured here from the router's per-request timelines:
+  a prompt step alone varies by ~5%, under 3-5 req/s by a CV of ~0.3-0.4). Pure decode steps are left exact: their variation
   averages out over a request's many tokens, and jittering them would widen the TPOT
   spread instead;
 - `delivery_s`: seconds from the engine emitting a token to the client reading it
@@ -47,14 +52,17 @@ class ServingOverhead:
     step_scale: float = 1.0
     prefill_jitter_cv: float = 0.0
     jitter_seed: int = 0
+    prefill_scale: float = 1.0
 
     def __post_init__(self) -> None:
         for name in ("step_s", "per_seq_s", "delivery_s"):
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:
                 raise ValueError(f"{name} must be a finite number >= 0 seconds, got {value}")
-        if not math.isfinite(self.step_scale) or self.step_scale <= 0:
-            raise ValueError(f"step_scale must be a finite number > 0, got {self.step_scale}")
+        for name in ("step_scale", "prefill_scale"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value <= 0:
+                raise ValueError(f"{name} must be a finite number > 0, got {value}")
         if not math.isfinite(self.prefill_jitter_cv) or self.prefill_jitter_cv < 0:
             raise ValueError(f"prefill_jitter_cv must be a finite number >= 0, "
                              f"got {self.prefill_jitter_cv}")
@@ -62,7 +70,7 @@ class ServingOverhead:
     @property
     def changes_steps(self) -> bool:
         return (self.step_s != 0 or self.per_seq_s != 0 or self.step_scale != 1
-                or self.prefill_jitter_cv != 0)
+                or self.prefill_jitter_cv != 0 or self.prefill_scale != 1)
 
     def to_dict(self) -> dict[str, float]:
         return dataclasses.asdict(self)
@@ -78,9 +86,10 @@ class ServingOverhead:
 
 
 class OverheadLatencyModel:
-    """A `LatencyModel` whose step takes `(base * step_scale + step_s + per_seq_s *
+    """A `LatencyModel` whose step takes `(base * step_scale * p + step_s + per_seq_s *
     num_decode_seqs) * jitter` for every step of `base` that does work (an empty step
-    stays 0 s); jitter is 1 for pure decode steps and unless `prefill_jitter_cv` > 0."""
+    stays 0 s); p is `prefill_scale` for a step with prompt tokens, else 1; jitter is 1
+    for pure decode steps and unless `prefill_jitter_cv` > 0."""
 
     def __init__(self, base: LatencyModel, overhead: ServingOverhead) -> None:
         self.base = base
@@ -108,7 +117,8 @@ class OverheadLatencyModel:
         if num_prefill_tokens == 0 and num_decode_seqs == 0:
             return seconds
         o = self.overhead
-        seconds = seconds * o.step_scale + o.step_s + o.per_seq_s * num_decode_seqs
+        scale = o.step_scale * (o.prefill_scale if num_prefill_tokens > 0 else 1.0)
+        seconds = seconds * scale + o.step_s + o.per_seq_s * num_decode_seqs
         if self._sigma > 0 and num_prefill_tokens > 0:
             seconds *= self._rng.lognormvariate(self._mu, self._sigma)
         return seconds

@@ -37,6 +37,9 @@ class SimResult:
     num_local_prefills: int = 0
     num_prefix_hit_tokens: int = 0
     num_steps: int = 0
+    # when each request's first prompt chunk started computing (engine side, before any
+    # delivery delay); NaN if never
+    first_scheduled_s: np.ndarray | None = None
 
     @property
     def finished(self) -> np.ndarray:

@@ -35,6 +35,8 @@ from splitserve.planner.workload import Requests
 
 _STEP_END = 0
 _TRANSFER_DONE = 1
+_POLL = 2
+ROUTINGS = ("tokens", "requests", "polled")
 
 
 class Simulation:
@@ -50,15 +52,27 @@ class Simulation:
         prefix_cache: bool = True,
         stop_after_misses: tuple[Slo, int] | None = None,
         routing: str = "tokens",
+        poll_interval_s: float = 0.5,
+        poll_offset_s: float = 0.0,
     ) -> None:
         """stop_after_misses=(slo, k): end the run early once k + 1 requests missed the
         SLO (the search only needs to know the target is out of reach); the requests not
         yet finished are then reported unfinished. routing: how an arrival picks a mixed
-        instance: "tokens" (fewest queued prompt tokens + KV tokens in use) or "requests"
-        (fewest requests waiting or running, then least KV in use: splitserve's router)."""
-        if routing not in ("tokens", "requests"):
-            raise ValueError(f"routing must be 'tokens' or 'requests', got {routing!r}")
+        instance: "tokens" (fewest queued prompt tokens + KV tokens in use), "requests"
+        (fewest requests waiting or running, then least KV in use), or "polled"
+        (splitserve's router as it runs: it sees each worker's load as last polled,
+        every `poll_interval_s` from `poll_offset_s` on, and its own count of the
+        requests it sent there that have not finished; it picks the fewest of
+        max(polled, own), then the least polled KV in use)."""
+        if routing not in ROUTINGS:
+            raise ValueError(f"routing must be one of {ROUTINGS}, got {routing!r}")
+        if not math.isfinite(poll_interval_s) or poll_interval_s <= 0:
+            raise ValueError(f"poll_interval_s must be a finite number > 0, got "
+                             f"{poll_interval_s}")
+        if not 0 <= poll_offset_s < math.inf:
+            raise ValueError(f"poll_offset_s must be a finite number >= 0, got {poll_offset_s}")
         self.routing = routing
+        self.poll_interval_s = poll_interval_s
         if transfer is None and any(p.role == "prefill" for p in pools):
             raise ValueError("a disaggregated fleet needs a TransferConfig")
         self.req = requests
@@ -75,6 +89,7 @@ class Simulation:
         self.admitted = [False] * n
         self.home = [-1] * n  # instance that prefilled the request
         self.first_s = [math.nan] * n
+        self.first_sched_s = [math.nan] * n
         self.finish_s = [math.nan] * n
         self.events: list[tuple[float, int, int, int, int]] = []
         self.seq = 0
@@ -86,6 +101,11 @@ class Simulation:
         self.missed = [False] * n
         self.num_missed = 0
         self.arrival: list[float] = requests.arrival_s.tolist()
+        # "polled" routing: (requests, KV tokens in use) per instance at the last poll;
+        # before the first poll the router knows nothing (zeros)
+        self.polled: list[tuple[int, int]] = [(0, 0)] * len(self.instances)
+        if routing == "polled" and "mixed" in self.by_role and n:
+            self._push(poll_offset_s, _POLL, 0)
 
     # -- event plumbing ---------------------------------------------------------------
     def _push(self, time_s: float, kind: int, a: int, b: int = 0) -> None:
@@ -104,6 +124,8 @@ class Simulation:
             time_s, _, kind, a, b = heapq.heappop(events)
             if kind == _STEP_END:
                 self._end_step(self.instances[a], time_s)
+            elif kind == _POLL:
+                self._poll(time_s, i < n)
             else:
                 self._transfer_done(self.instances[a], b, time_s)
         return SimResult(
@@ -114,6 +136,7 @@ class Simulation:
             num_local_prefills=self.num_local,
             num_prefix_hit_tokens=self.num_hit_tokens,
             num_steps=self.num_steps,
+            first_scheduled_s=np.asarray(self.first_sched_s),
         )
 
     # -- routing ------------------------------------------------------------------------
@@ -122,7 +145,11 @@ class Simulation:
         if "mixed" in self.by_role:
             pool = self.by_role["mixed"]
             if self.routing == "requests":
-                inst = min(pool, key=lambda x: (len(x.waiting) + x.num_running, x.kv_used))
+                inst = min(pool, key=lambda x: (self._num_requests(x), x.kv_used))
+            elif self.routing == "polled":
+                polled = self.polled
+                inst = min(pool, key=lambda x: (
+                    max(polled[x.idx][0], self._num_requests(x)), polled[x.idx][1]))
             else:
                 inst = min(pool, key=lambda x: x.queued_prefill_tokens + x.kv_used)
         elif input_len <= self.local_max_len:
@@ -141,6 +168,20 @@ class Simulation:
         inst.queued_prefill_tokens += input_len - self.done_tokens[rid]
         if not inst.busy:
             self._start_step(inst, now)
+
+    def _num_requests(self, inst: Instance) -> int:
+        """Requests queued or running on `inst`, counting one whose last prompt chunk is
+        in the current step (it has left `waiting` and not yet joined `running`): the
+        engine counts it running, the router in flight."""
+        input_len = self.input_len
+        in_step = sum(1 for rid, take, cached in inst.chunks if cached + take >= input_len[rid])
+        return len(inst.waiting) + inst.num_running + in_step
+
+    def _poll(self, now: float, more_arrivals: bool) -> None:
+        for inst in self.by_role["mixed"]:
+            self.polled[inst.idx] = (self._num_requests(inst), inst.kv_used)
+        if more_arrivals:  # polls only matter to arrivals still to come
+            self._push(now + self.poll_interval_s, _POLL, 0)
 
     def _hand_off(self, rid: int, now: float) -> None:
         dec = min(self.by_role["decode"], key=Instance.decode_load)
@@ -235,6 +276,8 @@ class Simulation:
                     break
                 take = remaining
             chunks.append((rid, take, cached))
+            if math.isnan(self.first_sched_s[rid]):
+                self.first_sched_s[rid] = now
             tokens += take
             pairs += take * cached + take * (take + 1) / 2
             kv_tokens += cached + take
@@ -316,6 +359,8 @@ def simulate(
     stop_after_misses: tuple[Slo, int] | None = None,
     overhead: ServingOverhead | None = None,
     routing: str = "tokens",
+    poll_interval_s: float = 0.5,
+    poll_offset_s: float = 0.0,
 ) -> SimResult:
     """Run one simulation; see `Simulation`. `overhead`: serving-path costs on top of
     every pool's latency model and token delivery (see `splitserve.planner.overhead`);
@@ -337,5 +382,7 @@ def simulate(
         prefix_cache,
         stop_after_misses,
         routing,
+        poll_interval_s,
+        poll_offset_s,
     ).run()
     return delayed(result, overhead.delivery_s) if overhead is not None else result
