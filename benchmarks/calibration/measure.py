@@ -12,6 +12,7 @@ transfer counters.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import resource
 from collections.abc import Callable
@@ -152,13 +153,13 @@ def _bench(cluster: Any, pids: dict[str, int], config: Any) -> dict[str, Any]:
 
     load_before = load_avg()
     before = _snapshot(cluster, pids)
-    with timelines.capture() as captured:
-        result = run_bench(config)
+    result = run_bench(dataclasses.replace(config, capture_timeline=True))
     after = _snapshot(cluster, pids)
     records = []
     for r in result.records:
         d = _record(r)
-        d["timeline"] = timelines.summarize(captured.get(r.index, {}))
+        d.pop("send_wall_s", None)
+        d["timeline"] = timelines.summarize(d.pop("timeline"), r.send_wall_s)
         records.append(d)
     return {"load_before": load_before, "load_after": load_avg(),
             "duration_s": result.summary["duration_s"], **_delta(before, after),

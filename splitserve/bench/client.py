@@ -104,18 +104,34 @@ def _chunk_text(obj: dict[str, Any]) -> str:
     return str(choice.get("text") or "")
 
 
+# splitserve's router answers a streamed request carrying this header with one SSE comment,
+# `: timeline {json}`, after the last token (ignored by clients, never part of a gap).
+DEBUG_HEADER = "x-splitserve-debug"
+TIMELINE_PREFIX = ": timeline "
+
+
 async def _stream_one(
-    client: httpx.AsyncClient, url: str, body: dict[str, Any], record: RequestRecord
+    client: httpx.AsyncClient, url: str, body: dict[str, Any], record: RequestRecord,
+    capture_timeline: bool = False,
 ) -> None:
     """Fills `record` from one streamed response; raises on transport/HTTP errors."""
+    headers = {DEBUG_HEADER: "1"} if capture_timeline else None
+    if capture_timeline:
+        record.send_wall_s = time.time()
     start = time.perf_counter()
     last = start
-    async with client.stream("POST", url, json=body) as response:
+    async with client.stream("POST", url, json=body, headers=headers) as response:
         if response.status_code != 200:
             text = (await response.aread()).decode(errors="replace")
             raise _RequestFailed(f"HTTP {response.status_code}: {text[:200]}")
         finished = False
         async for line in response.aiter_lines():
+            if capture_timeline and line.startswith(TIMELINE_PREFIX):
+                try:
+                    record.timeline = json.loads(line[len(TIMELINE_PREFIX):])
+                except json.JSONDecodeError:
+                    pass  # a debug aid: a bad one is dropped, the request still counts
+                continue
             if not line.startswith("data:"):
                 continue
             payload = line[len("data:") :].strip()
@@ -163,6 +179,8 @@ class ClientConfig:
     timeout_s: float = 300.0
     duration_s: float | None = None
     max_concurrency: int | None = None
+    # ask splitserve's router for each request's timeline (RequestRecord.timeline)
+    capture_timeline: bool = False
 
     def __post_init__(self) -> None:
         if not self.timeout_s > 0:
@@ -195,7 +213,8 @@ async def run_requests(
             try:
                 body = request_body(spec, config.model, config.chat)
                 await asyncio.wait_for(
-                    _stream_one(client, target, body, record), config.timeout_s
+                    _stream_one(client, target, body, record, config.capture_timeline),
+                    config.timeout_s
                 )
             except asyncio.TimeoutError:
                 record.error = f"timeout after {config.timeout_s:g} s"

@@ -30,6 +30,10 @@ class RequestRecord:
     num_chunks: int = 0
     output_len_source: str = "chunks"
     error: str | None = None
+    # With ClientConfig.capture_timeline: the router's per-request timeline (route kind,
+    # workers, router and engine event times, wall clock) and the client's wall-clock send.
+    timeline: dict[str, Any] | None = None
+    send_wall_s: float | None = None
 
     @property
     def success(self) -> bool:

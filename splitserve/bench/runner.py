@@ -61,6 +61,7 @@ class BenchConfig:
     trace: TraceScaling | None = None
     slo: SLO = field(default_factory=SLO)
     label: str | None = None  # names the run in tables and plots (e.g. the topology)
+    capture_timeline: bool = False  # per-request router timelines (splitserve's router only)
 
     def __post_init__(self) -> None:
         if self.arrival not in ARRIVAL_KINDS:
@@ -155,7 +156,7 @@ async def run_bench_async(
     specs = plan_requests(config, max_model_len)
     client_config = ClientConfig(
         config.url, model, config.chat, config.timeout_s, config.duration_s,
-        config.max_concurrency,
+        config.max_concurrency, config.capture_timeline,
     )
     records, wall_s = await run_requests(client_config, specs, on_done)
     sent = [r for r in records if r.send_s is not None]

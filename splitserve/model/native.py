@@ -4,7 +4,7 @@ Why not a torch extension: `torch.utils.cpp_extension` compiles torch's headers 
 minute per build on two cores) and ties the binary to one torch version. These kernels take
 raw pointers, so a plain `g++ -O3 -march=native -fopenmp` builds them in seconds
 and the same source serves torch 2.11 and 2.13. The shared library is cached under
-`$SPLITSERVE_CACHE_DIR` (default `~/.cache/splitserve`) keyed by the source, the flags and
+`$SPLITSERVE_CACHE` (default `~/.cache/splitserve`) keyed by the source, the flags and
 this CPU's feature flags, built under a file lock (several workers may start at once) and
 renamed into place atomically.
 
@@ -45,8 +45,8 @@ LINK_FLAGS = ["-shared", "-fopenmp"]
 
 
 def cache_dir() -> Path:
-    root = os.environ.get("SPLITSERVE_CACHE_DIR") or Path.home() / ".cache" / "splitserve"
-    return Path(root) / "native"
+    root = os.environ.get("SPLITSERVE_CACHE") or Path.home() / ".cache" / "splitserve"
+    return Path(root).expanduser() / "native"
 
 
 def _cpu_flags() -> str:

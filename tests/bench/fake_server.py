@@ -103,6 +103,9 @@ def make_app(cfg: FakeConfig) -> FastAPI:
                             "model": cfg.model, "choices": [],
                             "usage": {"prompt_tokens": prompt_len, "completion_tokens": num_out,
                                       "total_tokens": prompt_len + num_out}})
+            if request.headers.get("x-splitserve-debug") == "1":  # as splitserve's router
+                timeline = {"route_kind": "fake", "received": time.time(), "events": []}
+                yield f": timeline {json.dumps(timeline)}\n\n".encode()
             yield _sse("[DONE]")
 
         return StreamingResponse(events(), media_type="text/event-stream")

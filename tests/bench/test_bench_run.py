@@ -36,7 +36,7 @@ SUMMARY_KEYS = {
 RECORD_KEYS = {
     "index", "scheduled_s", "send_s", "input_len", "requested_output_len", "is_long", "ttft_s",
     "itl_s", "e2e_s", "output_len", "num_chunks", "output_len_source", "error", "success",
-    "tpot_s",
+    "tpot_s", "timeline", "send_wall_s",
 }
 
 
@@ -163,3 +163,16 @@ def test_config_rejects_bad_values(tokenizer_dir: Path, field: str, value: objec
                                    message: str) -> None:
     with pytest.raises(ValueError, match=message):
         config("http://127.0.0.1:1", tokenizer_dir, **{field: value})
+
+
+def test_capture_timeline_keeps_the_routers_comment(tokenizer_dir: Path) -> None:
+    fake = FakeConfig(ttft_s=0.01, token_delay_s=0.002)
+    with serve(fake) as url:
+        plain = run_bench(config(url, tokenizer_dir, num_requests=3))
+        traced = run_bench(config(url, tokenizer_dir, num_requests=3, capture_timeline=True))
+    for r in plain.records:
+        assert r.success and r.timeline is None and r.send_wall_s is None
+    for r in traced.records:
+        assert r.success and r.timeline is not None and r.timeline["route_kind"] == "fake"
+        assert r.send_wall_s is not None and r.timeline["received"] >= r.send_wall_s
+        assert r.output_len == 8 and r.num_chunks == 8  # the comment is not output

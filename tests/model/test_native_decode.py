@@ -105,6 +105,6 @@ def test_bad_layouts_are_refused() -> None:
 def test_build_failure_is_reported(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
     bad = tmp_path / "broken.cpp"
     bad.write_text("this is not C++")
-    monkeypatch.setenv("SPLITSERVE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("SPLITSERVE_CACHE", str(tmp_path / "cache"))
     with pytest.raises(RuntimeError, match="failed on broken.cpp"):
         native.build((bad,), name="broken")
