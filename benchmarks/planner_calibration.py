@@ -19,9 +19,9 @@
    2-mixed runs, split each real TTFT into its stages (calibration/tail.py) against the
    simulator's trace of the same requests, with its own routing and with the real one.
 
-    PYTHONPATH=. python benchmarks/planner_calibration.py --lock /work/wt/cpu.lock  # ~13 min
-    PYTHONPATH=. python benchmarks/planner_calibration.py --preset quick --lock \
-        /work/wt/cpu.lock --out benchmarks/results/planner_calibration_quick.json
+    PYTHONPATH=. python benchmarks/planner_calibration.py  # ~13 min; --lock FILE: flock it per phase
+    PYTHONPATH=. python benchmarks/planner_calibration.py --preset quick \
+        --out benchmarks/results/planner_calibration_quick.json
     PYTHONPATH=. python benchmarks/planner_calibration.py --replay \
         benchmarks/results/planner_calibration_raw.json      # re-analyse, no measuring
 
