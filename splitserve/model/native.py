@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 CSRC = Path(__file__).resolve().parent / "csrc"
 SOURCES = (CSRC / "paged_decode.cpp", CSRC / "fused_ops.cpp")
+HEADERS = (CSRC / "dtype.h",)  # included by the sources: part of the cache key
 ABI_VERSION = 3
 # -ffast-math at compile time only: linked, gcc 12 adds crtfastmath.o, which turns on
 # flush-to-zero for the whole process (torch's numerics included) when the library loads.
@@ -69,7 +70,7 @@ def build(sources: tuple[Path, ...] = SOURCES, name: str = "splitserve_kernels")
     if cxx is None:
         raise RuntimeError("no C++ compiler found (set CXX or install g++)")
     key = hashlib.sha256(
-        b"\0".join([*(src.read_bytes() for src in sources),
+        b"\0".join([*(src.read_bytes() for src in (*sources, *HEADERS)),
                     " ".join(COMPILE_FLAGS + LINK_FLAGS).encode(), cxx.encode(),
                     _cpu_flags().encode()])
     ).hexdigest()[:16]

@@ -12,30 +12,13 @@
 #include <cstdint>
 #include <cstring>
 
+#include "dtype.h"
+
 namespace {
 
-inline float to_float(float x) { return x; }
-inline float to_float(uint16_t x) {
-  uint32_t u = static_cast<uint32_t>(x) << 16;
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
-inline float round_to(float x, const float*) { return x; }
-inline float round_to(float x, const uint16_t*) {  // through bfloat16, nearest even
-  uint32_t u;
-  std::memcpy(&u, &x, 4);
-  u = (u + 0x7FFFu + ((u >> 16) & 1u)) & 0xFFFF0000u;
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
-inline void store(float x, float* o) { *o = x; }
-inline void store(float x, uint16_t* o) {
-  uint32_t u;
-  std::memcpy(&u, &x, 4);
-  *o = static_cast<uint16_t>((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
-}
+using splitserve::round_to;
+using splitserve::store;
+using splitserve::to_float;
 
 template <typename T>
 void add_rms_norm(const T* x, T* residual, const T* weight, T* out, int64_t rows, int64_t dim,

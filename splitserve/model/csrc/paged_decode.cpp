@@ -18,22 +18,12 @@
 #include <cstring>
 #include <vector>
 
+#include "dtype.h"
+
 namespace {
 
-inline float to_float(float x) { return x; }
-inline float to_float(uint16_t x) {  // bfloat16 bits -> float32 (exact)
-  uint32_t u = static_cast<uint32_t>(x) << 16;
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
-inline void store(float x, float* o) { *o = x; }
-inline void store(float x, uint16_t* o) {  // float32 -> bfloat16, round to nearest even
-  uint32_t u;
-  std::memcpy(&u, &x, 4);
-  u += 0x7FFFu + ((u >> 16) & 1u);
-  *o = static_cast<uint16_t>(u >> 16);
-}
+using splitserve::store;
+using splitserve::to_float;
 
 struct Shape {
   int64_t num_heads, num_kv_heads, head_dim, block_size, max_blocks;
