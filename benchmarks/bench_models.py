@@ -22,6 +22,9 @@ SIZES: dict[str, dict[str, Any]] = {
     # ~110M parameters (the size peers.md quotes vLLM-CPU at); 440 MB in float32
     "llama-110m": dict(hidden_size=768, intermediate_size=2048, num_hidden_layers=12,
                        num_attention_heads=12, num_key_value_heads=4, vocab_size=32000),
+    # ~1.1B parameters (TinyLlama's shape): for a GPU, where 110M is all launch overhead
+    "llama-1b": dict(hidden_size=2048, intermediate_size=5632, num_hidden_layers=22,
+                     num_attention_heads=32, num_key_value_heads=4, vocab_size=32000),
     # ~25M parameters: quick smoke runs
     "llama-25m": dict(hidden_size=384, intermediate_size=1024, num_hidden_layers=6,
                       num_attention_heads=6, num_key_value_heads=2, vocab_size=32000),

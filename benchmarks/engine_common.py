@@ -72,10 +72,10 @@ class OurEngine:
     """splitserve's offline LLM, loaded once; `run(reqs)` -> useful tokens/s."""
 
     def __init__(self, model_dir: Path, dtype: str, threads: int, max_num_seqs: int = 64,
-                 max_num_batched_tokens: int = 1024) -> None:
+                 max_num_batched_tokens: int = 1024, device: str = "cpu") -> None:
         from splitserve.engine.llm import LLM
 
-        self.llm = LLM(str(model_dir), dtype=dtype, num_threads=threads,
+        self.llm = LLM(str(model_dir), dtype=dtype, num_threads=threads, device=device,
                        max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens,
                        kv_cache_bytes=1 << 30, max_model_len=2048,
                        enable_prefix_caching=False)
@@ -97,14 +97,15 @@ class OurEngine:
 class HFEngine:
     """transformers `generate`, batched with left padding; counts only requested tokens."""
 
-    def __init__(self, model_dir: Path, dtype: str, threads: int) -> None:
+    def __init__(self, model_dir: Path, dtype: str, threads: int, device: str = "cpu") -> None:
         import torch
         import transformers
 
         torch.set_num_threads(threads)
         self.torch = torch
+        self.device = torch.device(device)
         self.model = transformers.AutoModelForCausalLM.from_pretrained(
-            str(model_dir), dtype=getattr(torch, dtype)).eval()
+            str(model_dir), dtype=getattr(torch, dtype)).to(self.device).eval()
         # ignore_eos: never stop early, every row generates its batch's max_new_tokens
         self.model.generation_config.eos_token_id = None
         self.model.generation_config.pad_token_id = 0
@@ -122,8 +123,11 @@ class HFEngine:
                 mask[row, max_len - len(prompt):] = 1
             new = max(o for _, o in chunk)
             with torch.inference_mode():
-                out = self.model.generate(input_ids=ids, attention_mask=mask, do_sample=False,
+                out = self.model.generate(input_ids=ids.to(self.device),
+                                          attention_mask=mask.to(self.device), do_sample=False,
                                           max_new_tokens=new, min_new_tokens=new)
             if out.shape[1] != max_len + new:
                 raise RuntimeError(f"HF generated {out.shape[1] - max_len} tokens, not {new}")
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()  # our engine's outputs are host lists: already synced
         return useful_tokens(reqs) / (time.perf_counter() - start)
