@@ -36,8 +36,11 @@ def bench_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
     ours = OurEngine(model_dir, args.dtype, 1, max_num_batched_tokens=args.max_num_batched_tokens,
                      device=args.device)
     hf = HFEngine(model_dir, args.dtype, 1, device=args.device)
-    ours.run(fixed_workload(2, 32, 8))  # warm-up: cuBLAS handles, allocator
-    hf.run(fixed_workload(2, 32, 8), 2)
+    # warm-up on the real workload: the first pass pays cuBLAS/allocator/kernel-selection
+    # costs for every new shape (it ran 2-6x slower than the second on an H200)
+    ours.run(mixed)
+    hf.run(mixed, 16)
+    hf.run(mixed, 64)
     runs: dict[str, list[float]] = {"ours_mixed": [], "hf_mixed_bs16": [], "hf_mixed_bs64": [],
                                     "ours_b1": [], "hf_b1": []}
     for rep in range(args.reps):
