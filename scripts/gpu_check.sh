@@ -4,7 +4,7 @@
 #      time on the CPU, the whole suite under that machine's torch (2.11 + CUDA);
 #   2. benchmarks/engine_gpu.py (ours vs transformers on the GPU), alone on the machine.
 # Logs and JSON go to $OUT. Packages the GPU image lacks travel as wheels in .whl/
-# (fastapi, pydantic, uvicorn, openai, jsonschema and their needs; see docs/gpu.md).
+# (scripts/gpu_wheels.sh fetches them; carry .whl). See docs/gpu.md.
 set -uo pipefail
 OUT=${OUT:-/tmp/splitserve_gpu}
 mkdir -p "$OUT"
