@@ -50,6 +50,18 @@ class TransferConfig:
         if self.latency_s < 0:
             raise ValueError(f"latency_s must be >= 0, got {self.latency_s}")
 
+    def duration_s(self, num_tokens: int, receiver: LatencyModel,
+                   prefill_step_s: float) -> float:
+        """Seconds the link is busy moving `num_tokens` tokens' KV to `receiver` (latency
+        not included). With `layer_overlap`, all layers but the last went out while the
+        prefill step (`prefill_step_s`) computed the next ones."""
+        full_s = (num_tokens * receiver.kv_bytes_per_token
+                  / (self.link_bw_bytes_s * receiver.tensor_parallel))
+        if not self.layer_overlap:
+            return full_s
+        hidden_s = prefill_step_s * (receiver.num_layers - 1) / receiver.num_layers
+        return max(full_s - hidden_s, full_s / receiver.num_layers)
+
 
 @dataclass(frozen=True)
 class Pool:
