@@ -46,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.calibration import fit, measure, replay, tail
+from benchmarks.calibration import fit, fit_steps, measure, pooled, replay, steps, tail
 from benchmarks.calibration.report import (
     errors,
     markdown,
@@ -78,12 +78,14 @@ PRESETS = {
 # jitter measured from the timelines of the probe's Poisson phases.
 # calibrated_jitter_polled: the same with the simulated router seeing worker load as the
 # real one does (polled every 0.5 s, or its own in-flight count if higher).
+# steps: the polled router, serving terms measured step by step on the clean probe phases
+# (calibration/fit_steps.py) instead of fitted to aggregates.
 VARIANT_SPECS = {"profile": ("requests", False, False, False),
                  "uniform_steps": ("requests", True, False, False),
                  "calibrated": ("requests", True, True, False),
                  "calibrated_jitter": ("requests", True, True, True),
                  "calibrated_jitter_polled": ("polled", True, True, True)}
-VARIANTS = tuple(VARIANT_SPECS)
+VARIANTS = (*VARIANT_SPECS, "steps")
 
 
 @contextlib.contextmanager
@@ -99,14 +101,20 @@ def cpu_lock(path: str | None) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def measure_all(setup: Setup, lock: str | None) -> dict[str, Any]:
+def measure_all(setup: Setup, lock: str | None,
+                profile_from: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Profile (or take `profile_from`'s profile: a raw file of the same session), then
+    measure every topology of `setup`."""
     model_dir = setup.model_dir()
     core = sorted(os.sched_getaffinity(0))[0]
-    with cpu_lock(lock):
-        print(f"profiling {model_dir.name} on core {core} (load {measure.load_avg()})",
-              flush=True)
-        profile = measure.profile(setup, model_dir, core)
-        settle = measure.settle_effect(setup, model_dir, core)
+    if profile_from is not None:
+        profile, settle = profile_from["profile"], profile_from.get("settle_effect")
+    else:
+        with cpu_lock(lock):
+            print(f"profiling {model_dir.name} on core {core} (load {measure.load_avg()})",
+                  flush=True)
+            profile = measure.profile(setup, model_dir, core)
+            settle = measure.settle_effect(setup, model_dir, core)
     print(f"profile: {profile['wall_s']:.0f} s, CPU share {profile['cpu_share']:.2f}",
           flush=True)
     topologies = []
@@ -134,6 +142,26 @@ def _real_row(setup: Setup, run: dict[str, Any]) -> dict[str, Any]:
             "engine_busy_s": busy, "worker_cpu_per_busy_s": cpu_per_busy}
 
 
+def merge_raw(raws: list[dict[str, Any]]) -> dict[str, Any]:
+    """One raw file from several measured in pieces (e.g. one topology each, the later
+    ones with `--profile-from` the first): the first one's profile, every topology."""
+    first = raws[0]
+    for other in raws[1:]:
+        if other["profile"] != first["profile"]:
+            raise ValueError("raw files to merge must share one profile (use --profile-from)")
+        mine = {k: v for k, v in other["setup"].items() if k != "topologies"}
+        if mine != {k: v for k, v in first["setup"].items() if k != "topologies"}:
+            raise ValueError("raw files to merge must share one setup (topologies aside)")
+    topologies = [t for raw in raws for t in raw["topologies"]]
+    names = [t["topology"] for t in topologies]
+    if len(set(names)) != len(names):
+        raise ValueError(f"a topology appears in more than one raw file: {names}")
+    setup = {**first["setup"], "topologies": names}
+    return {**first, "setup": setup, "topologies": topologies,
+            "command": " && ".join(raw.get("command", "") for raw in raws),
+            "measured_at": max(raw.get("measured_at") or "" for raw in raws)}
+
+
 def setup_from_dict(data: dict[str, Any]) -> Setup:
     """The Setup a raw file was measured with (JSON lists back to tuples)."""
     fields = {f.name for f in dataclasses.fields(Setup)}
@@ -142,46 +170,67 @@ def setup_from_dict(data: dict[str, Any]) -> Setup:
     return Setup(**given)
 
 
+def _fits(setup: Setup, name: str, probe: list[dict[str, Any]], profile: dict[str, Any],
+          ) -> dict[Any, dict[str, Any]]:
+    """Every fit the variants need for one topology, each on its probe only: per
+    (simulated routing, prompt-step scale) for fit.py's variants (a single mixed worker,
+    or none, routes alike), and "steps" (fit_steps.py)."""
+    by_key: dict[Any, dict[str, Any]] = {}
+    for routing, fitted, prefill, _ in VARIANT_SPECS.values():
+        key = (routing if TOPOLOGIES[name][2] > 1 else "requests", prefill)
+        if fitted and key not in by_key:
+            by_key[key] = fit.fit_overheads(setup, name, probe, profile, DEFAULT_LINK, *key)
+    by_key["steps"] = fit_steps.fit_by_steps(setup, name, probe, profile, DEFAULT_LINK)
+    return by_key
+
+
+def _variant(setup: Setup, name: str, run: dict[str, Any], profile: dict[str, Any],
+             variant: str, by_key: dict[Any, dict[str, Any]]) -> tuple[dict[str, Any], Any]:
+    """One variant's replay of one run: (per-request arrays, per-role step scale)."""
+    if variant == "steps":
+        return fit_steps.replay_run(setup, name, run["records"], profile, by_key["steps"])
+    routing, fitted, prefill, jitter = VARIANT_SPECS[variant]
+    if not fitted:
+        return replay.replay(setup, name, run["records"], profile, DEFAULT_LINK,
+                             routing=routing), None
+    offered = replay.replay(setup, name, run["records"], profile, DEFAULT_LINK,
+                            routing=routing)["token_rate"]
+    f = by_key[(routing if TOPOLOGIES[name][2] > 1 else "requests", prefill)]
+    overhead = replay.ServingOverhead.from_dict(f["overhead"])
+    if not jitter:
+        overhead = dataclasses.replace(overhead, prefill_jitter_cv=0.0)
+    scale = fit.step_scale_at(f["step_scale_lines"], offered)
+    return replay.replay(setup, name, run["records"], profile, replay.Link(**f["link"]),
+                         overhead, scale, routing), scale
+
+
 def analyse(raw: dict[str, Any]) -> dict[str, Any]:
     setup = setup_from_dict(raw["setup"])
     profile = raw["profile"]
     rows, fits = [], {}
+    arrays: list[dict[str, Any]] = []  # per row: per-request arrays, real and per variant
     for topo in raw["topologies"]:
         name = topo["topology"]
-        # one fit per (simulated routing, prompt-step scale); a single mixed worker, or
-        # none, routes alike
-        by_key: dict[tuple[str, bool], dict[str, Any]] = {}
-        for routing, fitted, prefill, _ in VARIANT_SPECS.values():
-            key = (routing if TOPOLOGIES[name][2] > 1 else "requests", prefill)
-            if fitted and key not in by_key:
-                by_key[key] = fit.fit_overheads(setup, name, topo["probe"], profile,
-                                                DEFAULT_LINK, *key)
-        fits[name] = {f"{r}{'+prefill_scale' if ps else ''}": v
-                      for (r, ps), v in by_key.items()}
+        by_key = _fits(setup, name, topo["probe"], profile)
+        fits[name] = {k if isinstance(k, str) else f"{k[0]}{'+prefill_scale' if k[1] else ''}": v
+                      for k, v in by_key.items()}
         for run in topo["runs"]:
             real = _real_row(setup, run)
             row: dict[str, Any] = {
                 "topology": name, "rate_rps": run["rate_rps"], "repeat": run.get("repeat"),
-                "load_before": run["load_before"],
-                "load_after": run["load_after"], "process_cpu_s": run["process_cpu_s"],
-                "router": run["router"], "real": real}
-            for variant, (routing, fitted, prefill, jitter) in VARIANT_SPECS.items():
-                offered = replay.replay(setup, name, run["records"], profile, DEFAULT_LINK,
-                                        routing=routing)["token_rate"]
-                if fitted:
-                    f = by_key[(routing if TOPOLOGIES[name][2] > 1 else "requests", prefill)]
-                    overhead = replay.ServingOverhead.from_dict(f["overhead"])
-                    if not jitter:
-                        overhead = dataclasses.replace(overhead, prefill_jitter_cv=0.0)
-                    lk, ov = replay.Link(**f["link"]), overhead
-                    sc = fit.step_scale_at(f["step_scale_lines"], offered)
-                else:
-                    lk, ov, sc = DEFAULT_LINK, None, None
-                sim = replay.replay(setup, name, run["records"], profile, lk, ov, sc, routing)
+                "load_before": run["load_before"], "load_after": run["load_after"],
+                "process_cpu_s": run["process_cpu_s"],
+                "foreign_cpu_s": run.get("foreign_cpu_s"), "router": run["router"],
+                "real": real, "real_steps": steps.summary(
+                    steps.reconstruct(run["records"]), replay.latency_model(setup, profile))}
+            arrays.append({"real": replay.real_arrays(run["records"])})
+            for variant in VARIANTS:
+                sim, scale = _variant(setup, name, run, profile, variant, by_key)
                 st = stats(sim["ttft_s"], sim["tpot_s"], sim["finished"], setup.slo)
+                arrays[-1][variant] = sim
                 row[variant] = {**st, "engine_busy_s": sim["engine_busy_s"],
-                                "num_steps": sim["num_steps"], "step_scale": sc,
-                                "offered_token_rate": offered, "error": errors(real, st)}
+                                "num_steps": sim["num_steps"], "step_scale": scale,
+                                "error": errors(real, st)}
             row["ttft_stages"] = tail.stages(run)
             if name == "2 mixed":
                 f = by_key[("requests", True)]
@@ -190,8 +239,12 @@ def analyse(raw: dict[str, Any]) -> dict[str, Any]:
                 scale = row["calibrated"]["step_scale"]["mixed"]
                 row["ttft_breakdown"] = tail.analyse_run(setup, run, profile, steady, scale)
             rows.append(row)
+    groups = pooled.judge(rows, arrays, VARIANTS, setup.slo)
+    judged = {v: pooled.summarize(groups, v) for v in VARIANTS}
     summary = {v: summarize_errors(rows, v) for v in VARIANTS}
-    tables = {v: markdown(rows, v) for v in VARIANTS}
+    tables = {f"judged_{v}": pooled.markdown(groups, v) for v in VARIANTS}
+    tables["judged_slos"] = pooled.slo_markdown(groups)
+    tables.update({v: markdown(rows, v) for v in VARIANTS})
     tables.update({f"slo_sweep_{v}": sweep_markdown(rows, v) for v in VARIANTS})
     repeats = repeatability(rows)
     tables["real_repeatability"] = repeat_markdown(repeats)
@@ -199,8 +252,10 @@ def analyse(raw: dict[str, Any]) -> dict[str, Any]:
     tables["ttft_stages"] = tail.stages_markdown(rows)
     return {"setup": setup.to_dict(), "profile_cpu_share": profile["cpu_share"],
             "profile_wall_s": profile["wall_s"], "settle_effect": raw.get("settle_effect"),
-            "default_link": dataclasses.asdict(DEFAULT_LINK), "fit": fits, "errors": summary,
-            "verdict": {v: verdict(summary[v]) for v in VARIANTS},
+            "default_link": dataclasses.asdict(DEFAULT_LINK), "fit": fits,
+            "judged": {"verdict": {v: pooled.verdict(judged[v]) for v in VARIANTS},
+                       "errors": judged, "groups": groups},
+            "errors": summary, "verdict": {v: verdict(summary[v]) for v in VARIANTS},
             "real_repeatability": repeats, "rows": rows,
             "tables_markdown": tables}
 
@@ -231,6 +286,12 @@ def main() -> None:
     parser.add_argument("--lock", default=None, help="flock this file around each measuring "
                                                      "phase (the shared CPU lock)")
     parser.add_argument("--replay", default=None, help="a *_raw.json to re-analyse")
+    parser.add_argument("--merge", nargs="+", default=None,
+                        help="*_raw.json files measured in pieces: merge, write the merged "
+                             "raw beside --out, analyse")
+    parser.add_argument("--profile-from", default=None,
+                        help="take the profile from this *_raw.json instead of measuring "
+                             "one (a later piece of one session)")
     parser.add_argument("--out", default=str(RESULTS / "planner_calibration.json"))
     args = parser.parse_args()
     started = time.time()
@@ -241,6 +302,12 @@ def main() -> None:
         raw = json.loads(Path(args.replay).read_text())
         command = raw.get("command", "")
         analysed = f"PYTHONPATH=. python benchmarks/planner_calibration.py --replay {args.replay}"
+    elif args.merge:
+        raw = merge_raw([json.loads(Path(p).read_text()) for p in args.merge])
+        raw_path.write_text(json.dumps(raw) + "\n")
+        command = raw["command"]
+        analysed = ("PYTHONPATH=. python benchmarks/planner_calibration.py --merge "
+                    + " ".join(Path(p).name for p in args.merge))
     else:
         setup = PRESETS[args.preset]
         if args.topologies:
@@ -248,8 +315,11 @@ def main() -> None:
                 t.strip() for t in args.topologies.split(",")))
         command = (f"PYTHONPATH=. python benchmarks/planner_calibration.py --preset "
                    f"{args.preset}" + (f" --topologies '{args.topologies}'"
-                                       if args.topologies else "") + " --lock LOCKFILE")
-        raw = measure_all(setup, args.lock)
+                                       if args.topologies else "") + " --lock LOCKFILE"
+                   + (f" --profile-from {Path(args.profile_from).name}"
+                      if args.profile_from else ""))
+        raw = measure_all(setup, args.lock, json.loads(Path(args.profile_from).read_text())
+                          if args.profile_from else None)
         raw["command"] = command
         raw["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         raw_path.write_text(json.dumps(rounded(raw), default=_json_default) + "\n")
@@ -258,12 +328,20 @@ def main() -> None:
               "measured_at": raw.get("measured_at"), **analyse(raw),
               "wall_s": round(time.time() - started, 1)}
     for variant in VARIANTS:
-        print(f"\n{variant}: {result['verdict'][variant]}\n{result['tables_markdown'][variant]}")
+        print(f"\n{variant}, per run: {result['verdict'][variant]}\n"
+              f"{result['tables_markdown'][variant]}")
+    for variant in VARIANTS:
+        print(f"\n{variant}, repeats pooled: {result['judged']['verdict'][variant]}\n"
+              f"{result['tables_markdown']['judged_' + variant]}")
+    print("\nSLOs at the pooled real quantiles:\n" + result["tables_markdown"]["judged_slos"])
     print("\nreal runs repeated (noise floor):\n" + result["tables_markdown"]["real_repeatability"])
     print("\n2 mixed TTFT by stage (ms, means):\n" + result["tables_markdown"]["ttft_breakdown"])
     print("\nreal TTFT by timeline stage (ms, median / mean of the slowest 10%):\n"
           + result["tables_markdown"]["ttft_stages"])
     for name, by_key in result["fit"].items():
+        fs = by_key["steps"]
+        print(f"fit {name} (steps): overhead {fs['overhead']}, link {fs['link']}, dropped "
+              f"{fs['dropped_phases']}\n  points {fs['points']}\n  lines {fs['lines']}")
         f = by_key["requests+prefill_scale"]
         lines = {r: (round(v["at_zero"], 3), v["per_token_rate"])
                  for r, v in f["step_scale_lines"].items()}

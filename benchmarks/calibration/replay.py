@@ -30,6 +30,7 @@ class Link:
 
     bytes_s: float
     latency_s: float
+    join_s: float = 0.0  # TransferConfig.join_s
 
 
 class BusyCounter:
@@ -115,7 +116,8 @@ def _replay_once(setup: Setup, topology: str, records: list[dict[str, Any]],
     counters = {role: BusyCounter(with_overhead(base, dataclasses.replace(
         shared, step_scale=(step_scale or {}).get(role, shared.step_scale)))) for role in roles}
     pools = [Pool(role, n, counters[role]) for role, n in roles.items()]  # type: ignore[arg-type]
-    transfer = None if num_mixed else TransferConfig(link.bytes_s, link.latency_s)
+    transfer = None if num_mixed else TransferConfig(link.bytes_s, link.latency_s,
+                                                     join_s=link.join_s)
     # the engine chunks prompts on every role; the simulator's prefill role batches whole
     # prompts up to its budget: the same thing while every prompt fits one step
     sched = SchedulerConfig(token_budget=setup.token_budget,

@@ -38,17 +38,25 @@ class SchedulerConfig:
 @dataclass(frozen=True)
 class TransferConfig:
     """The prefill -> decode KV link of one instance: every GPU of the receiving instance
-    has its own link (`link_bw_bytes_s` each), transfers into one instance queue on it."""
+    has its own link (`link_bw_bytes_s` each), transfers into one instance queue on it.
+
+    join_s: seconds a decode instance's step takes longer for each request that joins it
+    with transferred KV (activating the request and its first step there; measured ~2-3 ms
+    on one CPU core, see docs/planner.md "Calibration against our engine").
+    """
 
     link_bw_bytes_s: float
     latency_s: float = 0.0
     layer_overlap: bool = False  # send layer by layer while the prefill still runs
+    join_s: float = 0.0
 
     def __post_init__(self) -> None:
         if self.link_bw_bytes_s <= 0:
             raise ValueError(f"link_bw_bytes_s must be > 0, got {self.link_bw_bytes_s}")
-        if self.latency_s < 0:
-            raise ValueError(f"latency_s must be >= 0, got {self.latency_s}")
+        for name in ("latency_s", "join_s"):
+            value = getattr(self, name)
+            if not value >= 0 or value == float("inf"):
+                raise ValueError(f"{name} must be a finite number >= 0, got {value}")
 
     def duration_s(self, num_tokens: int, receiver: LatencyModel,
                    prefill_step_s: float) -> float:

@@ -202,6 +202,7 @@ class Simulation:
             self.seq += 1
             heapq.heappush(self.events, (now + step_s, self.seq, _STEP_END, inst.idx, 0))
             return
+        num_joining = len(inst.ready)
         for rid in inst.ready:
             inst.join_running(rid, self.input_len[rid], self.output_len[rid])
         inst.ready.clear()
@@ -216,6 +217,8 @@ class Simulation:
         ctx = inst.ctx_tokens if has_decode else 0
         step_s = inst.model.step_s(batch.num_tokens, batch.attn_pairs, batch.kv_tokens, n_dec,
                                    ctx)
+        if num_joining and self.transfer is not None:
+            step_s += num_joining * self.transfer.join_s
         inst.chunks = chunks
         inst.has_decode = has_decode
         inst.step_s = step_s

@@ -146,3 +146,22 @@ def test_fleet_needs_mixed_or_both_pools() -> None:
         simulate(reqs, [Pool("prefill", 1, model)], transfer=TransferConfig(1e9))
     with pytest.raises(ValueError, match="needs a TransferConfig"):
         simulate(reqs, [Pool("prefill", 1, model), Pool("decode", 1, model)])
+
+
+def test_a_request_joining_with_transferred_kv_slows_that_decode_step() -> None:
+    # A prefills in [0, 0.1] and decodes alone until B (prefilled by 0.203) joins; each
+    # join lengthens that decode step by join_s, for every sequence in it
+    reqs = Requests(np.array([0.0, 0.103]), np.array([100, 100]), np.array([30, 10]))
+    pools = [Pool("prefill", 1, ConstantLatency(0.1)), Pool("decode", 1, ConstantLatency(0.1))]
+    plain = simulate(reqs, pools, transfer=TransferConfig(1e15))
+    joined = simulate(reqs, pools, transfer=TransferConfig(1e15, join_s=0.005))
+    assert plain.e2e_s[0] == pytest.approx(0.1 + 29 * 0.01)
+    # A's own join step, then B's
+    assert joined.e2e_s[0] == pytest.approx(plain.e2e_s[0] + 2 * 0.005)
+    assert joined.ttft_s == pytest.approx(plain.ttft_s)
+
+
+def test_join_cost_must_be_a_finite_non_negative_number() -> None:
+    for bad in (-0.001, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="join_s"):
+            TransferConfig(1e9, join_s=bad)

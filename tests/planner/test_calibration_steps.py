@@ -1,0 +1,85 @@
+"""Rebuilding a worker's engine steps from token arrival times (benchmarks/calibration)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from benchmarks.calibration.pooled import judge
+from benchmarks.calibration.steps import decode_ratios, reconstruct
+
+
+def _record(send_s: float, token_s: list[float], input_len: int, sched_s: float,
+            worker: str = "http://w0", jitter_s: float = 0.0) -> dict[str, Any]:
+    """A mixed-worker request whose tokens left the engine at `token_s` (absolute) and
+    reached the client `jitter_s` later (the first token exactly on time)."""
+    arrive = [token_s[0]] + [t + jitter_s for t in token_s[1:]]
+    return {"success": True, "send_s": send_s, "ttft_s": arrive[0] - send_s,
+            "itl_s": list(np.diff(arrive)), "input_len": input_len,
+            "timeline": {"workers": {"full": worker},
+                         "full.engine_first_scheduled_s": sched_s - send_s,
+                         "full.engine_first_token_s": token_s[0] - send_s}}
+
+
+def test_steps_are_the_bursts_of_tokens_between_running_requests() -> None:
+    # engine steps end at 0.10, 0.12, 0.14, 0.17, 0.20; A prefilled in the step ending at
+    # 0.10, B in the one from 0.12 to 0.14
+    a = _record(0.0, [0.10, 0.12, 0.14, 0.17], 10, sched_s=0.0)
+    b = _record(0.12, [0.14, 0.17, 0.20], 20, sched_s=0.12)
+    steps = sorted(reconstruct([a, b]), key=lambda s: s.end_s)
+    assert [s.duration_s for s in steps] == pytest.approx([0.02, 0.02, 0.03, 0.03])
+    assert [s.num_decode for s in steps] == [1, 1, 2, 1]
+    assert [s.has_prompt for s in steps] == [False, True, False, False]
+    assert [s.decode_ctx_tokens for s in steps] == [11, 12, 13 + 21, 22]
+
+
+def test_tokens_of_one_step_arriving_apart_still_make_one_step() -> None:
+    # A's decode tokens reach the client 2 ms after B's of the same step
+    a = _record(0.0, [0.10, 0.12, 0.14], 10, sched_s=0.0, jitter_s=0.002)
+    b = _record(0.0, [0.10, 0.12, 0.14], 10, sched_s=0.0)
+    steps = reconstruct([a, b])
+    assert [s.num_decode for s in steps] == [2, 2]
+    assert [s.duration_s for s in steps] == pytest.approx([0.02, 0.02])
+
+
+def test_a_gap_with_nothing_running_through_is_not_a_step() -> None:
+    a = _record(0.0, [0.10, 0.12], 10, sched_s=0.0)
+    b = _record(0.50, [0.60, 0.62], 10, sched_s=0.5)
+    steps = reconstruct([a, b])
+    assert sorted(round(s.duration_s, 3) for s in steps) == [0.02, 0.02]
+
+
+def test_decode_ratio_prices_pure_decode_steps_with_the_model() -> None:
+    class Flat:
+        def step_s(self, n: int, pairs: float, kv: int, num_decode: int, ctx: int) -> float:
+            return 0.01 * num_decode
+
+    a = _record(0.0, [0.10, 0.12, 0.14, 0.17], 10, sched_s=0.0)
+    b = _record(0.12, [0.14, 0.17, 0.20], 20, sched_s=0.12)
+    ratios = decode_ratios(reconstruct([a, b]), Flat())
+    # the step with B's prompt in it is left out
+    assert sorted(np.round(ratios, 3)) == [1.5, 2.0, 3.0]
+
+
+def test_repeats_are_pooled_and_their_spread_reported() -> None:
+    rng = np.random.default_rng(0)
+
+    def arrays(scale: float) -> dict[str, np.ndarray]:
+        n = 200
+        return {"ttft_s": scale * rng.uniform(0.1, 0.3, n),
+                "tpot_s": scale * rng.uniform(0.02, 0.04, n),
+                "finished": np.ones(n, dtype=bool)}
+
+    rows = [{"topology": "2 mixed", "rate_rps": 4.0} for _ in range(2)]
+    per_row = [{"real": arrays(1.0), "sim": arrays(1.0)}, {"real": arrays(1.2), "sim": arrays(1.0)}]
+    (group,) = judge(rows, per_row, ("sim",), (2.0, 0.1))
+    pooled_ttft = np.concatenate([per_row[0]["real"]["ttft_s"], per_row[1]["real"]["ttft_s"]])
+    assert group["real"]["p90_ttft_s"] == pytest.approx(np.percentile(pooled_ttft, 90))
+    lo, hi = group["repeat_spread"]["p90_ttft_rel"]
+    assert lo < 0 < hi  # one repeat below the pooled p90, the other above
+    # both metrics at their pooled p90: real attainment between 0.81 and 0.9
+    assert 0.78 <= group["real"]["attainment_at"]["q90"] <= 0.9
+    assert group["sim"]["error"]["attainment_pp@q90"] > 0  # the faster simulation meets more
+    assert group["real"]["attainment"] == 1.0
