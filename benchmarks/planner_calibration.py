@@ -220,7 +220,8 @@ def analyse(raw: dict[str, Any]) -> dict[str, Any]:
                 "topology": name, "rate_rps": run["rate_rps"], "repeat": run.get("repeat"),
                 "load_before": run["load_before"], "load_after": run["load_after"],
                 "process_cpu_s": run["process_cpu_s"],
-                "foreign_cpu_s": run.get("foreign_cpu_s"), "router": run["router"],
+                "foreign_cpu_s": run.get("foreign_cpu_s"), "duration_s": run["duration_s"],
+                "contaminated": measure.contaminated(run), "router": run["router"],
                 "real": real, "real_steps": steps.summary(
                     steps.reconstruct(run["records"]), replay.latency_model(setup, profile))}
             arrays.append({"real": replay.real_arrays(run["records"])})

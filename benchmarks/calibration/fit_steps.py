@@ -7,8 +7,8 @@ here: 5 CPU seconds in a 10 s phase) tilts the line, which is then extrapolated 
 validation rates. This fit measures each term where it happens instead, on the probe
 only (its own seeds; Poisson phases at 3, 5 and 7 req/s bracket the validation rates):
 
-1. Phases during which processes that are not ours used more than `MAX_FOREIGN_SHARE`
-   of a core are left out and named (measure.py reruns such a phase once).
+1. Phases during which processes that are not ours used a measurable share of the cores
+   (`measure.contaminated`) are left out and named (measure.py reruns such a phase once).
 2. Per phase, at its offered output-token rate (from a bare replay, as for a judged run):
    - decode factor: the median of real / profiled duration over its pure decode steps,
      rebuilt from the client's token arrival times (`steps.py`);
@@ -39,7 +39,7 @@ import numpy as np
 
 from benchmarks.calibration import steps
 from benchmarks.calibration.fit import fit_link, fit_prefill_scale, tiled
-from benchmarks.calibration.measure import MAX_FOREIGN_SHARE, foreign_share
+from benchmarks.calibration.measure import contaminated, foreign_share
 from benchmarks.calibration.replay import Link, latency_model, real_arrays, replay
 from benchmarks.calibration.setup import Setup
 from splitserve.planner import ServingOverhead
@@ -52,9 +52,9 @@ def clean_phases(probe: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], lis
     always kept: everything is priced relative to it)."""
     kept, dropped = [], []
     for phase in probe:
-        share = foreign_share(phase)
-        if share is not None and share > MAX_FOREIGN_SHARE and phase["phase"] != "lone":
-            dropped.append(f"{phase['phase']} (foreign CPU {share:.0%} of a core)")
+        if contaminated(phase) and phase["phase"] != "lone":
+            dropped.append(f"{phase['phase']} (foreign CPU {phase['foreign_cpu_s']:.1f} s, "
+                           f"{foreign_share(phase):.0%} of a core)")
         else:
             kept.append(phase)
     return kept, dropped

@@ -38,10 +38,13 @@ PROBE = (
     ("poisson5", "poisson", 5.0, 1, 100, None, "run"),
     ("poisson7", "poisson", 7.0, 1, 140, None, "run"),
 )
-# A probe phase during which processes that are not ours (another engineer's tests on the
-# shared cores) used more than this share of one core is measured again, once; the fit
-# leaves out a phase still above it.
+# A probe phase during which processes that are not ours (another engineer's jobs on the
+# shared cores) used more than this share of one core is measured again, once. A phase or
+# run is "contaminated" above both this share and MIN_FOREIGN_S: the fit leaves such
+# phases out, the judged comparison such repeats (a quiet run here still shows ~0.5-1 s:
+# kernel threads, the profiler's scrapes).
 MAX_FOREIGN_SHARE = 0.05
+MIN_FOREIGN_S = 1.5
 
 
 def foreign_share(run: dict[str, Any]) -> float | None:
@@ -51,6 +54,11 @@ def foreign_share(run: dict[str, Any]) -> float | None:
     if foreign is None or not duration:
         return None
     return max(float(foreign), 0.0) / float(duration)
+
+
+def contaminated(run: dict[str, Any]) -> bool:
+    share = foreign_share(run)
+    return share is not None and share > MAX_FOREIGN_SHARE and run["foreign_cpu_s"] > MIN_FOREIGN_S
 
 
 def load_avg() -> list[float]:

@@ -2,7 +2,9 @@
 SLOs where it is not trivial.
 
 A validation run is made `num_repeats` times with the same requests (same seed) on the
-same cluster. The simulator replays each repeat's own send times; its per-request
+same cluster. A repeat during which other people's processes used the cores
+(`measure.contaminated`) is left out of the reference (the table's repeat count; `*`:
+every repeat was, and all are used). The simulator replays each repeat's own send times; its per-request
 latencies are pooled the same way. The measured value is the percentile over all
 repeats' requests together (3x the samples of one run: a steadier p90 than any single
 run's); beside it the lowest and highest single-repeat value shows how far the machine
@@ -62,12 +64,19 @@ def judge(rows: list[dict[str, Any]], arrays: list[dict[str, Any]], variants: tu
     for i, row in enumerate(rows):
         groups.setdefault((row["topology"], row["rate_rps"]), []).append(i)
     out = []
-    for (topology, rate), members in groups.items():
+    for (topology, rate), every in groups.items():
+        # repeats measured while other people's processes took the cores are not the
+        # reference (kept when every repeat was: then the entry says so)
+        members = [i for i in every if not rows[i].get("contaminated")] or every
         real = _pool([arrays[i]["real"] for i in members])
         slos = _quantile_slos(real)
         repeats = [_stats(arrays[i]["real"], slo, slos) for i in members]
         entry: dict[str, Any] = {
             "topology": topology, "rate_rps": rate, "num_repeats": len(members),
+            "excluded_repeats": [{"repeat": rows[i].get("repeat"),
+                                  "foreign_cpu_s": rows[i].get("foreign_cpu_s")}
+                                 for i in every if i not in members],
+            "all_contaminated": all(rows[i].get("contaminated") for i in every),
             "num_sent_per_repeat": int(len(arrays[members[0]]["real"]["ttft_s"])),
             "slos_at_quantiles": {k: {"ttft_s": a, "tpot_s": b} for k, (a, b) in slos.items()},
             "real": _stats(real, slo, slos), "real_repeats": repeats}
@@ -134,10 +143,10 @@ def markdown(groups: list[dict[str, Any]], variant: str) -> str:
     """Per (topology, rate): pooled real value [single repeats' range around it] /
     simulated (error), for p90 TTFT, p90 TPOT and attainment at the q-quantile SLOs."""
     qs = [f"q{round(q * 100)}" for q in QUANTILE_SLOS]
-    lines = ["| topology | rate req/s | p90 TTFT real [repeats] / sim (err) "
+    lines = ["| topology | rate req/s | repeats | p90 TTFT real [repeats] / sim (err) "
              "| p90 TPOT real [repeats] / sim (err) | "
              + " | ".join(f"attainment @ {q} SLO real [repeats] / sim (pp)" for q in qs) + " |",
-             "|---|---:|---|---|" + "---|" * len(qs)]
+             "|---|---:|---:|---|---|" + "---|" * len(qs)]
     for g in groups:
         r, s, e, sp = g["real"], g[variant], g[variant]["error"], g["repeat_spread"]
         cells = [f"{r['p90_ttft_s'] * 1e3:.0f} [{_range_pct(sp['p90_ttft_rel'])}] / "
@@ -148,7 +157,9 @@ def markdown(groups: list[dict[str, Any]], variant: str) -> str:
             lo, hi = sp[f"attainment_pp@{q}"]
             cells.append(f"{r['attainment_at'][q]:.0%} [{lo:+.0f}..{hi:+.0f}] / "
                          f"{s['attainment_at'][q]:.0%} ({e[f'attainment_pp@{q}']:+.0f})")
-        lines.append(f"| {g['topology']} | {g['rate_rps']:g} | " + " | ".join(cells) + " |")
+        used = f"{g['num_repeats']}" + ("*" if g["all_contaminated"] else "")
+        lines.append(f"| {g['topology']} | {g['rate_rps']:g} | {used} | " + " | ".join(cells)
+                     + " |")
     return "\n".join(lines)
 
 

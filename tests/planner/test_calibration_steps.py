@@ -83,3 +83,42 @@ def test_repeats_are_pooled_and_their_spread_reported() -> None:
     assert 0.78 <= group["real"]["attainment_at"]["q90"] <= 0.9
     assert group["sim"]["error"]["attainment_pp@q90"] > 0  # the faster simulation meets more
     assert group["real"]["attainment"] == 1.0
+
+
+def test_a_load_line_is_read_between_probe_points_never_beyond() -> None:
+    from benchmarks.calibration.fit_steps import at_rate, line
+
+    points = [{"token_rate": 50.0, "k": 1.0, "num_requests": 10},
+              {"token_rate": 150.0, "k": 1.2, "num_requests": 10},
+              {"token_rate": 250.0, "k": None, "num_requests": 10}]  # not measured: skipped
+    fitted = line(points, "k")
+    assert fitted is not None
+    assert at_rate(fitted, 100.0, 0.0) == pytest.approx(1.1)
+    assert at_rate(fitted, 400.0, 0.0) == pytest.approx(1.2)  # held at the last point
+    assert at_rate(fitted, 0.0, 0.0) == pytest.approx(1.0)
+    falling = line([{"token_rate": 50.0, "k": 1.2, "num_requests": 1},
+                    {"token_rate": 150.0, "k": 1.0, "num_requests": 1}], "k")
+    assert falling is not None and falling["per_token_rate"] == 0.0  # slope kept >= 0
+    assert at_rate(None, 100.0, 0.7) == 0.7
+
+
+def test_repeats_run_beside_other_peoples_jobs_leave_the_reference() -> None:
+    from benchmarks.calibration.measure import contaminated
+
+    quiet = {"foreign_cpu_s": 0.8, "duration_s": 47.0}
+    busy = {"foreign_cpu_s": 8.0, "duration_s": 47.0}
+    short = {"foreign_cpu_s": 1.0, "duration_s": 10.0}  # 10% of a core, but ~the quiet floor
+    assert not contaminated(quiet) and contaminated(busy) and not contaminated(short)
+
+    def arrays(ttft_s: float) -> dict[str, np.ndarray]:
+        return {"ttft_s": np.full(50, ttft_s), "tpot_s": np.full(50, 0.03),
+                "finished": np.ones(50, dtype=bool)}
+
+    rows = [{"topology": "1P1D", "rate_rps": 2.0, "repeat": k, "contaminated": c,
+             "foreign_cpu_s": f} for k, (c, f) in enumerate([(False, 0.5), (True, 9.0),
+                                                               (False, 0.7)])]
+    per_row = [{"real": arrays(t), "sim": arrays(0.2)} for t in (0.2, 0.4, 0.2)]
+    (group,) = judge(rows, per_row, ("sim",), (2.0, 0.1))
+    assert group["num_repeats"] == 2
+    assert group["excluded_repeats"] == [{"repeat": 1, "foreign_cpu_s": 9.0}]
+    assert group["real"]["p90_ttft_s"] == pytest.approx(0.2)
