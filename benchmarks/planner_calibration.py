@@ -245,6 +245,7 @@ def analyse(raw: dict[str, Any]) -> dict[str, Any]:
     summary = {v: summarize_errors(rows, v) for v in VARIANTS}
     tables = {f"judged_{v}": pooled.markdown(groups, v) for v in VARIANTS}
     tables["judged_slos"] = pooled.slo_markdown(groups)
+    tables["real_steps"] = steps.steps_markdown(rows)
     tables.update({v: markdown(rows, v) for v in VARIANTS})
     tables.update({f"slo_sweep_{v}": sweep_markdown(rows, v) for v in VARIANTS})
     repeats = repeatability(rows)

@@ -149,3 +149,26 @@ def summary(steps: list[Step], model: Any) -> dict[str, Any]:
                                "p10": round(float(np.percentile(ratios, 10)), 3),
                                "p90": round(float(np.percentile(ratios, 90)), 3)}
     return out
+
+
+def steps_markdown(rows: list[dict[str, Any]]) -> str:
+    """Per judged run: foreign CPU seconds, and its rebuilt steps: pure decode (median /
+    p90 ms, mean batch, median and p90 of real / profiled), steps with prompt tokens (a
+    split's decode worker: requests joining with transferred KV)."""
+    lines = ["| topology | rate req/s | foreign CPU s | decode steps: n, median / p90 ms, batch | "
+             "decode real / profile: median (p90) | with prompt or join: n, median / p90 ms |",
+             "|---|---|---:|---|---|---|"]
+    for row in rows:
+        s = row.get("real_steps") or {}
+        d, p, r = s.get("decode") or {}, s.get("with_prompt") or {}, s.get("decode_ratio")
+        if not d.get("num"):
+            continue
+        ratio = f"{r['median']:.2f} ({r['p90']:.2f})" if r else "n/a"
+        foreign = row.get("foreign_cpu_s")
+        lines.append(
+            f"| {row['topology']} | {row['rate_rps']:g} #{(row.get('repeat') or 0) + 1} | "
+            f"{'n/a' if foreign is None else f'{foreign:.1f}'}"
+            f"{' (left out)' if row.get('contaminated') else ''} | "
+            f"{d['num']}, {d['median_ms']} / {d['p90_ms']}, {d['mean_batch']} | {ratio} | "
+            f"{p.get('num', 0)}, {p.get('median_ms')} / {p.get('p90_ms')} |")
+    return "\n".join(lines)
