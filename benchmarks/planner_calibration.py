@@ -85,7 +85,10 @@ VARIANT_SPECS = {"profile": ("requests", False, False, False),
                  "calibrated": ("requests", True, True, False),
                  "calibrated_jitter": ("requests", True, True, True),
                  "calibrated_jitter_polled": ("polled", True, True, True)}
-VARIANTS = (*VARIANT_SPECS, "steps")
+# steps_chunked: the same with the simulated prefill worker cutting prompts to its budget
+# as the engine does (found on the committed measurement after it was taken: see
+# docs/planner.md).
+VARIANTS = (*VARIANT_SPECS, "steps", "steps_chunked")
 
 
 @contextlib.contextmanager
@@ -181,14 +184,16 @@ def _fits(setup: Setup, name: str, probe: list[dict[str, Any]], profile: dict[st
         if fitted and key not in by_key:
             by_key[key] = fit.fit_overheads(setup, name, probe, profile, DEFAULT_LINK, *key)
     by_key["steps"] = fit_steps.fit_by_steps(setup, name, probe, profile, DEFAULT_LINK)
+    by_key["steps_chunked"] = fit_steps.fit_by_steps(setup, name, probe, profile, DEFAULT_LINK,
+                                                     chunked=True)
     return by_key
 
 
 def _variant(setup: Setup, name: str, run: dict[str, Any], profile: dict[str, Any],
              variant: str, by_key: dict[Any, dict[str, Any]]) -> tuple[dict[str, Any], Any]:
     """One variant's replay of one run: (per-request arrays, per-role step scale)."""
-    if variant == "steps":
-        return fit_steps.replay_run(setup, name, run["records"], profile, by_key["steps"])
+    if variant in ("steps", "steps_chunked"):
+        return fit_steps.replay_run(setup, name, run["records"], profile, by_key[variant])
     routing, fitted, prefill, jitter = VARIANT_SPECS[variant]
     if not fitted:
         return replay.replay(setup, name, run["records"], profile, DEFAULT_LINK,

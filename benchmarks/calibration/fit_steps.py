@@ -73,8 +73,8 @@ def _handoff_latencies(records: list[dict[str, Any]], kv_bytes_per_token: int,
 
 def _prompt_logs(setup: Setup, topology: str, records: list[dict[str, Any]],
                  profile: dict[str, Any], link: Link, overhead: ServingOverhead,
-                 scale: dict[str, float]) -> np.ndarray:
-    sim = replay(setup, topology, records, profile, link, overhead, scale, "polled")
+                 scale: dict[str, float], chunked: bool) -> np.ndarray:
+    sim = replay(setup, topology, records, profile, link, overhead, scale, "polled", chunked)
     real = tiled(real_arrays(records), len(sim["ttft_s"]))
     ok = (real["finished"] & np.isfinite(real["prefill_stage_s"])
           & (real["input_len"] <= setup.token_budget)
@@ -88,7 +88,7 @@ def _roles(topology: str) -> tuple[str, ...]:
 
 
 def phase_point(setup: Setup, topology: str, phase: dict[str, Any], profile: dict[str, Any],
-                link: Link, base: ServingOverhead) -> dict[str, Any]:
+                link: Link, base: ServingOverhead, chunked: bool = False) -> dict[str, Any]:
     """The load-dependent terms measured on one probe phase (see the module docstring)."""
     records = phase["records"]
     rate = replay(setup, topology, records, profile, link, routing="polled")["token_rate"]
@@ -97,7 +97,7 @@ def phase_point(setup: Setup, topology: str, phase: dict[str, Any], profile: dic
     ratios = steps.decode_ratios(rebuilt, model)
     decode = float(np.median(ratios)) if len(ratios) >= steps.MIN_STEPS else None
     scale = {role: 1.0 if role == "prefill" else (decode or 1.0) for role in _roles(topology)}
-    logs = _prompt_logs(setup, topology, records, profile, link, base, scale)
+    logs = _prompt_logs(setup, topology, records, profile, link, base, scale, chunked)
     point: dict[str, Any] = {"phase": phase["phase"], "token_rate": rate,
                              "num_requests": len(records), "decode_factor": decode,
                              "num_decode_steps": len(ratios), "prompt_factor": None,
@@ -138,7 +138,10 @@ def at_rate(fitted: dict[str, Any] | None, rate: float, default: float) -> float
 
 
 def fit_by_steps(setup: Setup, topology: str, probe: list[dict[str, Any]],
-                 profile: dict[str, Any], default_link: Link) -> dict[str, Any]:
+                 profile: dict[str, Any], default_link: Link, chunked: bool = False,
+                 ) -> dict[str, Any]:
+    """The terms for `topology` from its probe; `chunked`: the simulated prefill worker
+    cuts prompts to its budget as the engine does (`SchedulerConfig.prefill_role_chunks`)."""
     kept, dropped = clean_phases(probe)
     phases = {p["phase"]: p for p in kept}
     out: dict[str, Any] = {"on": "calibration probe: " + ", ".join(phases),
@@ -150,7 +153,7 @@ def fit_by_steps(setup: Setup, topology: str, probe: list[dict[str, Any]],
         link = Link(**out["handoff"]["link"])
     out["prefill"] = fit_prefill_scale(setup, phases["lone"]["records"], profile)
     base = ServingOverhead(prefill_scale=out["prefill"]["prefill_scale"])
-    points = [phase_point(setup, topology, p, profile, link, base) for p in kept
+    points = [phase_point(setup, topology, p, profile, link, base, chunked) for p in kept
               if p["phase"] == "lone" or p["phase"].startswith("poisson")]
     out["points"] = [{k: v for k, v in p.items() if k != "prompt_log_residuals"}
                      for p in points]
@@ -162,11 +165,12 @@ def fit_by_steps(setup: Setup, topology: str, probe: list[dict[str, Any]],
     lone = phases["lone"]["records"]
     terms = terms_at(out, base, link, 0.0)
     sim = replay(setup, topology, lone, profile, terms["link"], terms["overhead"],
-                 terms["step_scale"], "polled")
+                 terms["step_scale"], "polled", chunked)
     real = tiled(real_arrays(lone), len(sim["ttft_s"]))
     ok = real["finished"] & sim["finished"]
     delivery_s = max(float(np.median((real["ttft_s"] - sim["ttft_s"])[ok])), 0.0)
-    out.update({"link": {"bytes_s": link.bytes_s, "latency_s": link.latency_s},
+    out.update({"chunk_prefill_role": chunked,
+                "link": {"bytes_s": link.bytes_s, "latency_s": link.latency_s},
                 "overhead": dataclasses.replace(base, delivery_s=delivery_s).to_dict()})
     return out
 
@@ -194,5 +198,5 @@ def replay_run(setup: Setup, topology: str, records: list[dict[str, Any]],
     rate = replay(setup, topology, records, profile, link, routing="polled")["token_rate"]
     terms = terms_at(fitted, ServingOverhead.from_dict(fitted["overhead"]), link, rate)
     sim = replay(setup, topology, records, profile, terms["link"], terms["overhead"],
-                 terms["step_scale"], "polled")
+                 terms["step_scale"], "polled", bool(fitted.get("chunk_prefill_role")))
     return sim, {**terms["factors"], "token_rate": rate}

@@ -4,7 +4,8 @@ A step of a mixed or decode instance takes its running decodes (one token each) 
 prompt chunks from the FIFO queue while the token budget lasts; with chunked prefill the
 decode tokens share the budget and the last prompt is cut to fit (Sarathi / vLLM).
 Without chunking, or on a prefill instance, whole prompts are batched up to the budget and
-a longer one runs alone. A request is admitted (its KV reserved: prompt + output, or the
+a longer one runs alone (unless `prefill_role_chunks`: then a prefill instance cuts the
+last prompt to fit too, as splitserve's engine does). A request is admitted (its KV reserved: prompt + output, or the
 prompt alone on a prefill instance) when its first chunk is taken; admission stops at the
 first request that does not fit the KV pool or the sequence limit, so the queue stays
 FIFO.
@@ -72,7 +73,7 @@ def pack_prompts(table: RequestTable, inst: Instance, sched: SchedulerConfig,
             table.home[rid] = inst.idx
         cached = table.done_tokens[rid]
         remaining = input_len[rid] - cached
-        if chunked and not prefill_role:
+        if chunked and (not prefill_role or sched.prefill_role_chunks):
             take = min(remaining, budget)
         else:  # whole prompts, batched up to the budget; a longer one runs alone
             if remaining > budget and chunks:

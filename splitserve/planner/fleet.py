@@ -22,12 +22,16 @@ class SchedulerConfig:
     prefill instance (whole prompts are batched up to it; one longer prompt still runs
     alone). chunked_prefill=False gives the pre-chunking vLLM policy DistServe compared
     against: a step with any prompt in it is prefill-only, decodes wait.
+    prefill_role_chunks: a prefill instance also cuts the prompt that does not fit the
+    step's remaining budget and finishes it in the next step (splitserve's engine does
+    this on every role), instead of leaving it whole for the next step.
     """
 
     token_budget: int = 2048
     prefill_token_budget: int = 8192
     max_num_seqs: int = 256
     chunked_prefill: bool = True
+    prefill_role_chunks: bool = False
 
     def __post_init__(self) -> None:
         for name in ("token_budget", "prefill_token_budget", "max_num_seqs"):

@@ -165,3 +165,27 @@ def test_join_cost_must_be_a_finite_non_negative_number() -> None:
     for bad in (-0.001, float("inf"), float("nan")):
         with pytest.raises(ValueError, match="join_s"):
             TransferConfig(1e9, join_s=bad)
+
+
+class _PerToken(ConstantLatency):
+    """1 ms per prompt token, 10 ms per decode step."""
+
+    def step_s(self, num_prefill_tokens: int, prefill_attn_pairs: float,
+               prefill_kv_tokens: int, num_decode_seqs: int, decode_ctx_tokens: int) -> float:
+        if num_prefill_tokens:
+            return 0.001 * num_prefill_tokens
+        return 0.01 if num_decode_seqs else 0.0
+
+
+def test_a_prefill_instance_that_chunks_fills_each_step_to_its_budget() -> None:
+    # two 80-token prompts queue behind a 40-token one (0 - 0.04 s), budget 100: whole
+    # prompts run one per step; cut to the budget (as splitserve's engine does), A's step
+    # also takes 20 of B's tokens
+    reqs = Requests(np.array([0.0, 0.01, 0.01]), np.array([40, 80, 80]), np.array([2, 2, 2]))
+    pools = [Pool("prefill", 1, _PerToken(0.0)), Pool("decode", 1, _PerToken(0.0))]
+    link = TransferConfig(1e15)
+    whole = simulate(reqs, pools, SchedulerConfig(prefill_token_budget=100), link)
+    cut = simulate(reqs, pools, SchedulerConfig(prefill_token_budget=100,
+                                                prefill_role_chunks=True), link)
+    assert whole.ttft_s == pytest.approx([0.04, 0.11, 0.19])
+    assert cut.ttft_s == pytest.approx([0.04, 0.13, 0.19])
