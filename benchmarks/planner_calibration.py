@@ -88,7 +88,10 @@ VARIANT_SPECS = {"profile": ("requests", False, False, False),
 # steps_chunked: the same with the simulated prefill worker cutting prompts to its budget
 # as the engine does (found on the committed measurement after it was taken: see
 # docs/planner.md).
-VARIANTS = (*VARIANT_SPECS, "steps", "steps_chunked")
+# steps_busy: steps_chunked with the prompt factor from the prompt-computing workers' busy
+# seconds instead of the prompt stages (designed on the committed measurement, judged on
+# the next one).
+VARIANTS = (*VARIANT_SPECS, "steps", "steps_chunked", "steps_busy")
 
 
 @contextlib.contextmanager
@@ -186,13 +189,15 @@ def _fits(setup: Setup, name: str, probe: list[dict[str, Any]], profile: dict[st
     by_key["steps"] = fit_steps.fit_by_steps(setup, name, probe, profile, DEFAULT_LINK)
     by_key["steps_chunked"] = fit_steps.fit_by_steps(setup, name, probe, profile, DEFAULT_LINK,
                                                      chunked=True)
+    by_key["steps_busy"] = fit_steps.fit_by_steps(setup, name, probe, profile, DEFAULT_LINK,
+                                                  chunked=True, prompt_from="busy")
     return by_key
 
 
 def _variant(setup: Setup, name: str, run: dict[str, Any], profile: dict[str, Any],
              variant: str, by_key: dict[Any, dict[str, Any]]) -> tuple[dict[str, Any], Any]:
     """One variant's replay of one run: (per-request arrays, per-role step scale)."""
-    if variant in ("steps", "steps_chunked"):
+    if variant in ("steps", "steps_chunked", "steps_busy"):
         return fit_steps.replay_run(setup, name, run["records"], profile, by_key[variant])
     routing, fitted, prefill, jitter = VARIANT_SPECS[variant]
     if not fitted:

@@ -73,14 +73,32 @@ def _handoff_latencies(records: list[dict[str, Any]], kv_bytes_per_token: int,
 
 def _prompt_logs(setup: Setup, topology: str, records: list[dict[str, Any]],
                  profile: dict[str, Any], link: Link, overhead: ServingOverhead,
-                 scale: dict[str, float], chunked: bool) -> np.ndarray:
+                 scale: dict[str, float], chunked: bool) -> tuple[np.ndarray, dict[str, Any]]:
     sim = replay(setup, topology, records, profile, link, overhead, scale, "polled", chunked)
     real = tiled(real_arrays(records), len(sim["ttft_s"]))
     ok = (real["finished"] & np.isfinite(real["prefill_stage_s"])
           & (real["input_len"] <= setup.token_budget)
           & (real["input_len"] > setup.short_prompt_len)
           & np.isfinite(sim["prefill_stage_s"]) & (sim["prefill_stage_s"] > 0))
-    return np.log(real["prefill_stage_s"][ok] / sim["prefill_stage_s"][ok])
+    return np.log(real["prefill_stage_s"][ok] / sim["prefill_stage_s"][ok]), sim
+
+
+def _busy_prompt_factor(phase: dict[str, Any], sim: dict[str, Any]) -> float | None:
+    """What the simulated prompt steps must be multiplied by for the prompt-computing
+    workers' simulated busy seconds to match the real ones (their other steps, already
+    priced with the decode factor, kept): a prefill worker's steps are all prompt steps,
+    a mixed worker's are split by what they computed."""
+    real: dict[str, float] = {}
+    for name, seconds in phase["engine_busy_s"].items():
+        role = name.split("-")[0]
+        real[role] = real.get(role, 0.0) + seconds
+    num = den = 0.0
+    for role, prompt_s in sim["prompt_busy_s"].items():
+        if role == "decode" or prompt_s <= 0 or role not in real:
+            continue
+        num += real[role] - (sim["engine_busy_s"][role] - prompt_s)
+        den += prompt_s
+    return num / den if den > 0 else None
 
 
 def _roles(topology: str) -> tuple[str, ...]:
@@ -88,7 +106,8 @@ def _roles(topology: str) -> tuple[str, ...]:
 
 
 def phase_point(setup: Setup, topology: str, phase: dict[str, Any], profile: dict[str, Any],
-                link: Link, base: ServingOverhead, chunked: bool = False) -> dict[str, Any]:
+                link: Link, base: ServingOverhead, chunked: bool = False,
+                prompt_from: str = "stages") -> dict[str, Any]:
     """The load-dependent terms measured on one probe phase (see the module docstring)."""
     records = phase["records"]
     rate = replay(setup, topology, records, profile, link, routing="polled")["token_rate"]
@@ -97,7 +116,7 @@ def phase_point(setup: Setup, topology: str, phase: dict[str, Any], profile: dic
     ratios = steps.decode_ratios(rebuilt, model)
     decode = float(np.median(ratios)) if len(ratios) >= steps.MIN_STEPS else None
     scale = {role: 1.0 if role == "prefill" else (decode or 1.0) for role in _roles(topology)}
-    logs = _prompt_logs(setup, topology, records, profile, link, base, scale, chunked)
+    logs, sim = _prompt_logs(setup, topology, records, profile, link, base, scale, chunked)
     point: dict[str, Any] = {"phase": phase["phase"], "token_rate": rate,
                              "num_requests": len(records), "decode_factor": decode,
                              "num_decode_steps": len(ratios), "prompt_factor": None,
@@ -107,6 +126,8 @@ def phase_point(setup: Setup, topology: str, phase: dict[str, Any], profile: dic
         mu, var = float(np.mean(logs)), float(np.var(logs))
         point["prompt_factor"] = float(np.exp(mu + var / 2))
         point["prompt_log_residuals"] = (logs - mu).tolist()
+    if prompt_from == "busy":
+        point["prompt_factor"] = _busy_prompt_factor(phase, sim)
     if topology != "2 mixed":
         lat = _handoff_latencies(records, int(profile["kv_bytes_per_token"]), link.bytes_s)
         point["handoff_latency_s"] = float(np.median(lat)) if lat else None
@@ -139,9 +160,14 @@ def at_rate(fitted: dict[str, Any] | None, rate: float, default: float) -> float
 
 def fit_by_steps(setup: Setup, topology: str, probe: list[dict[str, Any]],
                  profile: dict[str, Any], default_link: Link, chunked: bool = False,
-                 ) -> dict[str, Any]:
+                 prompt_from: str = "stages") -> dict[str, Any]:
     """The terms for `topology` from its probe; `chunked`: the simulated prefill worker
-    cuts prompts to its budget as the engine does (`SchedulerConfig.prefill_role_chunks`)."""
+    cuts prompts to its budget as the engine does (`SchedulerConfig.prefill_role_chunks`);
+    `prompt_from`: the prompt factor from the prompt stages ("stages", the module
+    docstring) or from the prompt-computing workers' busy seconds ("busy",
+    `_busy_prompt_factor`; the stage ratio is then only used for the jitter)."""
+    if prompt_from not in ("stages", "busy"):
+        raise ValueError(f"prompt_from must be 'stages' or 'busy', got {prompt_from!r}")
     kept, dropped = clean_phases(probe)
     phases = {p["phase"]: p for p in kept}
     out: dict[str, Any] = {"on": "calibration probe: " + ", ".join(phases),
@@ -153,8 +179,8 @@ def fit_by_steps(setup: Setup, topology: str, probe: list[dict[str, Any]],
         link = Link(**out["handoff"]["link"])
     out["prefill"] = fit_prefill_scale(setup, phases["lone"]["records"], profile)
     base = ServingOverhead(prefill_scale=out["prefill"]["prefill_scale"])
-    points = [phase_point(setup, topology, p, profile, link, base, chunked) for p in kept
-              if p["phase"] == "lone" or p["phase"].startswith("poisson")]
+    points = [phase_point(setup, topology, p, profile, link, base, chunked, prompt_from)
+              for p in kept if p["phase"] == "lone" or p["phase"].startswith("poisson")]
     out["points"] = [{k: v for k, v in p.items() if k != "prompt_log_residuals"}
                      for p in points]
     out["lines"] = {key: line(points, key) for key in _KEYS}
@@ -169,7 +195,7 @@ def fit_by_steps(setup: Setup, topology: str, probe: list[dict[str, Any]],
     real = tiled(real_arrays(lone), len(sim["ttft_s"]))
     ok = real["finished"] & sim["finished"]
     delivery_s = max(float(np.median((real["ttft_s"] - sim["ttft_s"])[ok])), 0.0)
-    out.update({"chunk_prefill_role": chunked,
+    out.update({"chunk_prefill_role": chunked, "prompt_from": prompt_from,
                 "link": {"bytes_s": link.bytes_s, "latency_s": link.latency_s},
                 "overhead": dataclasses.replace(base, delivery_s=delivery_s).to_dict()})
     return out

@@ -44,6 +44,7 @@ class BusyCounter:
         self.kv_bytes_per_token = base.kv_bytes_per_token
         self.num_layers = base.num_layers
         self.busy_s = 0.0
+        self.prompt_busy_s = 0.0  # of steps that computed prompt tokens
         self.num_steps = 0
 
     def step_s(self, num_prefill_tokens: int, prefill_attn_pairs: float,
@@ -51,6 +52,8 @@ class BusyCounter:
         seconds = float(self.base.step_s(num_prefill_tokens, prefill_attn_pairs,
                                          prefill_kv_tokens, num_decode_seqs, decode_ctx_tokens))
         self.busy_s += seconds
+        if num_prefill_tokens:
+            self.prompt_busy_s += seconds
         self.num_steps += seconds > 0
         return seconds
 
@@ -96,6 +99,8 @@ def replay(setup: Setup, topology: str, records: list[dict[str, Any]],
     out["token_rate"] = float(np.mean([r["token_rate"] for r in runs]))
     out["engine_busy_s"] = {role: round(float(np.mean([r["engine_busy_s"][role] for r in runs])),
                                         3) for role in runs[0]["engine_busy_s"]}
+    out["prompt_busy_s"] = {role: float(np.mean([r["prompt_busy_s"][role] for r in runs]))
+                            for role in runs[0]["prompt_busy_s"]}
     out["num_steps"] = {role: int(np.mean([r["num_steps"][role] for r in runs]))
                         for role in runs[0]["num_steps"]}
     return out
@@ -148,6 +153,7 @@ def _replay_once(setup: Setup, topology: str, records: list[dict[str, Any]],
             # without measuring it (what `fit` relates the step slowdown to)
             "token_rate": float(requests.output_len.sum()) / span_s if span_s > 0 else 0.0,
             "engine_busy_s": {role: round(c.busy_s, 3) for role, c in counters.items()},
+            "prompt_busy_s": {role: c.prompt_busy_s for role, c in counters.items()},
             "num_steps": {role: c.num_steps for role, c in counters.items()}}
 
 
