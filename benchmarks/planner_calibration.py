@@ -3,50 +3,55 @@
 1. Profile: `profile_engine` (what `splitserve profile` runs) times the model's prefill
    and decode steps on one pinned core with one torch thread: what each worker gets.
 2. Measure, per topology (1P1D, 2 mixed; one core per worker), on one real cluster: a
-   calibration probe (lone requests, bursts of 4 and 8, Poisson 3 and 5 req/s; its own
-   seeds), then the goodput benchmark's runs (chat workload / 4, Poisson 2, 4, 6 req/s,
-   45 s of arrivals each, seed 0, prefix caching off), each made twice to show the real
-   noise floor. Every request carries the router's debug header, so its record holds
-   the router's and the worker engine's timeline (calibration/timelines.py).
-3. Fit on the probe only (benchmarks/calibration/fit.py): the KV handoff link, a
-   prompt-step scale (lone requests' engine prompt stage against the profile), a per-role
-   step scale against offered token rate, per-step and per-sequence costs, the delivery
-   delay and a prompt-step jitter (the spread of the Poisson phases' prompt stages
-   against the simulator's) (splitserve.planner.ServingOverhead).
-4. Replay every validation run's requests (lengths, actual send times) in the simulator,
-   in the variants of VARIANT_SPECS; compare p90 TTFT, p90 TPOT (target: within 10%) and
-   SLO attainment (within 3 points), and the real repeats against each other. For the
-   2-mixed runs, split each real TTFT into its stages (calibration/tail.py) against the
-   simulator's trace of the same requests, with its own routing and with the real one.
+   calibration probe (lone requests, bursts of 4 and 8, Poisson 3, 5 and 7 req/s for
+   20 s each; its own seeds), then the goodput benchmark's runs (chat workload / 4,
+   Poisson 2, 4, 6 req/s, 45 s of arrivals each, seed 0, prefix caching off), each made
+   three times. Every request carries the router's debug header (its record holds the
+   router's and the worker engine's timeline) and every inter-token gap; every run
+   records the CPU other people's processes used meanwhile (calibration/measure.py).
+3. Fit on the probe only, per variant (calibration/variants.py): fit.py (aggregate
+   fits: busy-time step scales, TPOT gaps) or fit_steps.py (terms measured where they
+   happen: decode steps rebuilt from token arrivals, prompt stages or busy seconds, the
+   KV handoff from the timelines, each as a line in offered load).
+4. Replay every validation run's requests (lengths, actual send times) in the simulator
+   and judge (calibration/pooled.py): each rate's quiet repeats pooled, beside the
+   single repeats' range; p90 TTFT and p90 TPOT (target: within 10%), attainment at the
+   goodput SLO and at SLOs on the measured quantiles (within 3 points).
 
-    PYTHONPATH=. python benchmarks/planner_calibration.py  # ~13 min; --lock FILE: flock it per phase
-    PYTHONPATH=. python benchmarks/planner_calibration.py --preset quick \
-        --out benchmarks/results/planner_calibration_quick.json
+    # in pieces of a few minutes under the lock each, then merged (docs/planner.md)
+    PYTHONPATH=. python benchmarks/planner_calibration.py --topologies 1P1D \
+        --lock LOCKFILE --out DIR/piece_1p1d.json
+    PYTHONPATH=. python benchmarks/planner_calibration.py --topologies '2 mixed' \
+        --profile-from DIR/piece_1p1d_raw.json --lock LOCKFILE --out DIR/piece_mixed.json
+    PYTHONPATH=. python benchmarks/planner_calibration.py --merge \
+        DIR/piece_1p1d_raw.json DIR/piece_mixed_raw.json
     PYTHONPATH=. python benchmarks/planner_calibration.py --replay \
         benchmarks/results/planner_calibration_raw.json      # re-analyse, no measuring
 
 Each measuring phase (the profile; per topology the probe, then each rate's repeats)
-holds the CPU lock on its own, for under 2 minutes. Writes --out (default
-benchmarks/results/planner_calibration.json: tables, errors, fit, verdicts) and, beside it,
-<out stem>_raw.json (the profile and every request record; --replay reads it back).
+holds the CPU lock on its own, for a few minutes at most. Writes --out (default
+benchmarks/results/planner_calibration.json: tables, errors, fits, verdicts) and, beside
+it, <out stem>_raw.json (the profile and every request record; --replay reads it back).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
-import fcntl
 import json
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from benchmarks.calibration import fit, fit_steps, measure, pooled, replay, steps, tail
+from benchmarks.calibration import measure, pooled, replay, steps, tail, variants
+from benchmarks.calibration.rawfile import (
+    cpu_lock,
+    json_default,
+    merge_raw,
+    rounded,
+    setup_from_dict,
+)
 from benchmarks.calibration.report import (
     errors,
     markdown,
@@ -57,56 +62,16 @@ from benchmarks.calibration.report import (
     sweep_markdown,
     verdict,
 )
-from benchmarks.calibration.setup import TOPOLOGIES, Setup
+from benchmarks.calibration.setup import Setup
+from benchmarks.calibration.variants import DEFAULT_LINK, VARIANTS
 
 RESULTS = Path(__file__).resolve().parent / "results"
-# benchmarks/results/kv_transfer.json: the TCP KV path moved a 1 MiB handoff at ~0.18 GB/s
-# end to end here; the bare ("profile") variant prices the handoff with it
-DEFAULT_LINK = replay.Link(bytes_s=0.18e9, latency_s=0.002)
 PRESETS = {
     "goodput-chat": Setup(),
     "quick": Setup(model="llama-25m-v8k", dtype="float32", workload="uniform",
                    length_scale=1.0, num_requests=50, duration_s=None, short_prompt_len=0,
                    slo=(0.5, 0.08)),
 }
-# variant: (simulated routing, fitted serving terms?, prompt-step scale?, prefill jitter?).
-# profile: the bare measured profile, the kv_transfer.json link, the router picking by live
-# request counts. uniform_steps: plus, fitted on the probe, the link, one step scale per
-# role, step and per-sequence costs and the delivery delay (the previous calibration).
-# calibrated: plus a prompt-step scale measured from the router timelines of the probe's
-# lone requests, the rest refitted on top of it. calibrated_jitter: plus the prompt-step
-# jitter measured from the timelines of the probe's Poisson phases.
-# calibrated_jitter_polled: the same with the simulated router seeing worker load as the
-# real one does (polled every 0.5 s, or its own in-flight count if higher).
-# steps: the polled router, serving terms measured step by step on the clean probe phases
-# (calibration/fit_steps.py) instead of fitted to aggregates.
-VARIANT_SPECS = {"profile": ("requests", False, False, False),
-                 "uniform_steps": ("requests", True, False, False),
-                 "calibrated": ("requests", True, True, False),
-                 "calibrated_jitter": ("requests", True, True, True),
-                 "calibrated_jitter_polled": ("polled", True, True, True)}
-# steps_chunked: the same with the simulated prefill worker cutting prompts to its budget
-# as the engine does (found on the committed measurement after it was taken: see
-# docs/planner.md).
-# steps_busy: steps_chunked with the prompt factor from the prompt-computing workers' busy
-# seconds instead of the prompt stages (designed on the committed measurement, judged on
-# the next one).
-VARIANTS = (*VARIANT_SPECS, "steps", "steps_chunked", "steps_busy")
-
-
-@contextlib.contextmanager
-def cpu_lock(path: str | None) -> Iterator[None]:
-    if path is None:
-        yield
-        return
-    with open(path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def measure_all(setup: Setup, lock: str | None,
                 profile_from: dict[str, Any] | None = None) -> dict[str, Any]:
     """Profile (or take `profile_from`'s profile: a raw file of the same session), then
@@ -148,72 +113,6 @@ def _real_row(setup: Setup, run: dict[str, Any]) -> dict[str, Any]:
             "engine_busy_s": busy, "worker_cpu_per_busy_s": cpu_per_busy}
 
 
-def merge_raw(raws: list[dict[str, Any]]) -> dict[str, Any]:
-    """One raw file from several measured in pieces (e.g. one topology each, the later
-    ones with `--profile-from` the first): the first one's profile, every topology."""
-    first = raws[0]
-    for other in raws[1:]:
-        if other["profile"] != first["profile"]:
-            raise ValueError("raw files to merge must share one profile (use --profile-from)")
-        mine = {k: v for k, v in other["setup"].items() if k != "topologies"}
-        if mine != {k: v for k, v in first["setup"].items() if k != "topologies"}:
-            raise ValueError("raw files to merge must share one setup (topologies aside)")
-    topologies = [t for raw in raws for t in raw["topologies"]]
-    names = [t["topology"] for t in topologies]
-    if len(set(names)) != len(names):
-        raise ValueError(f"a topology appears in more than one raw file: {names}")
-    setup = {**first["setup"], "topologies": names}
-    return {**first, "setup": setup, "topologies": topologies,
-            "command": " && ".join(raw.get("command", "") for raw in raws),
-            "measured_at": max(raw.get("measured_at") or "" for raw in raws)}
-
-
-def setup_from_dict(data: dict[str, Any]) -> Setup:
-    """The Setup a raw file was measured with (JSON lists back to tuples)."""
-    fields = {f.name for f in dataclasses.fields(Setup)}
-    given: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v
-                             for k, v in data.items() if k in fields}
-    return Setup(**given)
-
-
-def _fits(setup: Setup, name: str, probe: list[dict[str, Any]], profile: dict[str, Any],
-          ) -> dict[Any, dict[str, Any]]:
-    """Every fit the variants need for one topology, each on its probe only: per
-    (simulated routing, prompt-step scale) for fit.py's variants (a single mixed worker,
-    or none, routes alike), and "steps" (fit_steps.py)."""
-    by_key: dict[Any, dict[str, Any]] = {}
-    for routing, fitted, prefill, _ in VARIANT_SPECS.values():
-        key = (routing if TOPOLOGIES[name][2] > 1 else "requests", prefill)
-        if fitted and key not in by_key:
-            by_key[key] = fit.fit_overheads(setup, name, probe, profile, DEFAULT_LINK, *key)
-    by_key["steps"] = fit_steps.fit_by_steps(setup, name, probe, profile, DEFAULT_LINK)
-    by_key["steps_chunked"] = fit_steps.fit_by_steps(setup, name, probe, profile, DEFAULT_LINK,
-                                                     chunked=True)
-    by_key["steps_busy"] = fit_steps.fit_by_steps(setup, name, probe, profile, DEFAULT_LINK,
-                                                  chunked=True, prompt_from="busy")
-    return by_key
-
-
-def _variant(setup: Setup, name: str, run: dict[str, Any], profile: dict[str, Any],
-             variant: str, by_key: dict[Any, dict[str, Any]]) -> tuple[dict[str, Any], Any]:
-    """One variant's replay of one run: (per-request arrays, per-role step scale)."""
-    if variant in ("steps", "steps_chunked", "steps_busy"):
-        return fit_steps.replay_run(setup, name, run["records"], profile, by_key[variant])
-    routing, fitted, prefill, jitter = VARIANT_SPECS[variant]
-    if not fitted:
-        return replay.replay(setup, name, run["records"], profile, DEFAULT_LINK,
-                             routing=routing), None
-    offered = replay.replay(setup, name, run["records"], profile, DEFAULT_LINK,
-                            routing=routing)["token_rate"]
-    f = by_key[(routing if TOPOLOGIES[name][2] > 1 else "requests", prefill)]
-    overhead = replay.ServingOverhead.from_dict(f["overhead"])
-    if not jitter:
-        overhead = dataclasses.replace(overhead, prefill_jitter_cv=0.0)
-    scale = fit.step_scale_at(f["step_scale_lines"], offered)
-    return replay.replay(setup, name, run["records"], profile, replay.Link(**f["link"]),
-                         overhead, scale, routing), scale
-
-
 def analyse(raw: dict[str, Any]) -> dict[str, Any]:
     setup = setup_from_dict(raw["setup"])
     profile = raw["profile"]
@@ -221,7 +120,7 @@ def analyse(raw: dict[str, Any]) -> dict[str, Any]:
     arrays: list[dict[str, Any]] = []  # per row: per-request arrays, real and per variant
     for topo in raw["topologies"]:
         name = topo["topology"]
-        by_key = _fits(setup, name, topo["probe"], profile)
+        by_key = variants.fits(setup, name, topo["probe"], profile)
         fits[name] = {k if isinstance(k, str) else f"{k[0]}{'+prefill_scale' if k[1] else ''}": v
                       for k, v in by_key.items()}
         for run in topo["runs"]:
@@ -236,7 +135,7 @@ def analyse(raw: dict[str, Any]) -> dict[str, Any]:
                     steps.reconstruct(run["records"]), replay.latency_model(setup, profile))}
             arrays.append({"real": replay.real_arrays(run["records"])})
             for variant in VARIANTS:
-                sim, scale = _variant(setup, name, run, profile, variant, by_key)
+                sim, scale = variants.simulate_variant(setup, name, run, profile, variant, by_key)
                 st = stats(sim["ttft_s"], sim["tpot_s"], sim["finished"], setup.slo)
                 arrays[-1][variant] = sim
                 row[variant] = {**st, "engine_busy_s": sim["engine_busy_s"],
@@ -270,24 +169,6 @@ def analyse(raw: dict[str, Any]) -> dict[str, Any]:
             "errors": summary, "verdict": {v: verdict(summary[v]) for v in VARIANTS},
             "real_repeatability": repeats, "rows": rows,
             "tables_markdown": tables}
-
-
-def rounded(value: Any, digits: int = 6) -> Any:
-    """`value` with every float rounded to `digits` decimals (1 us: the raw file holds
-    ~20 times per request; full float repr doubles its size for no information)."""
-    if isinstance(value, float):
-        return round(value, digits)
-    if isinstance(value, dict):
-        return {k: rounded(v, digits) for k, v in value.items()}
-    if isinstance(value, list):
-        return [rounded(v, digits) for v in value]
-    return value
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"cannot serialise {type(value).__name__}")
 
 
 def main() -> None:
@@ -334,7 +215,7 @@ def main() -> None:
                           if args.profile_from else None)
         raw["command"] = command
         raw["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        raw_path.write_text(json.dumps(rounded(raw), default=_json_default) + "\n")
+        raw_path.write_text(json.dumps(rounded(raw), default=json_default) + "\n")
         analysed = command
     result = {"command": command, "analysed_by": analysed, "raw": raw_path.name,
               "measured_at": raw.get("measured_at"), **analyse(raw),
@@ -359,7 +240,7 @@ def main() -> None:
                  for r, v in f["step_scale_lines"].items()}
         print(f"fit {name}: prefill {f['prefill']['prefill_scale']:.3f}, overhead {f['overhead']}, step scale (at 0, per tok/s) {lines}, "
               f"link {f['link']}")
-    out.write_text(json.dumps(result, indent=1, default=_json_default) + "\n")
+    out.write_text(json.dumps(result, indent=1, default=json_default) + "\n")
     print(f"wrote {out} in {result['wall_s']:.0f} s")
 
 
