@@ -122,3 +122,18 @@ def test_repeats_run_beside_other_peoples_jobs_leave_the_reference() -> None:
     assert group["num_repeats"] == 2
     assert group["excluded_repeats"] == [{"repeat": 1, "foreign_cpu_s": 9.0}]
     assert group["real"]["p90_ttft_s"] == pytest.approx(0.2)
+
+
+def test_busy_prompt_factor_prices_only_the_prompt_steps() -> None:
+    from benchmarks.calibration.fit_steps import _busy_prompt_factor
+
+    split = {"engine_busy_s": {"prefill-0": 12.0, "decode-1": 40.0}}
+    sim = {"engine_busy_s": {"prefill": 10.0, "decode": 39.0},
+           "prompt_busy_s": {"prefill": 10.0, "decode": 1.0}}
+    assert _busy_prompt_factor(split, sim) == pytest.approx(1.2)  # the decode worker ignored
+    mixed = {"engine_busy_s": {"mixed-0": 45.0, "mixed-1": 45.0}}
+    sim = {"engine_busy_s": {"mixed": 80.0}, "prompt_busy_s": {"mixed": 30.0}}
+    # the 50 s of decode-only steps stay as priced; the prompt steps take the rest
+    assert _busy_prompt_factor(mixed, sim) == pytest.approx(40.0 / 30.0)
+    assert _busy_prompt_factor(mixed, {"engine_busy_s": {"mixed": 5.0},
+                                       "prompt_busy_s": {"mixed": 0.0}}) is None
