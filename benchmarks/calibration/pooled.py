@@ -113,11 +113,14 @@ def _spread(pooled: dict[str, Any], repeats: list[dict[str, Any]]) -> dict[str, 
 
 
 def summarize(groups: list[dict[str, Any]], variant: str) -> dict[str, Any]:
+    """Errors against the targets over the points with a quiet reference (a point whose
+    every repeat was contaminated is shown in the tables but not judged)."""
     keys = [*TARGETS, *(f"attainment_pp@q{round(q * 100)}" for q in QUANTILE_SLOS)]
+    judged = [g for g in groups if not g["all_contaminated"]]
     out: dict[str, Any] = {}
     for key in keys:
         target = TARGETS.get(key, 3.0)
-        values = [abs(g[variant]["error"][key]) for g in groups
+        values = [abs(g[variant]["error"][key]) for g in judged
                   if g[variant]["error"][key] is not None]
         out[key] = {"max_abs": max(values) if values else None,
                     "num_within_target": sum(v <= target + 1e-12 for v in values),

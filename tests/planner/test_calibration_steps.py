@@ -137,3 +137,21 @@ def test_busy_prompt_factor_prices_only_the_prompt_steps() -> None:
     assert _busy_prompt_factor(mixed, sim) == pytest.approx(40.0 / 30.0)
     assert _busy_prompt_factor(mixed, {"engine_busy_s": {"mixed": 5.0},
                                        "prompt_busy_s": {"mixed": 0.0}}) is None
+
+
+def test_a_point_without_a_quiet_repeat_is_not_judged() -> None:
+    from benchmarks.calibration.pooled import summarize
+
+    def arrays(ttft_s: float) -> dict[str, np.ndarray]:
+        return {"ttft_s": np.full(20, ttft_s), "tpot_s": np.full(20, 0.03),
+                "finished": np.ones(20, dtype=bool)}
+
+    rows = [{"topology": "1P1D", "rate_rps": 4.0, "repeat": 0, "contaminated": True,
+             "foreign_cpu_s": 20.0},
+            {"topology": "1P1D", "rate_rps": 2.0, "repeat": 0, "contaminated": False,
+             "foreign_cpu_s": 0.1}]
+    per_row = [{"real": arrays(0.4), "sim": arrays(0.2)}, {"real": arrays(0.2), "sim": arrays(0.2)}]
+    groups = judge(rows, per_row, ("sim",), (2.0, 0.1))
+    assert [g["all_contaminated"] for g in groups] == [True, False]
+    ttft = summarize(groups, "sim")["p90_ttft_rel_err"]
+    assert (ttft["of"], ttft["num_within_target"]) == (1, 1)  # the -50% point left out
