@@ -3,50 +3,55 @@
 1. Profile: `profile_engine` (what `splitserve profile` runs) times the model's prefill
    and decode steps on one pinned core with one torch thread: what each worker gets.
 2. Measure, per topology (1P1D, 2 mixed; one core per worker), on one real cluster: a
-   calibration probe (lone requests, bursts of 4 and 8, Poisson 3 and 5 req/s; its own
-   seeds), then the goodput benchmark's runs (chat workload / 4, Poisson 2, 4, 6 req/s,
-   45 s of arrivals each, seed 0, prefix caching off), each made twice to show the real
-   noise floor. Every request carries the router's debug header, so its record holds
-   the router's and the worker engine's timeline (calibration/timelines.py).
-3. Fit on the probe only (benchmarks/calibration/fit.py): the KV handoff link, a
-   prompt-step scale (lone requests' engine prompt stage against the profile), a per-role
-   step scale against offered token rate, per-step and per-sequence costs, the delivery
-   delay and a prompt-step jitter (the spread of the Poisson phases' prompt stages
-   against the simulator's) (splitserve.planner.ServingOverhead).
-4. Replay every validation run's requests (lengths, actual send times) in the simulator,
-   in the variants of VARIANT_SPECS; compare p90 TTFT, p90 TPOT (target: within 10%) and
-   SLO attainment (within 3 points), and the real repeats against each other. For the
-   2-mixed runs, split each real TTFT into its stages (calibration/tail.py) against the
-   simulator's trace of the same requests, with its own routing and with the real one.
+   calibration probe (lone requests, bursts of 4 and 8, Poisson 3, 5 and 7 req/s for
+   20 s each; its own seeds), then the goodput benchmark's runs (chat workload / 4,
+   Poisson 2, 4, 6 req/s, 45 s of arrivals each, seed 0, prefix caching off), each made
+   three times. Every request carries the router's debug header (its record holds the
+   router's and the worker engine's timeline) and every inter-token gap; every run
+   records the CPU other people's processes used meanwhile (calibration/measure.py).
+3. Fit on the probe only, per variant (calibration/variants.py): fit.py (aggregate
+   fits: busy-time step scales, TPOT gaps) or fit_steps.py (terms measured where they
+   happen: decode steps rebuilt from token arrivals, prompt stages or busy seconds, the
+   KV handoff from the timelines, each as a line in offered load).
+4. Replay every validation run's requests (lengths, actual send times) in the simulator
+   and judge (calibration/pooled.py): each rate's quiet repeats pooled, beside the
+   single repeats' range; p90 TTFT and p90 TPOT (target: within 10%), attainment at the
+   goodput SLO and at SLOs on the measured quantiles (within 3 points).
 
-    PYTHONPATH=. python benchmarks/planner_calibration.py  # ~13 min; --lock FILE: flock it per phase
-    PYTHONPATH=. python benchmarks/planner_calibration.py --preset quick \
-        --out benchmarks/results/planner_calibration_quick.json
+    # in pieces of a few minutes under the lock each, then merged (docs/planner.md)
+    PYTHONPATH=. python benchmarks/planner_calibration.py --topologies 1P1D \
+        --lock LOCKFILE --out DIR/piece_1p1d.json
+    PYTHONPATH=. python benchmarks/planner_calibration.py --topologies '2 mixed' \
+        --profile-from DIR/piece_1p1d_raw.json --lock LOCKFILE --out DIR/piece_mixed.json
+    PYTHONPATH=. python benchmarks/planner_calibration.py --merge \
+        DIR/piece_1p1d_raw.json DIR/piece_mixed_raw.json
     PYTHONPATH=. python benchmarks/planner_calibration.py --replay \
         benchmarks/results/planner_calibration_raw.json      # re-analyse, no measuring
 
 Each measuring phase (the profile; per topology the probe, then each rate's repeats)
-holds the CPU lock on its own, for under 2 minutes. Writes --out (default
-benchmarks/results/planner_calibration.json: tables, errors, fit, verdicts) and, beside it,
-<out stem>_raw.json (the profile and every request record; --replay reads it back).
+holds the CPU lock on its own, for a few minutes at most. Writes --out (default
+benchmarks/results/planner_calibration.json: tables, errors, fits, verdicts) and, beside
+it, <out stem>_raw.json (the profile and every request record; --replay reads it back).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
-import fcntl
 import json
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from benchmarks.calibration import fit, measure, replay, tail
+from benchmarks.calibration import measure, pooled, replay, steps, tail, variants
+from benchmarks.calibration.rawfile import (
+    cpu_lock,
+    json_default,
+    merge_raw,
+    rounded,
+    setup_from_dict,
+)
 from benchmarks.calibration.report import (
     errors,
     markdown,
@@ -57,56 +62,30 @@ from benchmarks.calibration.report import (
     sweep_markdown,
     verdict,
 )
-from benchmarks.calibration.setup import TOPOLOGIES, Setup
+from benchmarks.calibration.setup import Setup
+from benchmarks.calibration.variants import DEFAULT_LINK, VARIANTS
 
 RESULTS = Path(__file__).resolve().parent / "results"
-# benchmarks/results/kv_transfer.json: the TCP KV path moved a 1 MiB handoff at ~0.18 GB/s
-# end to end here; the bare ("profile") variant prices the handoff with it
-DEFAULT_LINK = replay.Link(bytes_s=0.18e9, latency_s=0.002)
 PRESETS = {
     "goodput-chat": Setup(),
     "quick": Setup(model="llama-25m-v8k", dtype="float32", workload="uniform",
                    length_scale=1.0, num_requests=50, duration_s=None, short_prompt_len=0,
                    slo=(0.5, 0.08)),
 }
-# variant: (simulated routing, fitted serving terms?, prompt-step scale?, prefill jitter?).
-# profile: the bare measured profile, the kv_transfer.json link, the router picking by live
-# request counts. uniform_steps: plus, fitted on the probe, the link, one step scale per
-# role, step and per-sequence costs and the delivery delay (the previous calibration).
-# calibrated: plus a prompt-step scale measured from the router timelines of the probe's
-# lone requests, the rest refitted on top of it. calibrated_jitter: plus the prompt-step
-# jitter measured from the timelines of the probe's Poisson phases.
-# calibrated_jitter_polled: the same with the simulated router seeing worker load as the
-# real one does (polled every 0.5 s, or its own in-flight count if higher).
-VARIANT_SPECS = {"profile": ("requests", False, False, False),
-                 "uniform_steps": ("requests", True, False, False),
-                 "calibrated": ("requests", True, True, False),
-                 "calibrated_jitter": ("requests", True, True, True),
-                 "calibrated_jitter_polled": ("polled", True, True, True)}
-VARIANTS = tuple(VARIANT_SPECS)
-
-
-@contextlib.contextmanager
-def cpu_lock(path: str | None) -> Iterator[None]:
-    if path is None:
-        yield
-        return
-    with open(path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def measure_all(setup: Setup, lock: str | None) -> dict[str, Any]:
+def measure_all(setup: Setup, lock: str | None,
+                profile_from: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Profile (or take `profile_from`'s profile: a raw file of the same session), then
+    measure every topology of `setup`."""
     model_dir = setup.model_dir()
     core = sorted(os.sched_getaffinity(0))[0]
-    with cpu_lock(lock):
-        print(f"profiling {model_dir.name} on core {core} (load {measure.load_avg()})",
-              flush=True)
-        profile = measure.profile(setup, model_dir, core)
-        settle = measure.settle_effect(setup, model_dir, core)
+    if profile_from is not None:
+        profile, settle = profile_from["profile"], profile_from.get("settle_effect")
+    else:
+        with cpu_lock(lock):
+            print(f"profiling {model_dir.name} on core {core} (load {measure.load_avg()})",
+                  flush=True)
+            profile = measure.profile(setup, model_dir, core)
+            settle = measure.settle_effect(setup, model_dir, core)
     print(f"profile: {profile['wall_s']:.0f} s, CPU share {profile['cpu_share']:.2f}",
           flush=True)
     topologies = []
@@ -134,54 +113,34 @@ def _real_row(setup: Setup, run: dict[str, Any]) -> dict[str, Any]:
             "engine_busy_s": busy, "worker_cpu_per_busy_s": cpu_per_busy}
 
 
-def setup_from_dict(data: dict[str, Any]) -> Setup:
-    """The Setup a raw file was measured with (JSON lists back to tuples)."""
-    fields = {f.name for f in dataclasses.fields(Setup)}
-    given: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v
-                             for k, v in data.items() if k in fields}
-    return Setup(**given)
-
-
 def analyse(raw: dict[str, Any]) -> dict[str, Any]:
     setup = setup_from_dict(raw["setup"])
     profile = raw["profile"]
     rows, fits = [], {}
+    arrays: list[dict[str, Any]] = []  # per row: per-request arrays, real and per variant
     for topo in raw["topologies"]:
         name = topo["topology"]
-        # one fit per (simulated routing, prompt-step scale); a single mixed worker, or
-        # none, routes alike
-        by_key: dict[tuple[str, bool], dict[str, Any]] = {}
-        for routing, fitted, prefill, _ in VARIANT_SPECS.values():
-            key = (routing if TOPOLOGIES[name][2] > 1 else "requests", prefill)
-            if fitted and key not in by_key:
-                by_key[key] = fit.fit_overheads(setup, name, topo["probe"], profile,
-                                                DEFAULT_LINK, *key)
-        fits[name] = {f"{r}{'+prefill_scale' if ps else ''}": v
-                      for (r, ps), v in by_key.items()}
+        by_key = variants.fits(setup, name, topo["probe"], profile)
+        fits[name] = {k if isinstance(k, str) else f"{k[0]}{'+prefill_scale' if k[1] else ''}": v
+                      for k, v in by_key.items()}
         for run in topo["runs"]:
             real = _real_row(setup, run)
             row: dict[str, Any] = {
                 "topology": name, "rate_rps": run["rate_rps"], "repeat": run.get("repeat"),
-                "load_before": run["load_before"],
-                "load_after": run["load_after"], "process_cpu_s": run["process_cpu_s"],
-                "router": run["router"], "real": real}
-            for variant, (routing, fitted, prefill, jitter) in VARIANT_SPECS.items():
-                offered = replay.replay(setup, name, run["records"], profile, DEFAULT_LINK,
-                                        routing=routing)["token_rate"]
-                if fitted:
-                    f = by_key[(routing if TOPOLOGIES[name][2] > 1 else "requests", prefill)]
-                    overhead = replay.ServingOverhead.from_dict(f["overhead"])
-                    if not jitter:
-                        overhead = dataclasses.replace(overhead, prefill_jitter_cv=0.0)
-                    lk, ov = replay.Link(**f["link"]), overhead
-                    sc = fit.step_scale_at(f["step_scale_lines"], offered)
-                else:
-                    lk, ov, sc = DEFAULT_LINK, None, None
-                sim = replay.replay(setup, name, run["records"], profile, lk, ov, sc, routing)
+                "load_before": run["load_before"], "load_after": run["load_after"],
+                "process_cpu_s": run["process_cpu_s"],
+                "foreign_cpu_s": run.get("foreign_cpu_s"), "duration_s": run["duration_s"],
+                "contaminated": measure.contaminated(run), "router": run["router"],
+                "real": real, "real_steps": steps.summary(
+                    steps.reconstruct(run["records"]), replay.latency_model(setup, profile))}
+            arrays.append({"real": replay.real_arrays(run["records"])})
+            for variant in VARIANTS:
+                sim, scale = variants.simulate_variant(setup, name, run, profile, variant, by_key)
                 st = stats(sim["ttft_s"], sim["tpot_s"], sim["finished"], setup.slo)
+                arrays[-1][variant] = sim
                 row[variant] = {**st, "engine_busy_s": sim["engine_busy_s"],
-                                "num_steps": sim["num_steps"], "step_scale": sc,
-                                "offered_token_rate": offered, "error": errors(real, st)}
+                                "num_steps": sim["num_steps"], "step_scale": scale,
+                                "error": errors(real, st)}
             row["ttft_stages"] = tail.stages(run)
             if name == "2 mixed":
                 f = by_key[("requests", True)]
@@ -190,8 +149,13 @@ def analyse(raw: dict[str, Any]) -> dict[str, Any]:
                 scale = row["calibrated"]["step_scale"]["mixed"]
                 row["ttft_breakdown"] = tail.analyse_run(setup, run, profile, steady, scale)
             rows.append(row)
+    groups = pooled.judge(rows, arrays, VARIANTS, setup.slo)
+    judged = {v: pooled.summarize(groups, v) for v in VARIANTS}
     summary = {v: summarize_errors(rows, v) for v in VARIANTS}
-    tables = {v: markdown(rows, v) for v in VARIANTS}
+    tables = {f"judged_{v}": pooled.markdown(groups, v) for v in VARIANTS}
+    tables["judged_slos"] = pooled.slo_markdown(groups)
+    tables["real_steps"] = steps.steps_markdown(rows)
+    tables.update({v: markdown(rows, v) for v in VARIANTS})
     tables.update({f"slo_sweep_{v}": sweep_markdown(rows, v) for v in VARIANTS})
     repeats = repeatability(rows)
     tables["real_repeatability"] = repeat_markdown(repeats)
@@ -199,28 +163,12 @@ def analyse(raw: dict[str, Any]) -> dict[str, Any]:
     tables["ttft_stages"] = tail.stages_markdown(rows)
     return {"setup": setup.to_dict(), "profile_cpu_share": profile["cpu_share"],
             "profile_wall_s": profile["wall_s"], "settle_effect": raw.get("settle_effect"),
-            "default_link": dataclasses.asdict(DEFAULT_LINK), "fit": fits, "errors": summary,
-            "verdict": {v: verdict(summary[v]) for v in VARIANTS},
+            "default_link": dataclasses.asdict(DEFAULT_LINK), "fit": fits,
+            "judged": {"verdict": {v: pooled.verdict(judged[v]) for v in VARIANTS},
+                       "errors": judged, "groups": groups},
+            "errors": summary, "verdict": {v: verdict(summary[v]) for v in VARIANTS},
             "real_repeatability": repeats, "rows": rows,
             "tables_markdown": tables}
-
-
-def rounded(value: Any, digits: int = 6) -> Any:
-    """`value` with every float rounded to `digits` decimals (1 us: the raw file holds
-    ~20 times per request; full float repr doubles its size for no information)."""
-    if isinstance(value, float):
-        return round(value, digits)
-    if isinstance(value, dict):
-        return {k: rounded(v, digits) for k, v in value.items()}
-    if isinstance(value, list):
-        return [rounded(v, digits) for v in value]
-    return value
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"cannot serialise {type(value).__name__}")
 
 
 def main() -> None:
@@ -231,6 +179,12 @@ def main() -> None:
     parser.add_argument("--lock", default=None, help="flock this file around each measuring "
                                                      "phase (the shared CPU lock)")
     parser.add_argument("--replay", default=None, help="a *_raw.json to re-analyse")
+    parser.add_argument("--merge", nargs="+", default=None,
+                        help="*_raw.json files measured in pieces: merge, write the merged "
+                             "raw beside --out, analyse")
+    parser.add_argument("--profile-from", default=None,
+                        help="take the profile from this *_raw.json instead of measuring "
+                             "one (a later piece of one session)")
     parser.add_argument("--out", default=str(RESULTS / "planner_calibration.json"))
     args = parser.parse_args()
     started = time.time()
@@ -241,6 +195,12 @@ def main() -> None:
         raw = json.loads(Path(args.replay).read_text())
         command = raw.get("command", "")
         analysed = f"PYTHONPATH=. python benchmarks/planner_calibration.py --replay {args.replay}"
+    elif args.merge:
+        raw = merge_raw([json.loads(Path(p).read_text()) for p in args.merge])
+        raw_path.write_text(json.dumps(raw) + "\n")
+        command = raw["command"]
+        analysed = ("PYTHONPATH=. python benchmarks/planner_calibration.py --merge "
+                    + " ".join(Path(p).name for p in args.merge))
     else:
         setup = PRESETS[args.preset]
         if args.topologies:
@@ -248,28 +208,39 @@ def main() -> None:
                 t.strip() for t in args.topologies.split(",")))
         command = (f"PYTHONPATH=. python benchmarks/planner_calibration.py --preset "
                    f"{args.preset}" + (f" --topologies '{args.topologies}'"
-                                       if args.topologies else "") + " --lock LOCKFILE")
-        raw = measure_all(setup, args.lock)
+                                       if args.topologies else "") + " --lock LOCKFILE"
+                   + (f" --profile-from {Path(args.profile_from).name}"
+                      if args.profile_from else ""))
+        raw = measure_all(setup, args.lock, json.loads(Path(args.profile_from).read_text())
+                          if args.profile_from else None)
         raw["command"] = command
         raw["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        raw_path.write_text(json.dumps(rounded(raw), default=_json_default) + "\n")
+        raw_path.write_text(json.dumps(rounded(raw), default=json_default) + "\n")
         analysed = command
     result = {"command": command, "analysed_by": analysed, "raw": raw_path.name,
               "measured_at": raw.get("measured_at"), **analyse(raw),
               "wall_s": round(time.time() - started, 1)}
     for variant in VARIANTS:
-        print(f"\n{variant}: {result['verdict'][variant]}\n{result['tables_markdown'][variant]}")
+        print(f"\n{variant}, per run: {result['verdict'][variant]}\n"
+              f"{result['tables_markdown'][variant]}")
+    for variant in VARIANTS:
+        print(f"\n{variant}, repeats pooled: {result['judged']['verdict'][variant]}\n"
+              f"{result['tables_markdown']['judged_' + variant]}")
+    print("\nSLOs at the pooled real quantiles:\n" + result["tables_markdown"]["judged_slos"])
     print("\nreal runs repeated (noise floor):\n" + result["tables_markdown"]["real_repeatability"])
     print("\n2 mixed TTFT by stage (ms, means):\n" + result["tables_markdown"]["ttft_breakdown"])
     print("\nreal TTFT by timeline stage (ms, median / mean of the slowest 10%):\n"
           + result["tables_markdown"]["ttft_stages"])
     for name, by_key in result["fit"].items():
+        fs = by_key["steps"]
+        print(f"fit {name} (steps): overhead {fs['overhead']}, link {fs['link']}, dropped "
+              f"{fs['dropped_phases']}\n  points {fs['points']}\n  lines {fs['lines']}")
         f = by_key["requests+prefill_scale"]
         lines = {r: (round(v["at_zero"], 3), v["per_token_rate"])
                  for r, v in f["step_scale_lines"].items()}
         print(f"fit {name}: prefill {f['prefill']['prefill_scale']:.3f}, overhead {f['overhead']}, step scale (at 0, per tok/s) {lines}, "
               f"link {f['link']}")
-    out.write_text(json.dumps(result, indent=1, default=_json_default) + "\n")
+    out.write_text(json.dumps(result, indent=1, default=json_default) + "\n")
     print(f"wrote {out} in {result['wall_s']:.0f} s")
 
 

@@ -148,10 +148,11 @@ def solve_nonneg(rows: list[tuple[float, float]], y: list[float]) -> tuple[float
 
 
 def fit_prefill_scale(setup: Setup, lone: list[dict[str, Any]], profile: dict[str, Any],
-                      ) -> dict[str, Any]:
+                      step_s: float = 0.0) -> dict[str, Any]:
     """Median over the lone probe requests (each alone on its worker) of the engine's
-    first-scheduled -> first-token time (router timeline) against the profile's time of
-    that one-chunk prompt step. 1 when no timeline came back."""
+    first-scheduled -> first-token time (router timeline), less a fixed per-step cost
+    `step_s` priced apart, against the profile's time of that one-chunk prompt step. 1
+    when no timeline came back."""
     model, token_budget = latency_model(setup, profile), setup.token_budget
     ratios = []
     for r in lone:
@@ -163,7 +164,8 @@ def fit_prefill_scale(setup: Setup, lone: list[dict[str, Any]], profile: dict[st
             first = tl.get(f"{role}.engine_first_token_s")
             if start is not None and first is not None:
                 n = r["input_len"]
-                ratios.append((first - start) / model.step_s(n, n * (n + 1) / 2, n, 0, 0))
+                ratios.append((first - start - step_s)
+                              / model.step_s(n, n * (n + 1) / 2, n, 0, 0))
                 break
     scale = float(np.median(ratios)) if ratios else 1.0
     return {"prefill_scale": max(scale, 0.5), "num_requests": len(ratios),

@@ -30,6 +30,7 @@ class Link:
 
     bytes_s: float
     latency_s: float
+    join_s: float = 0.0  # TransferConfig.join_s
 
 
 class BusyCounter:
@@ -43,6 +44,7 @@ class BusyCounter:
         self.kv_bytes_per_token = base.kv_bytes_per_token
         self.num_layers = base.num_layers
         self.busy_s = 0.0
+        self.prompt_busy_s = 0.0  # of steps that computed prompt tokens
         self.num_steps = 0
 
     def step_s(self, num_prefill_tokens: int, prefill_attn_pairs: float,
@@ -50,6 +52,8 @@ class BusyCounter:
         seconds = float(self.base.step_s(num_prefill_tokens, prefill_attn_pairs,
                                          prefill_kv_tokens, num_decode_seqs, decode_ctx_tokens))
         self.busy_s += seconds
+        if num_prefill_tokens:
+            self.prompt_busy_s += seconds
         self.num_steps += seconds > 0
         return seconds
 
@@ -74,24 +78,29 @@ POLL_INTERVAL_S = 0.5  # splitserve/router/config.py RouterConfig.poll_interval_
 def replay(setup: Setup, topology: str, records: list[dict[str, Any]],
            profile: dict[str, Any], link: Link, overhead: ServingOverhead | None = None,
            step_scale: dict[str, float] | None = None, routing: str = "requests",
-           ) -> dict[str, Any]:
+           chunk_prefill_role: bool = False) -> dict[str, Any]:
     """Simulate `records` (see `sent`); per-request arrays in that order, plus busy time.
     `step_scale[role]` replaces `overhead.step_scale` for that role's pool. `routing`:
-    how the simulated router picks a mixed worker (see `Simulation`)."""
+    how the simulated router picks a mixed worker (see `Simulation`).
+    `chunk_prefill_role`: the simulated prefill worker cuts prompts to its budget as the
+    engine does (`SchedulerConfig.prefill_role_chunks`)."""
     jitter = overhead is not None and overhead.prefill_jitter_cv > 0
     polled = routing == "polled" and TOPOLOGIES[topology][2] > 1
     if not jitter and not polled:
         return _replay_once(setup, topology, records, profile, link, overhead, step_scale,
-                            routing, 0.0)
+                            routing, 0.0, chunk_prefill_role)
     runs = [_replay_once(setup, topology, records, profile, link,
                          dataclasses.replace(overhead, jitter_seed=k) if overhead else None,
-                         step_scale, routing, k * POLL_INTERVAL_S / NUM_DRAWS)
+                         step_scale, routing, k * POLL_INTERVAL_S / NUM_DRAWS,
+                         chunk_prefill_role)
             for k in range(NUM_DRAWS)]
     out: dict[str, Any] = {key: np.concatenate([r[key] for r in runs])
                            for key in ("ttft_s", "tpot_s", "finished", "prefill_stage_s")}
     out["token_rate"] = float(np.mean([r["token_rate"] for r in runs]))
     out["engine_busy_s"] = {role: round(float(np.mean([r["engine_busy_s"][role] for r in runs])),
                                         3) for role in runs[0]["engine_busy_s"]}
+    out["prompt_busy_s"] = {role: float(np.mean([r["prompt_busy_s"][role] for r in runs]))
+                            for role in runs[0]["prompt_busy_s"]}
     out["num_steps"] = {role: int(np.mean([r["num_steps"][role] for r in runs]))
                         for role in runs[0]["num_steps"]}
     return out
@@ -100,7 +109,7 @@ def replay(setup: Setup, topology: str, records: list[dict[str, Any]],
 def _replay_once(setup: Setup, topology: str, records: list[dict[str, Any]],
                  profile: dict[str, Any], link: Link, overhead: ServingOverhead | None,
                  step_scale: dict[str, float] | None, routing: str,
-                 poll_offset_s: float) -> dict[str, Any]:
+                 poll_offset_s: float, chunk_prefill_role: bool = False) -> dict[str, Any]:
     rows = sent(records)
     requests = Requests(
         arrival_s=np.array([r["send_s"] for r in rows], dtype=np.float64),
@@ -115,12 +124,14 @@ def _replay_once(setup: Setup, topology: str, records: list[dict[str, Any]],
     counters = {role: BusyCounter(with_overhead(base, dataclasses.replace(
         shared, step_scale=(step_scale or {}).get(role, shared.step_scale)))) for role in roles}
     pools = [Pool(role, n, counters[role]) for role, n in roles.items()]  # type: ignore[arg-type]
-    transfer = None if num_mixed else TransferConfig(link.bytes_s, link.latency_s)
-    # the engine chunks prompts on every role; the simulator's prefill role batches whole
-    # prompts up to its budget: the same thing while every prompt fits one step
+    transfer = None if num_mixed else TransferConfig(link.bytes_s, link.latency_s,
+                                                     join_s=link.join_s)
+    # the engine chunks prompts on every role: so does the simulated prefill role here
+    # (the previous calibrations batched whole prompts there; `chunk_prefill_role=False`)
     sched = SchedulerConfig(token_budget=setup.token_budget,
                             prefill_token_budget=setup.token_budget,
-                            max_num_seqs=setup.max_num_seqs, chunked_prefill=True)
+                            max_num_seqs=setup.max_num_seqs, chunked_prefill=True,
+                            prefill_role_chunks=chunk_prefill_role)
     # delivery delay only: the step terms are already inside the counters' models
     delivery = ServingOverhead(delivery_s=overhead.delivery_s) if overhead else None
     # the router picks the mixed worker with the fewest requests in it, then the least KV
@@ -142,6 +153,7 @@ def _replay_once(setup: Setup, topology: str, records: list[dict[str, Any]],
             # without measuring it (what `fit` relates the step slowdown to)
             "token_rate": float(requests.output_len.sum()) / span_s if span_s > 0 else 0.0,
             "engine_busy_s": {role: round(c.busy_s, 3) for role, c in counters.items()},
+            "prompt_busy_s": {role: c.prompt_busy_s for role, c in counters.items()},
             "num_steps": {role: c.num_steps for role, c in counters.items()}}
 
 

@@ -22,12 +22,16 @@ class SchedulerConfig:
     prefill instance (whole prompts are batched up to it; one longer prompt still runs
     alone). chunked_prefill=False gives the pre-chunking vLLM policy DistServe compared
     against: a step with any prompt in it is prefill-only, decodes wait.
+    prefill_role_chunks: a prefill instance also cuts the prompt that does not fit the
+    step's remaining budget and finishes it in the next step (splitserve's engine does
+    this on every role), instead of leaving it whole for the next step.
     """
 
     token_budget: int = 2048
     prefill_token_budget: int = 8192
     max_num_seqs: int = 256
     chunked_prefill: bool = True
+    prefill_role_chunks: bool = False
 
     def __post_init__(self) -> None:
         for name in ("token_budget", "prefill_token_budget", "max_num_seqs"):
@@ -38,17 +42,37 @@ class SchedulerConfig:
 @dataclass(frozen=True)
 class TransferConfig:
     """The prefill -> decode KV link of one instance: every GPU of the receiving instance
-    has its own link (`link_bw_bytes_s` each), transfers into one instance queue on it."""
+    has its own link (`link_bw_bytes_s` each), transfers into one instance queue on it.
+
+    join_s: seconds a decode instance's step takes longer for each request that joins it
+    with transferred KV (activating the request and its first step there; measured ~2-3 ms
+    on one CPU core, see docs/planner.md "Calibration against our engine").
+    """
 
     link_bw_bytes_s: float
     latency_s: float = 0.0
     layer_overlap: bool = False  # send layer by layer while the prefill still runs
+    join_s: float = 0.0
 
     def __post_init__(self) -> None:
         if self.link_bw_bytes_s <= 0:
             raise ValueError(f"link_bw_bytes_s must be > 0, got {self.link_bw_bytes_s}")
-        if self.latency_s < 0:
-            raise ValueError(f"latency_s must be >= 0, got {self.latency_s}")
+        for name in ("latency_s", "join_s"):
+            value = getattr(self, name)
+            if not value >= 0 or value == float("inf"):
+                raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+
+    def duration_s(self, num_tokens: int, receiver: LatencyModel,
+                   prefill_step_s: float) -> float:
+        """Seconds the link is busy moving `num_tokens` tokens' KV to `receiver` (latency
+        not included). With `layer_overlap`, all layers but the last went out while the
+        prefill step (`prefill_step_s`) computed the next ones."""
+        full_s = (num_tokens * receiver.kv_bytes_per_token
+                  / (self.link_bw_bytes_s * receiver.tensor_parallel))
+        if not self.layer_overlap:
+            return full_s
+        hidden_s = prefill_step_s * (receiver.num_layers - 1) / receiver.num_layers
+        return max(full_s - hidden_s, full_s / receiver.num_layers)
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,8 @@ Disaggregated flow: arrival -> least-loaded prefill instance (or, for prompts up
 `local_prefill_max_len`, the least-loaded decode instance: conditional disaggregation) ->
 first token -> least-loaded decode instance queues it -> when KV space is free there the
 transfer starts (queued on that instance's link) -> on arrival it joins the decode batch and
-the prefill instance frees the prompt's KV.
+the prefill instance frees the prompt's KV. Routing policies live in
+`splitserve.planner.routing`.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from splitserve.planner.batching import pack_prompts
 from splitserve.planner.fleet import (
     Instance,
     Pool,
@@ -31,48 +33,30 @@ from splitserve.planner.fleet import (
 )
 from splitserve.planner.overhead import ServingOverhead, delayed, with_overhead
 from splitserve.planner.results import SimResult, Slo
+from splitserve.planner.routing import ROUTINGS, Router
 from splitserve.planner.workload import Requests
+
+__all__ = ["ROUTINGS", "Simulation", "simulate"]
 
 _STEP_END = 0
 _TRANSFER_DONE = 1
 _POLL = 2
-ROUTINGS = ("tokens", "requests", "polled")
 
 
 class Simulation:
     """One run; construct, call `run()` once."""
 
     def __init__(
-        self,
-        requests: Requests,
-        pools: Sequence[Pool],
-        scheduler: SchedulerConfig | None = None,
-        transfer: TransferConfig | None = None,
-        local_prefill_max_len: int = 0,
-        prefix_cache: bool = True,
-        stop_after_misses: tuple[Slo, int] | None = None,
-        routing: str = "tokens",
-        poll_interval_s: float = 0.5,
-        poll_offset_s: float = 0.0,
+        self, requests: Requests, pools: Sequence[Pool], scheduler: SchedulerConfig | None = None,
+        transfer: TransferConfig | None = None, local_prefill_max_len: int = 0,
+        prefix_cache: bool = True, stop_after_misses: tuple[Slo, int] | None = None,
+        routing: str = "tokens", poll_interval_s: float = 0.5, poll_offset_s: float = 0.0,
     ) -> None:
         """stop_after_misses=(slo, k): end the run early once k + 1 requests missed the
         SLO (the search only needs to know the target is out of reach); the requests not
         yet finished are then reported unfinished. routing: how an arrival picks a mixed
-        instance: "tokens" (fewest queued prompt tokens + KV tokens in use), "requests"
-        (fewest requests waiting or running, then least KV in use), or "polled"
-        (splitserve's router as it runs: it sees each worker's load as last polled,
-        every `poll_interval_s` from `poll_offset_s` on, and its own count of the
-        requests it sent there that have not finished; it picks the fewest of
-        max(polled, own), then the least polled KV in use)."""
-        if routing not in ROUTINGS:
-            raise ValueError(f"routing must be one of {ROUTINGS}, got {routing!r}")
-        if not math.isfinite(poll_interval_s) or poll_interval_s <= 0:
-            raise ValueError(f"poll_interval_s must be a finite number > 0, got "
-                             f"{poll_interval_s}")
-        if not 0 <= poll_offset_s < math.inf:
-            raise ValueError(f"poll_offset_s must be a finite number >= 0, got {poll_offset_s}")
-        self.routing = routing
-        self.poll_interval_s = poll_interval_s
+        instance, one of `ROUTINGS` ("polled" with `poll_interval_s` and `poll_offset_s`);
+        see `splitserve.planner.routing`."""
         if transfer is None and any(p.role == "prefill" for p in pools):
             raise ValueError("a disaggregated fleet needs a TransferConfig")
         self.req = requests
@@ -101,9 +85,8 @@ class Simulation:
         self.missed = [False] * n
         self.num_missed = 0
         self.arrival: list[float] = requests.arrival_s.tolist()
-        # "polled" routing: (requests, KV tokens in use) per instance at the last poll;
-        # before the first poll the router knows nothing (zeros)
-        self.polled: list[tuple[int, int]] = [(0, 0)] * len(self.instances)
+        self.router = Router(routing, poll_interval_s, poll_offset_s, len(self.instances),
+                             self.input_len)
         if routing == "polled" and "mixed" in self.by_role and n:
             self._push(poll_offset_s, _POLL, 0)
 
@@ -143,20 +126,12 @@ class Simulation:
     def _arrive(self, rid: int, now: float) -> None:
         input_len = self.input_len[rid]
         if "mixed" in self.by_role:
-            pool = self.by_role["mixed"]
-            if self.routing == "requests":
-                inst = min(pool, key=lambda x: (self._num_requests(x), x.kv_used))
-            elif self.routing == "polled":
-                polled = self.polled
-                inst = min(pool, key=lambda x: (
-                    max(polled[x.idx][0], self._num_requests(x)), polled[x.idx][1]))
-            else:
-                inst = min(pool, key=lambda x: x.queued_prefill_tokens + x.kv_used)
+            inst = self.router.pick_mixed(self.by_role["mixed"])
         elif input_len <= self.local_max_len:
-            inst = min(self.by_role["decode"], key=Instance.decode_load)
+            inst = self.router.pick_decode(self.by_role["decode"])
             self.num_local += 1
         else:
-            inst = min(self.by_role["prefill"], key=lambda x: x.queued_prefill_tokens)
+            inst = self.router.pick_prefill(self.by_role["prefill"])
         need = input_len if inst.role == "prefill" else input_len + self.output_len[rid]
         if need > inst.kv_capacity:
             return  # can never fit: reported unfinished
@@ -169,22 +144,13 @@ class Simulation:
         if not inst.busy:
             self._start_step(inst, now)
 
-    def _num_requests(self, inst: Instance) -> int:
-        """Requests queued or running on `inst`, counting one whose last prompt chunk is
-        in the current step (it has left `waiting` and not yet joined `running`): the
-        engine counts it running, the router in flight."""
-        input_len = self.input_len
-        in_step = sum(1 for rid, take, cached in inst.chunks if cached + take >= input_len[rid])
-        return len(inst.waiting) + inst.num_running + in_step
-
     def _poll(self, now: float, more_arrivals: bool) -> None:
-        for inst in self.by_role["mixed"]:
-            self.polled[inst.idx] = (self._num_requests(inst), inst.kv_used)
+        self.router.poll(self.by_role["mixed"])
         if more_arrivals:  # polls only matter to arrivals still to come
-            self._push(now + self.poll_interval_s, _POLL, 0)
+            self._push(now + self.router.poll_interval_s, _POLL, 0)
 
     def _hand_off(self, rid: int, now: float) -> None:
-        dec = min(self.by_role["decode"], key=Instance.decode_load)
+        dec = self.router.pick_decode(self.by_role["decode"])
         if self.input_len[rid] + self.output_len[rid] > dec.kv_capacity:
             self._free(self.instances[self.home[rid]], rid, now)
             return  # never fits on a decode instance: unfinished
@@ -195,7 +161,6 @@ class Simulation:
     def _admit_pending(self, dec: Instance, now: float) -> None:
         assert self.transfer is not None
         cfg = self.transfer
-        bw = cfg.link_bw_bytes_s * dec.model.tensor_parallel
         while dec.pending:
             rid = dec.pending[0]
             need = self.input_len[rid] + self.output_len[rid]
@@ -206,12 +171,8 @@ class Simulation:
             dec.kv_used += need
             self.reserved[rid] = need
             dec.num_incoming += 1
-            full_s = self.input_len[rid] * dec.model.kv_bytes_per_token / bw
-            if cfg.layer_overlap:
-                # All layers but the last went out while the prefill computed the next ones.
-                src = self.instances[self.home[rid]]
-                hidden = src.step_s * (dec.model.num_layers - 1) / dec.model.num_layers
-                full_s = max(full_s - hidden, full_s / dec.model.num_layers)
+            src = self.instances[self.home[rid]]
+            full_s = cfg.duration_s(self.input_len[rid], dec.model, src.step_s)
             start = max(now, dec.link_free_s)
             dec.link_free_s = start + full_s
             self._push(start + full_s + cfg.latency_s, _TRANSFER_DONE, dec.idx, rid)
@@ -241,57 +202,23 @@ class Simulation:
             self.seq += 1
             heapq.heappush(self.events, (now + step_s, self.seq, _STEP_END, inst.idx, 0))
             return
+        num_joining = len(inst.ready)
         for rid in inst.ready:
             inst.join_running(rid, self.input_len[rid], self.output_len[rid])
         inst.ready.clear()
-        prefill_role = inst.role == "prefill"
-        chunked = self.sched.chunked_prefill
         num_decode = inst.num_running
-        budget = self.sched.prefill_token_budget if prefill_role else self.sched.token_budget
-        if chunked:
-            budget -= num_decode  # decode tokens share the step's budget (Sarathi / vLLM)
-        chunks: list[tuple[int, int, int]] = []
-        tokens = 0
-        pairs = 0.0
-        kv_tokens = 0
-        active = num_decode + inst.num_incoming
-        while inst.waiting and budget > 0:
-            rid = inst.waiting[0]
-            if not self.admitted[rid]:
-                need = self.input_len[rid] + (0 if prefill_role else self.output_len[rid])
-                if inst.kv_used + need > inst.kv_capacity:
-                    break
-                if not prefill_role and active + len(chunks) >= self.sched.max_num_seqs:
-                    break
-                inst.kv_used += need
-                self.reserved[rid] = need
-                self.admitted[rid] = True
-                self.home[rid] = inst.idx
-            cached = self.done_tokens[rid]
-            remaining = self.input_len[rid] - cached
-            if chunked and not prefill_role:
-                take = min(remaining, budget)
-            else:  # whole prompts, batched up to the budget; a longer one runs alone
-                if remaining > budget and chunks:
-                    break
-                take = remaining
-            chunks.append((rid, take, cached))
-            if math.isnan(self.first_sched_s[rid]):
-                self.first_sched_s[rid] = now
-            tokens += take
-            pairs += take * cached + take * (take + 1) / 2
-            kv_tokens += cached + take
-            budget -= take
-            if take < remaining:
-                break
-            inst.waiting.popleft()
-        has_decode = num_decode > 0 and (chunked or not chunks)
+        batch = pack_prompts(self, inst, self.sched, num_decode, now)
+        chunks = batch.chunks
+        has_decode = num_decode > 0 and (self.sched.chunked_prefill or not chunks)
         if not chunks and not has_decode:
             inst.busy = False
             return
         n_dec = num_decode if has_decode else 0
         ctx = inst.ctx_tokens if has_decode else 0
-        step_s = inst.model.step_s(tokens, pairs, kv_tokens, n_dec, ctx)
+        step_s = inst.model.step_s(batch.num_tokens, batch.attn_pairs, batch.kv_tokens, n_dec,
+                                   ctx)
+        if num_joining and self.transfer is not None:
+            step_s += num_joining * self.transfer.join_s
         inst.chunks = chunks
         inst.has_decode = has_decode
         inst.step_s = step_s
@@ -350,17 +277,11 @@ class Simulation:
 
 
 def simulate(
-    requests: Requests,
-    pools: Sequence[Pool],
-    scheduler: SchedulerConfig | None = None,
-    transfer: TransferConfig | None = None,
-    local_prefill_max_len: int = 0,
-    prefix_cache: bool = True,
-    stop_after_misses: tuple[Slo, int] | None = None,
-    overhead: ServingOverhead | None = None,
-    routing: str = "tokens",
-    poll_interval_s: float = 0.5,
-    poll_offset_s: float = 0.0,
+    requests: Requests, pools: Sequence[Pool], scheduler: SchedulerConfig | None = None,
+    transfer: TransferConfig | None = None, local_prefill_max_len: int = 0,
+    prefix_cache: bool = True, stop_after_misses: tuple[Slo, int] | None = None,
+    overhead: ServingOverhead | None = None, routing: str = "tokens",
+    poll_interval_s: float = 0.5, poll_offset_s: float = 0.0,
 ) -> SimResult:
     """Run one simulation; see `Simulation`. `overhead`: serving-path costs on top of
     every pool's latency model and token delivery (see `splitserve.planner.overhead`);
@@ -373,16 +294,7 @@ def simulate(
             slo, k = stop_after_misses
             ttft_s = max(slo.ttft_s - overhead.delivery_s, 1e-12)
             stop_after_misses = (Slo(ttft_s, slo.tpot_s, slo.attainment), k)
-    result = Simulation(
-        requests,
-        pools,
-        scheduler,
-        transfer,
-        local_prefill_max_len,
-        prefix_cache,
-        stop_after_misses,
-        routing,
-        poll_interval_s,
-        poll_offset_s,
-    ).run()
+    result = Simulation(requests, pools, scheduler, transfer, local_prefill_max_len,
+                        prefix_cache, stop_after_misses, routing, poll_interval_s,
+                        poll_offset_s).run()
     return delayed(result, overhead.delivery_s) if overhead is not None else result

@@ -146,3 +146,46 @@ def test_fleet_needs_mixed_or_both_pools() -> None:
         simulate(reqs, [Pool("prefill", 1, model)], transfer=TransferConfig(1e9))
     with pytest.raises(ValueError, match="needs a TransferConfig"):
         simulate(reqs, [Pool("prefill", 1, model), Pool("decode", 1, model)])
+
+
+def test_a_request_joining_with_transferred_kv_slows_that_decode_step() -> None:
+    # A prefills in [0, 0.1] and decodes alone until B (prefilled by 0.203) joins; each
+    # join lengthens that decode step by join_s, for every sequence in it
+    reqs = Requests(np.array([0.0, 0.103]), np.array([100, 100]), np.array([30, 10]))
+    pools = [Pool("prefill", 1, ConstantLatency(0.1)), Pool("decode", 1, ConstantLatency(0.1))]
+    plain = simulate(reqs, pools, transfer=TransferConfig(1e15))
+    joined = simulate(reqs, pools, transfer=TransferConfig(1e15, join_s=0.005))
+    assert plain.e2e_s[0] == pytest.approx(0.1 + 29 * 0.01)
+    # A's own join step, then B's
+    assert joined.e2e_s[0] == pytest.approx(plain.e2e_s[0] + 2 * 0.005)
+    assert joined.ttft_s == pytest.approx(plain.ttft_s)
+
+
+def test_join_cost_must_be_a_finite_non_negative_number() -> None:
+    for bad in (-0.001, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="join_s"):
+            TransferConfig(1e9, join_s=bad)
+
+
+class _PerToken(ConstantLatency):
+    """1 ms per prompt token, 10 ms per decode step."""
+
+    def step_s(self, num_prefill_tokens: int, prefill_attn_pairs: float,
+               prefill_kv_tokens: int, num_decode_seqs: int, decode_ctx_tokens: int) -> float:
+        if num_prefill_tokens:
+            return 0.001 * num_prefill_tokens
+        return 0.01 if num_decode_seqs else 0.0
+
+
+def test_a_prefill_instance_that_chunks_fills_each_step_to_its_budget() -> None:
+    # two 80-token prompts queue behind a 40-token one (0 - 0.04 s), budget 100: whole
+    # prompts run one per step; cut to the budget (as splitserve's engine does), A's step
+    # also takes 20 of B's tokens
+    reqs = Requests(np.array([0.0, 0.01, 0.01]), np.array([40, 80, 80]), np.array([2, 2, 2]))
+    pools = [Pool("prefill", 1, _PerToken(0.0)), Pool("decode", 1, _PerToken(0.0))]
+    link = TransferConfig(1e15)
+    whole = simulate(reqs, pools, SchedulerConfig(prefill_token_budget=100), link)
+    cut = simulate(reqs, pools, SchedulerConfig(prefill_token_budget=100,
+                                                prefill_role_chunks=True), link)
+    assert whole.ttft_s == pytest.approx([0.04, 0.11, 0.19])
+    assert cut.ttft_s == pytest.approx([0.04, 0.13, 0.19])

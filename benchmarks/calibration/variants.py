@@ -1,0 +1,75 @@
+"""The simulated variants a calibration judges, and the probe fits each one needs."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from benchmarks.calibration import fit, fit_steps, replay
+from benchmarks.calibration.setup import TOPOLOGIES, Setup
+
+# benchmarks/results/kv_transfer.json: the TCP KV path moved a 1 MiB handoff at ~0.18 GB/s
+# end to end here; the bare ("profile") variant prices the handoff with it
+DEFAULT_LINK = replay.Link(bytes_s=0.18e9, latency_s=0.002)
+# variant: (simulated routing, fitted serving terms?, prompt-step scale?, prefill jitter?).
+# profile: the bare measured profile, the kv_transfer.json link, the router picking by live
+# request counts. uniform_steps: plus, fitted on the probe, the link, one step scale per
+# role, step and per-sequence costs and the delivery delay (the previous calibration).
+# calibrated: plus a prompt-step scale measured from the router timelines of the probe's
+# lone requests, the rest refitted on top of it. calibrated_jitter: plus the prompt-step
+# jitter measured from the timelines of the probe's Poisson phases.
+# calibrated_jitter_polled: the same with the simulated router seeing worker load as the
+# real one does (polled every 0.5 s, or its own in-flight count if higher).
+# steps: the polled router, serving terms measured step by step on the clean probe phases
+# (calibration/fit_steps.py) instead of fitted to aggregates.
+VARIANT_SPECS = {"profile": ("requests", False, False, False),
+                 "uniform_steps": ("requests", True, False, False),
+                 "calibrated": ("requests", True, True, False),
+                 "calibrated_jitter": ("requests", True, True, True),
+                 "calibrated_jitter_polled": ("polled", True, True, True)}
+# steps_chunked: the same with the simulated prefill worker cutting prompts to its budget
+# as the engine does (found on the committed measurement after it was taken: see
+# docs/planner.md).
+# steps_busy: steps_chunked with the prompt factor from the prompt-computing workers' busy
+# seconds instead of the prompt stages (designed on the committed measurement, judged on
+# the next one).
+VARIANTS = (*VARIANT_SPECS, "steps", "steps_chunked", "steps_busy")
+
+
+
+def fits(setup: Setup, name: str, probe: list[dict[str, Any]], profile: dict[str, Any],
+          ) -> dict[Any, dict[str, Any]]:
+    """Every fit the variants need for one topology, each on its probe only: per
+    (simulated routing, prompt-step scale) for fit.py's variants (a single mixed worker,
+    or none, routes alike), and "steps" (fit_steps.py)."""
+    by_key: dict[Any, dict[str, Any]] = {}
+    for routing, fitted, prefill, _ in VARIANT_SPECS.values():
+        key = (routing if TOPOLOGIES[name][2] > 1 else "requests", prefill)
+        if fitted and key not in by_key:
+            by_key[key] = fit.fit_overheads(setup, name, probe, profile, DEFAULT_LINK, *key)
+    by_key["steps"] = fit_steps.fit_by_steps(setup, name, probe, profile, DEFAULT_LINK)
+    by_key["steps_chunked"] = fit_steps.fit_by_steps(setup, name, probe, profile, DEFAULT_LINK,
+                                                     chunked=True)
+    by_key["steps_busy"] = fit_steps.fit_by_steps(setup, name, probe, profile, DEFAULT_LINK,
+                                                  chunked=True, prompt_from="busy")
+    return by_key
+
+
+def simulate_variant(setup: Setup, name: str, run: dict[str, Any], profile: dict[str, Any],
+             variant: str, by_key: dict[Any, dict[str, Any]]) -> tuple[dict[str, Any], Any]:
+    """One variant's replay of one run: (per-request arrays, per-role step scale)."""
+    if variant in ("steps", "steps_chunked", "steps_busy"):
+        return fit_steps.replay_run(setup, name, run["records"], profile, by_key[variant])
+    routing, fitted, prefill, jitter = VARIANT_SPECS[variant]
+    if not fitted:
+        return replay.replay(setup, name, run["records"], profile, DEFAULT_LINK,
+                             routing=routing), None
+    offered = replay.replay(setup, name, run["records"], profile, DEFAULT_LINK,
+                            routing=routing)["token_rate"]
+    f = by_key[(routing if TOPOLOGIES[name][2] > 1 else "requests", prefill)]
+    overhead = replay.ServingOverhead.from_dict(f["overhead"])
+    if not jitter:
+        overhead = dataclasses.replace(overhead, prefill_jitter_cv=0.0)
+    scale = fit.step_scale_at(f["step_scale_lines"], offered)
+    return replay.replay(setup, name, run["records"], profile, replay.Link(**f["link"]),
+                         overhead, scale, routing), scale
