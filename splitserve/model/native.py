@@ -36,7 +36,8 @@ log = logging.getLogger(__name__)
 
 CSRC = Path(__file__).resolve().parent / "csrc"
 SOURCES = (CSRC / "paged_decode.cpp", CSRC / "fused_ops.cpp")
-HEADERS = (CSRC / "dtype.h",)  # included by the sources: part of the cache key
+# included by the sources: part of the cache key
+HEADERS = (CSRC / "dtype.h", CSRC / "decode_bf16.h")
 ABI_VERSION = 3
 # -ffast-math at compile time only: linked, gcc 12 adds crtfastmath.o, which turns on
 # flush-to-zero for the whole process (torch's numerics included) when the library loads.

@@ -11,11 +11,13 @@
 // Query head h reads KV head h / (num_heads / num_kv_heads), as transformers' repeat_kv.
 // The query of sequence s sits at position ctx_lens[s] - 1 and sees keys
 // max(0, pos - window + 1) .. pos (window <= 0: no window).
+// A bfloat16 cache on a CPU with AVX512-BF16 takes the kernel in decode_bf16.h.
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "dtype.h"
@@ -244,6 +246,8 @@ void attend_seq_avx512(const T* q, T* out, const T* k_cache, const T* v_cache,
   }
 }
 
+#include "decode_bf16.h"
+
 template <typename T, int D>
 SeqFn<T> pick_group(int64_t group) {
   switch (group) {
@@ -261,6 +265,11 @@ SeqFn<T> pick_group(int64_t group) {
 
 template <typename T>
 SeqFn<T> pick(int64_t head_dim, int64_t group) {
+#if defined(__AVX512BF16__)
+  if constexpr (std::is_same_v<T, uint16_t>) {
+    if (const SeqFn<T> fn = pick_bf16(head_dim, group)) return fn;
+  }
+#endif
   switch (head_dim) {
     case 16: return pick_group<T, 16>(group);
     case 32: return pick_group<T, 32>(group);
@@ -276,17 +285,25 @@ SeqFn<T> pick(int64_t, int64_t) { return attend_seq<T>; }
 constexpr int kFastPath = 0;
 #endif
 
+inline int64_t bf16_scratch(int64_t num_heads) {
+#if defined(__AVX512BF16__)
+  return bf16_scratch_floats(num_heads);
+#else
+  return 0 * num_heads;
+#endif
+}
+
 template <typename T>
 void decode(const T* q, T* out, const T* cache, const int64_t* rows, const int64_t* ctx_lens,
             const int64_t* tables, int64_t num_seqs, int64_t num_blocks, const Shape& s,
             int num_threads) {
   const int64_t group = s.num_heads / s.num_kv_heads;
-  // scratch for either path: the portable one needs (2 G D + 2 bs D + G bs + 2 G) floats,
-  // the AVX-512 one 2 (KVH G D + KVH G)
+  // scratch for any path: the portable one needs (2 G D + 2 bs D + G bs + 2 G) floats,
+  // the AVX-512 one 2 (KVH G D + KVH G), the bf16 one KVH G D plus its scores
   const int64_t ws_floats =
       std::max(2 * group * s.head_dim + 2 * s.block_size * s.head_dim + group * s.block_size +
                    2 * group,
-               2 * s.num_kv_heads * group * (s.head_dim + 1));
+               2 * s.num_kv_heads * group * (s.head_dim + 1) + bf16_scratch(s.num_heads));
   const T* k_cache = cache;
   const T* v_cache = cache + num_blocks * s.block_size * s.num_kv_heads * s.head_dim;
   const SeqFn<T> attend = s.generic ? attend_seq<T> : pick<T>(s.head_dim, group);
