@@ -6,11 +6,15 @@
 //   add_rms_norm: residual = x + residual (rounded); out = w * round(residual * rsqrt(...))
 //   rotary:       x = round(round(x * cos) + round(rotate_half(x) * sin)), in place
 //   silu_mul:     out = round(round(silu(gate)) * up)
+// and argmax_rows, greedy sampling's argmax over float32 logits rows.
 // Built with paged_decode.cpp into one library (see splitserve/model/native.py).
 
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 #include "dtype.h"
 
@@ -90,9 +94,50 @@ void silu_mul(const T* gate_up, T* out, int64_t rows, int64_t dim, int num_threa
   }
 }
 
+// NaN by its bits: this file is built with -ffast-math, under which `x != x` folds away.
+inline bool is_nan(float x) {
+  uint32_t u;
+  std::memcpy(&u, &x, 4);
+  return (u & 0x7FFFFFFFu) > 0x7F800000u;
+}
+
+// First index of the row's maximum, or of its first NaN (torch's max(dim) semantics).
+int64_t argmax_row(const float* x, int64_t cols) {
+  float best = x[0];
+  int64_t c = 0;
+#if defined(__AVX512F__)
+  // pass 1: the maximum and whether any NaN, 16 lanes at a time (integer test for NaN)
+  const __m512i abs_mask = _mm512_set1_epi32(0x7FFFFFFF);
+  const __m512i inf_bits = _mm512_set1_epi32(0x7F800000);
+  __m512 vmax = _mm512_set1_ps(x[0]);
+  __mmask16 nan = 0;
+  for (; c + 16 <= cols; c += 16) {
+    const __m512 v = _mm512_loadu_ps(x + c);
+    nan |= _mm512_cmpgt_epi32_mask(_mm512_and_si512(_mm512_castps_si512(v), abs_mask), inf_bits);
+    vmax = _mm512_max_ps(vmax, v);
+  }
+  if (nan == 0) best = _mm512_reduce_max_ps(vmax);
+  else c = 0;  // a NaN somewhere: the scalar scan below finds the first one
+#endif
+  for (int64_t i = c; i < cols; ++i) {
+    if (is_nan(x[i])) return i;
+    if (x[i] > best) best = x[i];
+  }
+  for (int64_t i = 0; i < cols; ++i)
+    if (x[i] == best) return i;
+  return 0;
+}
+
 }  // namespace
 
 extern "C" {
+
+void argmax_rows_f32(const float* x, int64_t rows, int64_t cols, int64_t row_stride,
+                     int64_t* out, int num_threads) {
+#pragma omp parallel for num_threads(num_threads) schedule(static) if (rows > 16)
+  for (int64_t r = 0; r < rows; ++r) out[r] = argmax_row(x + r * row_stride, cols);
+}
+
 
 #define SPLITSERVE_FUSED(SUFFIX, T)                                                        \
   void add_rms_norm_##SUFFIX(const T* x, T* residual, const T* weight, T* out, int64_t rows, \
