@@ -27,13 +27,15 @@ def close(ours: torch.Tensor, ref: torch.Tensor) -> None:
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("with_add", [False, True])
-def test_add_rms_norm_matches_transformers(dtype: torch.dtype, with_add: bool) -> None:
+@pytest.mark.parametrize("hidden", [96, 72])  # 72: not a multiple of 16 (the scalar loop)
+def test_add_rms_norm_matches_transformers(dtype: torch.dtype, with_add: bool,
+                                           hidden: int) -> None:
     gen = torch.Generator().manual_seed(1)
-    x = torch.randn(37, 96, generator=gen).to(dtype)
-    residual = (torch.randn(37, 96, generator=gen) * 3).to(dtype)
-    norm = hf.LlamaRMSNorm(96, eps=1e-5).to(dtype)
+    x = torch.randn(37, hidden, generator=gen).to(dtype)
+    residual = (torch.randn(37, hidden, generator=gen) * 3).to(dtype)
+    norm = hf.LlamaRMSNorm(hidden, eps=1e-5).to(dtype)
     with torch.no_grad():
-        norm.weight.copy_(torch.randn(96, generator=gen))
+        norm.weight.copy_(torch.randn(hidden, generator=gen))
     expected_res = residual + x if with_add else residual.clone()
     with torch.no_grad():
         expected = norm(expected_res)

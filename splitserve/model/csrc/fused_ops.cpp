@@ -6,17 +6,17 @@
 //   add_rms_norm: residual = x + residual (rounded); out = w * round(residual * rsqrt(...))
 //   rotary:       x = round(round(x * cos) + round(rotate_half(x) * sin)), in place
 //   silu_mul:     out = round(round(silu(gate)) * up)
-// and argmax_rows, greedy sampling's argmax over float32 logits rows.
+// add_rms_norm of bf16 rows runs 16 lanes at a time where AVX-512 is available (the
+// compiler vectorises the rest). Also argmax_rows: greedy sampling's argmax over logits.
 // Built with paged_decode.cpp into one library (see splitserve/model/native.py).
 
 #include <cmath>
 #include <cstdint>
 #include <cstring>
-#if defined(__AVX512F__)
-#include <immintrin.h>
-#endif
+#include <type_traits>
 
 #include "dtype.h"
+#include "simd.h"
 
 namespace {
 
@@ -24,11 +24,47 @@ using splitserve::round_to;
 using splitserve::store;
 using splitserve::to_float;
 
+#if defined(__AVX512F__)
+// bf16 rows, 16 lanes at a time: the scalar loops' roundings, lane for lane (the sum of
+// squares adds in another order: float32 rounding differences only)
+void add_rms_norm_row_bf16(const uint16_t* xr, uint16_t* res, const uint16_t* weight,
+                           uint16_t* o, int64_t dim, float eps, int has_x) {
+  using namespace splitserve;
+  __m512 sum = _mm512_setzero_ps();
+  for (int64_t d = 0; d < dim; d += 16) {
+    __m512 v = load16(res + d);
+    if (has_x) {
+      v = round_bf16(_mm512_add_ps(load16(xr + d), v));
+      store16(v, res + d);
+    }
+    sum = _mm512_fmadd_ps(v, v, sum);
+  }
+  const float inv = 1.f / std::sqrt(_mm512_reduce_add_ps(sum) / static_cast<float>(dim) + eps);
+  const __m512 vinv = _mm512_set1_ps(inv);
+  for (int64_t d = 0; d < dim; d += 16)
+    store16(_mm512_mul_ps(load16(weight + d), round_bf16(_mm512_mul_ps(load16(res + d), vinv))),
+            o + d);
+}
+
+constexpr bool kVectorBf16 = true;
+#else
+void add_rms_norm_row_bf16(const uint16_t*, uint16_t*, const uint16_t*, uint16_t*, int64_t,
+                           float, int) {}
+constexpr bool kVectorBf16 = false;
+#endif
+
 template <typename T>
 void add_rms_norm(const T* x, T* residual, const T* weight, T* out, int64_t rows, int64_t dim,
                   float eps, int has_x, int num_threads) {
 #pragma omp parallel for num_threads(num_threads) schedule(static) if (rows > 16)
   for (int64_t r = 0; r < rows; ++r) {
+    if constexpr (std::is_same_v<T, uint16_t> && kVectorBf16) {
+      if (dim % 16 == 0) {
+        add_rms_norm_row_bf16(x + r * dim, residual + r * dim, weight, out + r * dim, dim, eps,
+                              has_x);
+        continue;
+      }
+    }
     T* res = residual + r * dim;
     const T* xr = x + r * dim;
     float sum = 0.f;

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "dtype.h"
+#include "simd.h"
 
 namespace {
 
@@ -119,33 +120,9 @@ using SeqFn = void (*)(const T*, T*, const T*, const T*, const int64_t*, int64_t
                        float*);
 
 #if defined(__AVX512F__)
-#include <immintrin.h>
 
-// exp(x) for x <= 0 (softmax arguments): n = round(x / ln2), r = x - n ln2 in
-// [-ln2/2, ln2/2] (Cody-Waite split of ln2), exp(r) by its degree-7 Taylor polynomial
-// (relative error < 2e-7), times 2^n by scalef. Below -87 the result underflows to ~0.
-inline __m512 exp512(__m512 x) {
-  x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
-  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), x);
-  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428606765330187e-06f), r);
-  __m512 p = _mm512_set1_ps(1.f / 5040.f);
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f / 720.f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f / 120.f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f / 24.f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f / 6.f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f));
-  return _mm512_scalef_ps(p, n);
-}
-
-inline __m512 load16(const float* p) { return _mm512_loadu_ps(p); }
-inline __m512 load16(const uint16_t* p) {
-  const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
-  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(raw), 16));
-}
+using splitserve::exp512;
+using splitserve::load16;
 
 // One sequence, every KV head, with head_dim = D and group = G known at compile time.
 // Walks the context in chunks of up to 16 tokens inside one block; for each chunk it visits
