@@ -270,27 +270,6 @@ inline int64_t bf16_scratch(int64_t num_heads) {
 #endif
 }
 
-// Asks for (into L2) the first tokens a sequence will read, one sequence ahead: the kernels
-// prefetch within a sequence, so without this every sequence starts on a cold miss.
-template <typename T>
-void prefetch_start(const T* k_cache, const T* v_cache, const int64_t* table, int64_t ctx_len,
-                    const Shape& s) {
-  const int64_t kv_row = s.num_kv_heads * s.head_dim, bs = s.block_size;
-  const int64_t first = s.window > 0 ? std::max<int64_t>(0, ctx_len - s.window) : 0;
-  const int64_t end = std::min<int64_t>(ctx_len, first + 32);
-  for (int64_t tok = first; tok < end;) {
-    const int64_t b = tok / bs, t0 = tok - b * bs, n = std::min(bs - t0, end - tok);
-    const int64_t off = (table[b] * bs + t0) * kv_row;
-    const char* pk = reinterpret_cast<const char*>(k_cache + off);
-    const char* pv = reinterpret_cast<const char*>(v_cache + off);
-    for (int64_t o = 0; o < n * kv_row * static_cast<int64_t>(sizeof(T)); o += 64) {
-      __builtin_prefetch(pk + o, 0, 1);
-      __builtin_prefetch(pv + o, 0, 1);
-    }
-    tok += n;
-  }
-}
-
 template <typename T>
 void decode(const T* q, T* out, const T* cache, const int64_t* rows, const int64_t* ctx_lens,
             const int64_t* tables, int64_t num_seqs, int64_t num_blocks, const Shape& s,
@@ -311,8 +290,6 @@ void decode(const T* q, T* out, const T* cache, const int64_t* rows, const int64
     // one sequence per work item (all its heads: its blocks are read front to back once)
 #pragma omp for schedule(dynamic, 1)
     for (int64_t seq = 0; seq < num_seqs; ++seq) {
-      if (seq + 1 < num_seqs)
-        prefetch_start(k_cache, v_cache, tables + (seq + 1) * s.max_blocks, ctx_lens[seq + 1], s);
       attend(q + rows[seq] * s.q_row_stride, out + rows[seq] * s.out_row_stride, k_cache,
              v_cache, tables + seq * s.max_blocks, ctx_lens[seq], s, ws.data());
     }
