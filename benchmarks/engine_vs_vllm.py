@@ -40,6 +40,15 @@ def workloads() -> dict[str, list[Request]]:
             "batch64_128in_128out": fixed_workload(64), "mixed64": mixed_workload(64)}
 
 
+def diagnostic_workloads() -> dict[str, list[Request]]:
+    """mixed64 split in its two phases (run on request: --workloads mixed64_prefill,...):
+    its 64 prompts with one output token each (tok/s = requests/s), and its output lengths
+    after 16-token prompts (decode-heavy)."""
+    mixed = mixed_workload(64)
+    return {"mixed64_prefill": [(p, 1) for p, _ in mixed],
+            "mixed64_decode": [(p[:16], o) for p, o in mixed]}
+
+
 def run_vllm(python: str, model_dir: Path, dtype: str, reps: int, cores: str,
              loads: dict[str, list[Request]], timeout_s: float) -> dict[str, Any]:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "VLLM_TARGET_DEVICE": "cpu",
@@ -78,7 +87,8 @@ def main() -> None:
     parser.add_argument("--vllm-timeout-s", type=float, default=420.0)
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--workloads", default=",".join(workloads()),
-                        help="comma-separated subset of the workloads to run")
+                        help="comma-separated workloads to run (also: mixed64_prefill, "
+                             "mixed64_decode)")
     args = parser.parse_args()
     load_start = os.getloadavg()
     t_start = time.time()
@@ -88,10 +98,11 @@ def main() -> None:
     threads = len(cores)
     model_dir = make_bench_model(args.model)
     wanted = args.workloads.split(",")
-    unknown = sorted(set(wanted) - set(workloads()))
+    known = {**workloads(), **diagnostic_workloads()}
+    unknown = sorted(set(wanted) - set(known))
     if unknown:
-        parser.error(f"unknown workload(s) {unknown}; choose from {sorted(workloads())}")
-    loads = {k: v for k, v in workloads().items() if k in wanted}
+        parser.error(f"unknown workload(s) {unknown}; choose from {sorted(known)}")
+    loads = {k: v for k, v in known.items() if k in wanted}
     ours = OurEngine(model_dir, args.dtype, threads)
     ours.run(fixed_workload(2, 32, 8))
     runs: dict[str, list[float]] = {k: [] for k in loads}
