@@ -30,6 +30,7 @@ import torch
 
 from splitserve.engine.outputs import TokenLogprobs
 from splitserve.engine.sampling_params import SamplingParams
+from splitserve.model import native
 
 _MASK64 = (1 << 64) - 1
 # How many of a row's most likely tokens top-k / top-p / min-p are first applied to. Fixed
@@ -294,6 +295,15 @@ def _logprobs(
     return out
 
 
+def _argmax(logits: torch.Tensor) -> torch.Tensor:
+    """First index of each row's maximum (a NaN counts as the maximum, as in torch)."""
+    if logits.dtype == torch.float32 and logits.device.type == "cpu" and native.available() \
+            and logits.stride(-1) == 1 and logits.shape[-1] > 0:
+        return native.argmax_rows(logits)  # one vectorised pass: ~2x torch's reduction
+    # max(dim).indices is argmax (first index of the maximum) ~3x faster on CPU
+    return logits.max(dim=-1).indices
+
+
 def sample(
     logits: torch.Tensor,
     params_list: Sequence[SamplingParams],
@@ -334,8 +344,7 @@ def sample(
             masked, random_rows, params_list, output_indices, generator, num_candidates
         )
     else:
-        # max(dim).indices is argmax (first index of the maximum) ~3x faster on CPU
-        token_ids = masked.max(dim=-1).indices
+        token_ids = _argmax(masked)
         if random_rows:
             drawn = _sample_rows(
                 masked, random_rows, params_list, output_indices, generator, num_candidates

@@ -36,8 +36,9 @@ log = logging.getLogger(__name__)
 
 CSRC = Path(__file__).resolve().parent / "csrc"
 SOURCES = (CSRC / "paged_decode.cpp", CSRC / "fused_ops.cpp")
-HEADERS = (CSRC / "dtype.h",)  # included by the sources: part of the cache key
-ABI_VERSION = 3
+# included by the sources: part of the cache key
+HEADERS = (CSRC / "dtype.h", CSRC / "simd.h", CSRC / "decode_bf16.h")
+ABI_VERSION = 4
 # -ffast-math at compile time only: linked, gcc 12 adds crtfastmath.o, which turns on
 # flush-to-zero for the whole process (torch's numerics included) when the library loads.
 COMPILE_FLAGS = ["-O3", "-march=native", "-mprefer-vector-width=512", "-ffast-math",
@@ -122,6 +123,8 @@ def load() -> ctypes.CDLL | None:
     except Exception as exc:  # noqa: BLE001 - any failure means: use the torch path
         log.warning("native CPU kernels unavailable, using the torch path: %s", exc)
         return None
+    lib.argmax_rows_f32.argtypes = [_PTR, _I64, _I64, _I64, _PTR, ctypes.c_int]
+    lib.argmax_rows_f32.restype = None
     for suffix in ("f32", "bf16"):
         for name, args in (("paged_decode", _DECODE_ARGS), ("add_rms_norm", _NORM_ARGS),
                            ("rotary", _ROTARY_ARGS), ("silu_mul", _SILU_ARGS)):
@@ -222,4 +225,22 @@ def silu_mul(gate_up: torch.Tensor) -> torch.Tensor:
     out = torch.empty(rows, width // 2, dtype=gate_up.dtype)
     _fn("silu_mul", gate_up.dtype)(gate_up.data_ptr(), out.data_ptr(), rows, width // 2,
                                    torch.get_num_threads())
+    return out
+
+
+def argmax_rows(logits: torch.Tensor) -> torch.Tensor:
+    """Index of each row's first maximum (first NaN if any), as `logits.max(-1).indices`.
+
+    logits: [N, V] float32 on CPU with contiguous rows (rows may be strided); returns [N]
+    int64. One vectorised pass over each row instead of torch's generic reduction.
+    """
+    if logits.dtype != torch.float32 or logits.dim() != 2 or logits.device.type != "cpu" or \
+            logits.stride(1) != 1 or logits.shape[1] == 0:
+        raise ValueError(f"logits must be a CPU float32 [N, V>0] tensor with contiguous rows, "
+                         f"got {logits.dtype} {tuple(logits.shape)} on {logits.device}")
+    out = torch.empty(logits.shape[0], dtype=torch.int64)
+    lib = load()
+    assert lib is not None, "native kernels unavailable: check native.available() first"
+    lib.argmax_rows_f32(logits.data_ptr(), logits.shape[0], logits.shape[1], logits.stride(0),
+                        out.data_ptr(), torch.get_num_threads())
     return out

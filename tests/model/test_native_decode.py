@@ -84,6 +84,37 @@ def test_matches_reference(dtype: torch.dtype, head_dim: int, heads: int, kv_hea
 
 
 @needs_kernels
+@pytest.mark.parametrize("head_dim,heads,kv_heads", [(64, 12, 4), (128, 8, 2), (32, 4, 4)])
+@pytest.mark.parametrize("window", [None, 45])
+def test_long_contexts_with_a_moving_maximum(head_dim: int, heads: int, kv_heads: int,
+                                             window: int | None) -> None:
+    # Many chunks of the online softmax (the bf16 kernel updates it every 32 tokens): keys
+    # grow along the context, so the running maximum moves chunk after chunk and every old
+    # sum must be rescaled; one huge early key checks the other direction. Contexts end
+    # mid-chunk and mid-block.
+    gen = torch.Generator().manual_seed(head_dim + heads)
+    block_size = 16
+    ctx_lens = [31, 33, 250, 333, 17]
+    max_blocks = -(-max(ctx_lens) // block_size)
+    num_blocks = 1 + len(ctx_lens) * max_blocks
+    cache = torch.randn(2, num_blocks, block_size, kv_heads, head_dim, generator=gen)
+    ramp = torch.linspace(0.2, 3.0, block_size * num_blocks).view(num_blocks, block_size, 1, 1)
+    cache[0] *= ramp[torch.randperm(num_blocks, generator=gen)]
+    cache[0, 3, 2] *= 20.0
+    cache = cache.to(torch.bfloat16)
+    perm = torch.randperm(num_blocks - 1, generator=gen)[: len(ctx_lens) * max_blocks] + 1
+    tables = perm.view(len(ctx_lens), max_blocks).clone()
+    q = torch.randn(len(ctx_lens), heads, head_dim, generator=gen).to(torch.bfloat16)
+    out = torch.empty_like(q)
+    rows = torch.arange(len(ctx_lens))
+    native.paged_decode(q, out, cache, rows, torch.tensor(ctx_lens), tables, window,
+                        1 / math.sqrt(head_dim))
+    expected = reference(q, cache, tables, ctx_lens, window)
+    err = (out.double() - expected).abs().max().item()
+    assert err < TOL[torch.bfloat16] * max(1.0, expected.abs().max().item()), err
+
+
+@needs_kernels
 def test_bad_layouts_are_refused() -> None:
     cache = torch.zeros(2, 4, 4, 2, 16)
     q = torch.zeros(2, 4, 16)

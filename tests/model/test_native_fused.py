@@ -27,13 +27,15 @@ def close(ours: torch.Tensor, ref: torch.Tensor) -> None:
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("with_add", [False, True])
-def test_add_rms_norm_matches_transformers(dtype: torch.dtype, with_add: bool) -> None:
+@pytest.mark.parametrize("hidden", [96, 72])  # 72: not a multiple of 16 (the scalar loop)
+def test_add_rms_norm_matches_transformers(dtype: torch.dtype, with_add: bool,
+                                           hidden: int) -> None:
     gen = torch.Generator().manual_seed(1)
-    x = torch.randn(37, 96, generator=gen).to(dtype)
-    residual = (torch.randn(37, 96, generator=gen) * 3).to(dtype)
-    norm = hf.LlamaRMSNorm(96, eps=1e-5).to(dtype)
+    x = torch.randn(37, hidden, generator=gen).to(dtype)
+    residual = (torch.randn(37, hidden, generator=gen) * 3).to(dtype)
+    norm = hf.LlamaRMSNorm(hidden, eps=1e-5).to(dtype)
     with torch.no_grad():
-        norm.weight.copy_(torch.randn(96, generator=gen))
+        norm.weight.copy_(torch.randn(hidden, generator=gen))
     expected_res = residual + x if with_add else residual.clone()
     with torch.no_grad():
         expected = norm(expected_res)
@@ -142,3 +144,30 @@ def test_continuation_chunks_match_transformers(tiny, arch: str) -> None:
     expected = torch.cat([hf_logits(hf_model, long_)[50:], hf_logits(hf_model, other + [5])[-1:],
                           hf_logits(hf_model, fresh)])
     assert (out - expected).abs().max().item() < 1e-4
+
+
+@pytest.mark.parametrize("width", [1, 15, 16, 17, 32000])
+def test_argmax_rows_matches_torch_max(width: int) -> None:
+    # greedy sampling's argmax: first index of the maximum, ties, infinities, and a NaN
+    # anywhere wins at its first position (torch's max(dim) semantics), rows strided
+    gen = torch.Generator().manual_seed(width)
+    full = torch.randn(12, width + 3, generator=gen)
+    logits = full[:, :width]
+    logits[1] = 0.0  # all tied: index 0
+    logits[2] = float("-inf")
+    logits[3, -1] = float("inf")
+    logits[4, width // 2] = logits[4, -1] = 50.0  # tie: the first one
+    logits[5, -1] = float("nan")
+    logits[6, width // 3] = float("nan")
+    logits[6, -1] = float("nan")
+    logits[7, 0] = 1e30
+    got = native.argmax_rows(logits)
+    assert got.dtype == torch.int64
+    assert got.tolist() == logits.max(dim=-1).indices.tolist()
+
+
+def test_argmax_rows_refuses_other_layouts() -> None:
+    with pytest.raises(ValueError, match="float32"):
+        native.argmax_rows(torch.zeros(2, 4, dtype=torch.bfloat16))
+    with pytest.raises(ValueError, match="contiguous rows"):
+        native.argmax_rows(torch.zeros(4, 2).t())

@@ -6,13 +6,17 @@
 //   add_rms_norm: residual = x + residual (rounded); out = w * round(residual * rsqrt(...))
 //   rotary:       x = round(round(x * cos) + round(rotate_half(x) * sin)), in place
 //   silu_mul:     out = round(round(silu(gate)) * up)
+// add_rms_norm of bf16 rows runs 16 lanes at a time where AVX-512 is available (the
+// compiler vectorises the rest). Also argmax_rows: greedy sampling's argmax over logits.
 // Built with paged_decode.cpp into one library (see splitserve/model/native.py).
 
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "dtype.h"
+#include "simd.h"
 
 namespace {
 
@@ -20,11 +24,47 @@ using splitserve::round_to;
 using splitserve::store;
 using splitserve::to_float;
 
+#if defined(__AVX512F__)
+// bf16 rows, 16 lanes at a time: the scalar loops' roundings, lane for lane (the sum of
+// squares adds in another order: float32 rounding differences only)
+void add_rms_norm_row_bf16(const uint16_t* xr, uint16_t* res, const uint16_t* weight,
+                           uint16_t* o, int64_t dim, float eps, int has_x) {
+  using namespace splitserve;
+  __m512 sum = _mm512_setzero_ps();
+  for (int64_t d = 0; d < dim; d += 16) {
+    __m512 v = load16(res + d);
+    if (has_x) {
+      v = round_bf16(_mm512_add_ps(load16(xr + d), v));
+      store16(v, res + d);
+    }
+    sum = _mm512_fmadd_ps(v, v, sum);
+  }
+  const float inv = 1.f / std::sqrt(_mm512_reduce_add_ps(sum) / static_cast<float>(dim) + eps);
+  const __m512 vinv = _mm512_set1_ps(inv);
+  for (int64_t d = 0; d < dim; d += 16)
+    store16(_mm512_mul_ps(load16(weight + d), round_bf16(_mm512_mul_ps(load16(res + d), vinv))),
+            o + d);
+}
+
+constexpr bool kVectorBf16 = true;
+#else
+void add_rms_norm_row_bf16(const uint16_t*, uint16_t*, const uint16_t*, uint16_t*, int64_t,
+                           float, int) {}
+constexpr bool kVectorBf16 = false;
+#endif
+
 template <typename T>
 void add_rms_norm(const T* x, T* residual, const T* weight, T* out, int64_t rows, int64_t dim,
                   float eps, int has_x, int num_threads) {
 #pragma omp parallel for num_threads(num_threads) schedule(static) if (rows > 16)
   for (int64_t r = 0; r < rows; ++r) {
+    if constexpr (std::is_same_v<T, uint16_t> && kVectorBf16) {
+      if (dim % 16 == 0) {
+        add_rms_norm_row_bf16(x + r * dim, residual + r * dim, weight, out + r * dim, dim, eps,
+                              has_x);
+        continue;
+      }
+    }
     T* res = residual + r * dim;
     const T* xr = x + r * dim;
     float sum = 0.f;
@@ -90,9 +130,50 @@ void silu_mul(const T* gate_up, T* out, int64_t rows, int64_t dim, int num_threa
   }
 }
 
+// NaN by its bits: this file is built with -ffast-math, under which `x != x` folds away.
+inline bool is_nan(float x) {
+  uint32_t u;
+  std::memcpy(&u, &x, 4);
+  return (u & 0x7FFFFFFFu) > 0x7F800000u;
+}
+
+// First index of the row's maximum, or of its first NaN (torch's max(dim) semantics).
+int64_t argmax_row(const float* x, int64_t cols) {
+  float best = x[0];
+  int64_t c = 0;
+#if defined(__AVX512F__)
+  // pass 1: the maximum and whether any NaN, 16 lanes at a time (integer test for NaN)
+  const __m512i abs_mask = _mm512_set1_epi32(0x7FFFFFFF);
+  const __m512i inf_bits = _mm512_set1_epi32(0x7F800000);
+  __m512 vmax = _mm512_set1_ps(x[0]);
+  __mmask16 nan = 0;
+  for (; c + 16 <= cols; c += 16) {
+    const __m512 v = _mm512_loadu_ps(x + c);
+    nan |= _mm512_cmpgt_epi32_mask(_mm512_and_si512(_mm512_castps_si512(v), abs_mask), inf_bits);
+    vmax = _mm512_max_ps(vmax, v);
+  }
+  if (nan == 0) best = _mm512_reduce_max_ps(vmax);
+  else c = 0;  // a NaN somewhere: the scalar scan below finds the first one
+#endif
+  for (int64_t i = c; i < cols; ++i) {
+    if (is_nan(x[i])) return i;
+    if (x[i] > best) best = x[i];
+  }
+  for (int64_t i = 0; i < cols; ++i)
+    if (x[i] == best) return i;
+  return 0;
+}
+
 }  // namespace
 
 extern "C" {
+
+void argmax_rows_f32(const float* x, int64_t rows, int64_t cols, int64_t row_stride,
+                     int64_t* out, int num_threads) {
+#pragma omp parallel for num_threads(num_threads) schedule(static) if (rows > 16)
+  for (int64_t r = 0; r < rows; ++r) out[r] = argmax_row(x + r * row_stride, cols);
+}
+
 
 #define SPLITSERVE_FUSED(SUFFIX, T)                                                        \
   void add_rms_norm_##SUFFIX(const T* x, T* residual, const T* weight, T* out, int64_t rows, \

@@ -11,14 +11,17 @@
 // Query head h reads KV head h / (num_heads / num_kv_heads), as transformers' repeat_kv.
 // The query of sequence s sits at position ctx_lens[s] - 1 and sees keys
 // max(0, pos - window + 1) .. pos (window <= 0: no window).
+// A bfloat16 cache on a CPU with AVX512-BF16 takes the kernel in decode_bf16.h.
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "dtype.h"
+#include "simd.h"
 
 namespace {
 
@@ -117,33 +120,9 @@ using SeqFn = void (*)(const T*, T*, const T*, const T*, const int64_t*, int64_t
                        float*);
 
 #if defined(__AVX512F__)
-#include <immintrin.h>
 
-// exp(x) for x <= 0 (softmax arguments): n = round(x / ln2), r = x - n ln2 in
-// [-ln2/2, ln2/2] (Cody-Waite split of ln2), exp(r) by its degree-7 Taylor polynomial
-// (relative error < 2e-7), times 2^n by scalef. Below -87 the result underflows to ~0.
-inline __m512 exp512(__m512 x) {
-  x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
-  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), x);
-  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428606765330187e-06f), r);
-  __m512 p = _mm512_set1_ps(1.f / 5040.f);
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f / 720.f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f / 120.f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f / 24.f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f / 6.f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f));
-  return _mm512_scalef_ps(p, n);
-}
-
-inline __m512 load16(const float* p) { return _mm512_loadu_ps(p); }
-inline __m512 load16(const uint16_t* p) {
-  const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
-  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(raw), 16));
-}
+using splitserve::exp512;
+using splitserve::load16;
 
 // One sequence, every KV head, with head_dim = D and group = G known at compile time.
 // Walks the context in chunks of up to 16 tokens inside one block; for each chunk it visits
@@ -244,6 +223,8 @@ void attend_seq_avx512(const T* q, T* out, const T* k_cache, const T* v_cache,
   }
 }
 
+#include "decode_bf16.h"
+
 template <typename T, int D>
 SeqFn<T> pick_group(int64_t group) {
   switch (group) {
@@ -261,6 +242,11 @@ SeqFn<T> pick_group(int64_t group) {
 
 template <typename T>
 SeqFn<T> pick(int64_t head_dim, int64_t group) {
+#if defined(__AVX512BF16__)
+  if constexpr (std::is_same_v<T, uint16_t>) {
+    if (const SeqFn<T> fn = pick_bf16(head_dim, group)) return fn;
+  }
+#endif
   switch (head_dim) {
     case 16: return pick_group<T, 16>(group);
     case 32: return pick_group<T, 32>(group);
@@ -276,17 +262,25 @@ SeqFn<T> pick(int64_t, int64_t) { return attend_seq<T>; }
 constexpr int kFastPath = 0;
 #endif
 
+inline int64_t bf16_scratch(int64_t num_heads) {
+#if defined(__AVX512BF16__)
+  return bf16_scratch_floats(num_heads);
+#else
+  return 0 * num_heads;
+#endif
+}
+
 template <typename T>
 void decode(const T* q, T* out, const T* cache, const int64_t* rows, const int64_t* ctx_lens,
             const int64_t* tables, int64_t num_seqs, int64_t num_blocks, const Shape& s,
             int num_threads) {
   const int64_t group = s.num_heads / s.num_kv_heads;
-  // scratch for either path: the portable one needs (2 G D + 2 bs D + G bs + 2 G) floats,
-  // the AVX-512 one 2 (KVH G D + KVH G)
+  // scratch for any path: the portable one needs (2 G D + 2 bs D + G bs + 2 G) floats,
+  // the AVX-512 one 2 (KVH G D + KVH G), the bf16 one KVH G D plus its scores
   const int64_t ws_floats =
       std::max(2 * group * s.head_dim + 2 * s.block_size * s.head_dim + group * s.block_size +
                    2 * group,
-               2 * s.num_kv_heads * group * (s.head_dim + 1));
+               2 * s.num_kv_heads * group * (s.head_dim + 1) + bf16_scratch(s.num_heads));
   const T* k_cache = cache;
   const T* v_cache = cache + num_blocks * s.block_size * s.num_kv_heads * s.head_dim;
   const SeqFn<T> attend = s.generic ? attend_seq<T> : pick<T>(s.head_dim, group);
@@ -306,7 +300,7 @@ void decode(const T* q, T* out, const T* cache, const int64_t* rows, const int64
 
 extern "C" {
 
-int splitserve_abi_version() { return 3; }
+int splitserve_abi_version() { return 4; }
 int splitserve_fast_path() { return kFastPath; }
 
 #define SPLITSERVE_DECODE(NAME, T)                                                         \
