@@ -104,8 +104,10 @@ class HFEngine:
         torch.set_num_threads(threads)
         self.torch = torch
         self.device = torch.device(device)
-        self.model = transformers.AutoModelForCausalLM.from_pretrained(
-            str(model_dir), dtype=getattr(torch, dtype)).to(self.device).eval()
+        model = transformers.AutoModelForCausalLM.from_pretrained(
+            str(model_dir), dtype=getattr(torch, dtype))
+        # transformers types `to` through a wrapper that mypy reads as taking the model
+        self.model = model.to(self.device).eval()  # type: ignore[arg-type]
         # ignore_eos: never stop early, every row generates its batch's max_new_tokens
         self.model.generation_config.eos_token_id = None
         self.model.generation_config.pad_token_id = 0

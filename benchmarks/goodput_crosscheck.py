@@ -160,10 +160,11 @@ def main() -> None:
     out["agreement"] = {}
     for metric in ("ttft_s", "itl_s"):
         for stat, their_stat in (("mean", "mean"), ("p50", "median")):
-            a, b = pooled("ours", metric, stat), pooled("inference_perf", metric, their_stat)
+            mine = pooled("ours", metric, stat)
+            theirs = pooled("inference_perf", metric, their_stat)
             out["agreement"][f"{metric}_{stat}"] = {
-                "ours": a, "inference_perf": b, "rel_diff": abs(a - b) / b,
-                "within_10pct": abs(a - b) / b <= 0.10}
+                "ours": mine, "inference_perf": theirs, "rel_diff": abs(mine - theirs) / theirs,
+                "within_10pct": abs(mine - theirs) / theirs <= 0.10}
     results = RESULTS_DIR / ("goodput_crosscheck_concurrent.json" if args.concurrent
                              else "goodput_crosscheck.json")
     results.write_text(json.dumps(out, indent=2) + "\n")

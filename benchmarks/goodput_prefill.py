@@ -13,6 +13,7 @@ import os
 import statistics
 import time
 from pathlib import Path
+from typing import Any
 
 from benchmarks.bench_models import SIZES, make_bench_model
 
@@ -30,7 +31,7 @@ def bench_model(dtype: str = "float32") -> Path:
 
 
 def time_prefill(model_dir: str, dtype: str, prompt_len: int, chunk_len: int,
-                 num_repeats: int) -> dict[str, float]:
+                 num_repeats: int) -> dict[str, Any]:
     """Seconds to prefill `prompt_len` tokens (1 output token), and one decode step."""
     from splitserve.engine.llm import LLM
     from splitserve.engine.sampling_params import SamplingParams

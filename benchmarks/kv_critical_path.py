@@ -17,6 +17,7 @@ import os
 import statistics
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -25,7 +26,7 @@ from splitserve.cluster.launcher import Cluster, ClusterSpec, free_port
 RESULTS = Path(__file__).resolve().parent / "results" / "kv_critical_path.json"
 
 
-def stream_gaps(url: str, model: str, prompt_ids: list[int]) -> dict[str, float]:
+def stream_gaps(url: str, model: str, prompt_ids: list[int]) -> dict[str, Any]:
     """TTFT and first inter-token gap of one streamed 3-token request, plus the timeline."""
     body = {"model": model, "prompt": prompt_ids, "max_tokens": 3, "temperature": 0,
             "ignore_eos": True, "stream": True}
@@ -42,15 +43,15 @@ def stream_gaps(url: str, model: str, prompt_ids: list[int]) -> dict[str, float]
                 times.append(time.perf_counter() - start)
     if len(times) < 2:
         raise RuntimeError(f"expected >= 2 token chunks, got {len(times)}")
-    return {"ttft_s": times[0], "gap_s": times[1] - times[0], "timeline": timeline}  # type: ignore[dict-item]
+    return {"ttft_s": times[0], "gap_s": times[1] - times[0], "timeline": timeline}
 
 
-def measure(model_dir: str, topology: dict[str, int], prompt_lens: list[int], repeats: int,
-            worker_args: tuple[str, ...]) -> dict[int, list[dict[str, float]]]:
+def measure(model_dir: str, topology: dict[str, Any], prompt_lens: list[int], repeats: int,
+            worker_args: tuple[str, ...]) -> dict[int, list[dict[str, Any]]]:
     spec = ClusterSpec(model_dir=model_dir, router_port=free_port(), cores=(0, 1),
                        worker_args=worker_args,
                        router_args=("--short-prompt-len", "0"), **topology)
-    out: dict[int, list[dict[str, float]]] = {}
+    out: dict[int, list[dict[str, Any]]] = {}
     with Cluster(spec) as cluster:
         name = httpx.get(f"{cluster.url}/v1/models").json()["data"][0]["id"]
         stream_gaps(cluster.url, name, list(range(100, 164)))  # warm-up
@@ -89,7 +90,7 @@ def main() -> None:
         gap_colo = statistics.median(r["gap_s"] for r in colo[n])
         gap_dis = statistics.median(r["gap_s"] for r in disagg[n])
         kv_s = [w.get("kv_transfer_s") for r in disagg[n]
-                for w in r["timeline"].get("worker_timelines", {}).values()  # type: ignore[union-attr]
+                for w in r["timeline"].get("worker_timelines", {}).values()
                 if isinstance(w, dict)]
         rows.append({
             "prompt_len": n, "prefill_s_colocated": prefill_s,

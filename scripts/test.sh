@@ -6,5 +6,5 @@ cd "$root"
 bash scripts/venv.sh
 py="$root/.venv/bin/python"
 "$py" -m ruff check splitserve tests benchmarks
-"$py" -m mypy splitserve
+"$py" -m mypy splitserve benchmarks
 "$py" -m pytest -q -p no:cacheprovider "$@"
