@@ -64,7 +64,7 @@ class ModelRunner:
         self._peaks: tuple[float, float] | None = None
         # Speed-only rewrites, after the hash and cost above saw the checkpoint's layout.
         self.model.fuse_projections()
-        self.model.pack_for_cpu()
+        self.model.pack_for_cpu(config.max_num_batched_tokens)
         if self.device.type == "cpu":
             # build/load the C++ kernels now (first time: seconds) rather than inside the
             # first request, so a worker reports ready only once it runs at full speed

@@ -158,10 +158,11 @@ class LlamaForCausalLM(nn.Module):
             if isinstance(module, (Attention, GatedMLP)):
                 module.fuse()
 
-    def pack_for_cpu(self) -> int:
-        """bf16 on CPU: pre-pack every Linear for oneDNN (after `fuse_projections`); returns
-        how many were packed (0 for float32, CUDA or a CPU without bf16 GEMMs)."""
-        return pack_linears(self)
+    def pack_for_cpu(self, max_num_tokens: int = 1024) -> int:
+        """bf16 on CPU: pre-pack every Linear for oneDNN (after `fuse_projections`) for
+        steps of up to `max_num_tokens` rows; returns how many were packed (0 for float32,
+        CUDA or a CPU without bf16 GEMMs)."""
+        return pack_linears(self, max_num_tokens)
 
     def _gather_workspace(self, num_elements: int, dtype: torch.dtype,
                           device: torch.device) -> torch.Tensor:

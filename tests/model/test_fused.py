@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from splitserve.model import load_model
+from splitserve.model.layers import PackedLinear
 from tests.model.conftest import ARCHS, TinyModels
 from tests.model.helpers import PagedRunner, hf_logits, random_ids
 
@@ -83,14 +84,14 @@ def test_packed_bf16_linears_give_the_unpacked_outputs(tiny: TinyModels) -> None
     _, packed = load_model(tiny.path("qwen2"), dtype="bfloat16")
     for model in (plain, packed):
         model.fuse_projections()
-    num_packed = packed.pack_for_cpu()
+    num_packed = packed.pack_for_cpu(max_num_tokens=256)  # laid out for 256-row steps
     if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
         assert num_packed == 0  # nothing to gain here: the plain path stays
         return
     assert num_packed == 4 * config.num_layers + 1  # qkv, o, gate_up, down per layer; head
     _, fp32 = load_model(tiny.path("qwen2"))
     assert fp32.pack_for_cpu() == 0  # float32 keeps F.linear (exact parity path)
-    prompts = [random_ids(n, seed=n) for n in (19, 3)]
+    prompts = [random_ids(n, seed=n) for n in (19, 3, 250)]  # 1- to 272-row GEMMs
     outs = []
     for model in (plain, packed):
         runner = PagedRunner(config, model, block_size=8)
@@ -99,3 +100,9 @@ def test_packed_bf16_linears_give_the_unpacked_outputs(tiny: TinyModels) -> None
         nxt = runner.step([([7], len(p), t) for p, t in zip(prompts, tables, strict=True)])
         outs.append(torch.cat([first, nxt]))
     assert (outs[0] - outs[1]).abs().max().item() < 1e-2
+
+
+def test_pack_rejects_a_non_positive_row_hint(tiny: TinyModels) -> None:
+    _, model = load_model(tiny.path("llama"), dtype="bfloat16")
+    with pytest.raises(ValueError, match="batch_size_hint"):
+        PackedLinear(model.lm_head, 0)
