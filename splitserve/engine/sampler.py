@@ -4,8 +4,8 @@ For each row of `logits [N, vocab]` the sampler
   1. masks EOS / stop token ids while the row is below its `min_tokens` (only rows that need it);
   2. greedy rows (temperature 0) take `argmax` of those logits: exactly what HF greedy does;
   3. other rows: divide by temperature, then mask by top-k, then top-p, then min-p (each mask
-     works on the distribution left by the previous one; `top_k_mask`, `top_p_mask` and
-     `min_p_mask` are the reference definitions), and draw one token by inverse CDF with a
+     works on the distribution left by the previous one; `sampling_masks` holds the
+     reference definitions the tests check this against), and draw one token by inverse CDF with a
      single uniform u per row: the first token whose cumulative probability exceeds u, in
      id order for untruncated rows and in probability order for truncated ones (whose kept
      set is then a prefix, found among the top NUM_CANDIDATES tokens without a full sort).
@@ -55,45 +55,6 @@ def seed_for(seed: int, output_index: int) -> int:
     x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
     x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
     return x ^ (x >> 31)
-
-
-def top_k_mask(logits: torch.Tensor, top_k: torch.Tensor) -> torch.Tensor:
-    """Keep-mask `[N, V]` of the `top_k[r]` largest logits of each row.
-
-    `top_k [N]` int; values <= 0 or >= V keep everything. Tokens tied with the k-th largest
-    value are all kept (as HF's TopKLogitsWarper does).
-    """
-    num_vocab = logits.shape[-1]
-    k = torch.where((top_k <= 0) | (top_k > num_vocab), num_vocab, top_k).to(torch.long)
-    max_k = int(k.max().item())
-    top_values = torch.topk(logits, max_k, dim=-1).values  # [N, max_k], descending
-    kth_value = top_values.gather(-1, (k - 1).unsqueeze(-1))  # [N, 1]
-    return logits >= kth_value
-
-
-def top_p_mask(logits: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
-    """Keep-mask `[N, V]` of the nucleus: the smallest set of most likely tokens whose
-    probabilities (softmax of `logits`) sum to >= `top_p[r]`. The top token is always kept;
-    rows with top_p >= 1 keep everything (no float cumsum rounding can drop their tail).
-    """
-    probs = torch.softmax(logits, dim=-1)
-    sorted_probs, sorted_idx = torch.sort(probs, dim=-1, descending=True)
-    # Probability mass strictly before each sorted position: keep while it is still < p.
-    mass_before = torch.cumsum(sorted_probs, dim=-1) - sorted_probs
-    keep_sorted = (mass_before < top_p.unsqueeze(-1)) | (top_p.unsqueeze(-1) >= 1.0)
-    keep_sorted[:, 0] = True
-    return torch.zeros_like(keep_sorted).scatter(-1, sorted_idx, keep_sorted)
-
-
-def min_p_mask(logits: torch.Tensor, min_p: torch.Tensor) -> torch.Tensor:
-    """Keep-mask `[N, V]` of tokens with prob >= `min_p[r]` * the row's max prob.
-
-    Computed in log space (logit - max >= log min_p), which equals the probability test and
-    keeps the top token whatever min_p is.
-    """
-    max_logit = logits.max(dim=-1, keepdim=True).values
-    log_min_p = torch.log(min_p.clamp_min(1e-30)).unsqueeze(-1)
-    return (logits - max_logit >= log_min_p) | (min_p.unsqueeze(-1) <= 0.0)
 
 
 def _mask_min_tokens(

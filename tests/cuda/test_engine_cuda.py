@@ -18,7 +18,13 @@ import torch
 
 from splitserve.engine.llm import LLM
 from splitserve.model import export_blocks, import_blocks, load_model
-from tests.engine.test_engine_parity import GREEDY, MAX_NEW_TOKENS, _prompts
+from tests.engine.test_engine_parity import (
+    GREEDY,
+    MAX_NEW_TOKENS,
+    _hf_greedy,
+    _prompts,
+    generate_recording_preemptions,
+)
 from tests.helpers.checkpoints import make_model_dir
 from tests.model.helpers import PagedRunner, random_ids
 from tests.model.tiny import load_hf
@@ -29,20 +35,7 @@ ARCHS = ["llama", "mistral", "mistral-window", "qwen2", "qwen3", "llama3-rope", 
 
 
 def _hf_on(model_dir: Path, dtype: torch.dtype) -> Any:
-    hf = load_hf(model_dir).to(device="cuda", dtype=dtype)
-    hf.generation_config.eos_token_id = None  # the engine runs with ignore_eos
-    return hf
-
-
-def _hf_greedy(hf: Any, prompts: list[list[int]]) -> list[list[int]]:
-    outs = []
-    for prompt in prompts:
-        inp = torch.tensor([prompt], device="cuda")
-        with torch.no_grad():
-            gen = hf.generate(inp, attention_mask=torch.ones_like(inp), do_sample=False,
-                              max_new_tokens=MAX_NEW_TOKENS, pad_token_id=0)
-        outs.append(gen[0, len(prompt):].tolist())
-    return outs
+    return load_hf(model_dir).to(device="cuda", dtype=dtype)
 
 
 @pytest.fixture(scope="module", params=ARCHS)
@@ -50,7 +43,7 @@ def case(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
     model_dir = make_model_dir(request.param, tmp_path_factory.mktemp(request.param))
     cfg = json.loads((model_dir / "config.json").read_text())
     prompts = _prompts(cfg["vocab_size"], cfg["eos_token_id"])
-    return model_dir, prompts, _hf_greedy(_hf_on(model_dir, torch.float32), prompts)
+    return model_dir, prompts, _hf_greedy(model_dir, prompts, device="cuda")
 
 
 def test_cuda_greedy_matches_transformers_chunked_prefill_prefix_cache(case) -> None:
@@ -70,16 +63,7 @@ def test_cuda_greedy_matches_transformers_under_preemption(case) -> None:
     llm = LLM(str(model_dir), dtype="float32", device="cuda", block_size=16, num_blocks=24,
               max_num_batched_tokens=48, max_num_seqs=8, enable_prefix_caching=False,
               max_model_len=384)
-    preempted: list[str] = []
-    original = llm.engine.scheduler.schedule
-
-    def spy():
-        out = original()
-        preempted.extend(out.preempted_ids)
-        return out
-
-    llm.engine.scheduler.schedule = spy  # type: ignore[method-assign]
-    got = [o.outputs[0].token_ids for o in llm.generate(prompts, GREEDY)]
+    got, preempted = generate_recording_preemptions(llm, prompts)
     assert got == expected
     assert preempted, "the tiny KV pool should have forced a preemption"
     assert llm.engine.stats()["num_used_blocks"] == 0

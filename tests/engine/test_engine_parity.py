@@ -34,14 +34,15 @@ def _prompts(vocab_size: int, eos_id: int) -> list[list[int]]:
             shared + ids(2)]
 
 
-def _hf_greedy(model_dir: Path, prompts: list[list[int]]) -> list[list[int]]:
-    hf = load_hf(model_dir)
+def _hf_greedy(model_dir: Path, prompts: list[list[int]],
+               device: str = "cpu") -> list[list[int]]:
+    hf = load_hf(model_dir).to(device)
     # No EOS for HF either: the engine runs with ignore_eos (random models hit EOS early),
     # and min_new_tokens would instead mask EOS out of the argmax.
     hf.generation_config.eos_token_id = None
     outs = []
     for prompt in prompts:
-        inp = torch.tensor([prompt])
+        inp = torch.tensor([prompt], device=device)
         with torch.no_grad():
             gen = hf.generate(inp, attention_mask=torch.ones_like(inp), do_sample=False,
                               max_new_tokens=MAX_NEW_TOKENS, pad_token_id=0)
@@ -63,6 +64,22 @@ def model_case(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
 GREEDY = SamplingParams(temperature=0.0, max_tokens=MAX_NEW_TOKENS, ignore_eos=True)
 
 
+def generate_recording_preemptions(llm: LLM, prompts: list[list[int]]
+                                   ) -> tuple[list[list[int]], list[str]]:
+    """Greedy token ids per prompt, and the ids the scheduler preempted on the way."""
+    preempted: list[str] = []
+    original = llm.engine.scheduler.schedule
+
+    def spy():  # record preemptions while keeping behaviour unchanged
+        out = original()
+        preempted.extend(out.preempted_ids)
+        return out
+
+    llm.engine.scheduler.schedule = spy  # type: ignore[method-assign]
+    outs = llm.generate(prompts, GREEDY)
+    return [o.outputs[0].token_ids for o in outs], preempted
+
+
 def test_greedy_matches_transformers_with_chunked_prefill_and_prefix_cache(model_case) -> None:
     model_dir, prompts, expected = model_case
     llm = LLM(str(model_dir), dtype="float32", block_size=16, num_blocks=256,
@@ -82,17 +99,7 @@ def test_greedy_matches_transformers_under_preemption(model_case) -> None:
     llm = LLM(str(model_dir), dtype="float32", block_size=16, num_blocks=24,
               max_num_batched_tokens=48, max_num_seqs=8, enable_prefix_caching=False,
               max_model_len=384)
-    preempted: list[str] = []
-    sched = llm.engine.scheduler
-    original = sched.schedule
-
-    def spy():  # record preemptions while keeping behaviour unchanged
-        out = original()
-        preempted.extend(out.preempted_ids)
-        return out
-
-    sched.schedule = spy  # type: ignore[method-assign]
-    outs = llm.generate(prompts, GREEDY)
-    assert [o.outputs[0].token_ids for o in outs] == expected
+    got, preempted = generate_recording_preemptions(llm, prompts)
+    assert got == expected
     assert preempted, "the tiny KV pool should have forced at least one preemption"
     assert llm.engine.stats()["num_used_blocks"] == 0

@@ -10,7 +10,8 @@ from transformers.generation.logits_process import (
     TopPLogitsWarper,
 )
 
-from splitserve.engine.sampler import min_p_mask, sample, top_k_mask, top_p_mask
+from splitserve.engine.sampler import sample
+from splitserve.engine.sampling_masks import min_p_mask, top_k_mask, top_p_mask
 from splitserve.engine.sampling_params import SamplingParams
 
 _NO_IDS = cast(torch.LongTensor, torch.zeros(1, 0, dtype=torch.long))  # warpers ignore ids
