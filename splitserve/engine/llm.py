@@ -35,13 +35,17 @@ class LLM:
 
     def generate(
         self,
-        prompts: str | Sequence[str] | Sequence[list[int]],
+        prompts: PromptInput | Sequence[PromptInput],
         sampling_params: SamplingParams | Sequence[SamplingParams] | None = None,
     ) -> list[RequestOutput]:
-        """Generate for every prompt (text or token ids); results in prompt order."""
-        prompt_list: list[str | list[int]] = (
-            [prompts] if isinstance(prompts, str) else [p if isinstance(p, str) else list(p)
-                                                        for p in prompts])
+        """Generate for every prompt; results in prompt order.
+
+        A prompt is text, a list of token ids, or (as in vLLM) a dict with either
+        `"prompt"` (text) or `"prompt_token_ids"` (ids).
+        """
+        prompt_list = (
+            [_normalize(prompts)] if isinstance(prompts, str | dict) else
+            [_normalize(p) for p in prompts])
         if not prompt_list:
             raise ValueError("prompts is empty")
         if sampling_params is None:
@@ -84,6 +88,34 @@ class LLM:
                                       logprobs=[] if params.logprobs is not None else None)],
             finished=False, metrics=RequestMetrics(arrival_time_s=time.time()))
         return rid
+
+
+PromptInput = str | list[int] | dict[str, Any]
+
+
+def _normalize(prompt: Any) -> str | list[int]:
+    """Text or token ids from any accepted prompt form; a clear error for anything else."""
+    if isinstance(prompt, dict):
+        keys = set(prompt)
+        if keys == {"prompt"}:
+            prompt = prompt["prompt"]
+            if not isinstance(prompt, str):
+                raise ValueError(f"'prompt' must be text, got {type(prompt).__name__}")
+        elif keys == {"prompt_token_ids"}:
+            prompt = prompt["prompt_token_ids"]
+        else:
+            raise ValueError(
+                f"a prompt dict needs exactly one of 'prompt' or 'prompt_token_ids', "
+                f"got keys {sorted(keys)}")
+    if isinstance(prompt, str):
+        return prompt
+    if isinstance(prompt, bytes) or not isinstance(prompt, Sequence):
+        raise ValueError(f"a prompt is text, token ids or a dict, got {type(prompt).__name__}")
+    ids = list(prompt)
+    bad = [t for t in ids if isinstance(t, bool) or not isinstance(t, int)]
+    if bad:
+        raise ValueError(f"prompt token ids must be integers, got {bad[:3]!r}")
+    return ids
 
 
 def _merge(result: RequestOutput, out: StepOutput) -> None:

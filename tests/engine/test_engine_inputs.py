@@ -25,6 +25,13 @@ def llm(tmp_path_factory: pytest.TempPathFactory) -> LLM:
     ("word " * 400, SamplingParams(max_tokens=4), "max model length"),
     ("hello", SamplingParams(max_tokens=300), "max model length"),
     ([1, 2, 99999], SamplingParams(), "out of range"),
+    ([1, "2"], SamplingParams(), "integers"),
+    ([1, 2.0], SamplingParams(), "integers"),
+    ({"prompt_token_ids": [1, None]}, SamplingParams(), "integers"),
+    ({"prompt": [1, 2]}, SamplingParams(), "must be text"),
+    ({"prompt": "a", "prompt_token_ids": [1]}, SamplingParams(), "exactly one of"),
+    ({"text": "a"}, SamplingParams(), "exactly one of"),
+    (7, SamplingParams(), "a prompt is text"),
 ])
 def test_bad_prompts_raise_value_error(llm: LLM, prompt, params, message: str) -> None:
     with pytest.raises(ValueError, match=message):
@@ -49,6 +56,17 @@ def test_a_bad_prompt_in_a_batch_queues_nothing(llm: LLM) -> None:
     assert not llm.engine.has_work() and llm.engine.stats()["num_waiting"] == 0
     out = llm.generate(["fine"], SamplingParams(max_tokens=2, ignore_eos=True))
     assert len(out[0].outputs[0].token_ids) == 2
+
+
+def test_vllm_style_prompt_dicts_match_plain_prompts(llm: LLM) -> None:
+    params = SamplingParams(max_tokens=3, ignore_eos=True, temperature=0.0)
+    ids = llm.tokenizer.encode("hello there")
+    plain = llm.generate(["hello there", ids], params)
+    dicts = llm.generate([{"prompt": "hello there"}, {"prompt_token_ids": ids}], params)
+    assert [o.outputs[0].token_ids for o in dicts] == [o.outputs[0].token_ids for o in plain]
+    assert dicts[0].prompt == "hello there" and dicts[1].prompt_token_ids == ids
+    single = llm.generate({"prompt_token_ids": ids}, params)
+    assert single[0].outputs[0].token_ids == plain[1].outputs[0].token_ids
 
 
 def test_unknown_engine_argument_is_refused(tmp_path: Path) -> None:
