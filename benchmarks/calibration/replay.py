@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.calibration.setup import TOPOLOGIES, Setup
+from benchmarks.calibration.step_metrics import averaged
 from splitserve.planner import (
     Pool,
     ProfileLatencyModel,
@@ -103,6 +104,8 @@ def replay(setup: Setup, topology: str, records: list[dict[str, Any]],
                             for role in runs[0]["prompt_busy_s"]}
     out["num_steps"] = {role: int(np.mean([r["num_steps"][role] for r in runs]))
                         for role in runs[0]["num_steps"]}
+    out["step_stats"] = averaged([r["step_stats"] for r in runs])
+    out["num_draws"] = len(runs)
     return out
 
 
@@ -154,7 +157,9 @@ def _replay_once(setup: Setup, topology: str, records: list[dict[str, Any]],
             "token_rate": float(requests.output_len.sum()) / span_s if span_s > 0 else 0.0,
             "engine_busy_s": {role: round(c.busy_s, 3) for role, c in counters.items()},
             "prompt_busy_s": {role: c.prompt_busy_s for role, c in counters.items()},
-            "num_steps": {role: c.num_steps for role, c in counters.items()}}
+            "num_steps": {role: c.num_steps for role, c in counters.items()},
+            # per role: steps by kind, their seconds and batch sizes (step_metrics.py)
+            "step_stats": result.steps.by_role() if result.steps else {}, "num_draws": 1}
 
 
 def real_arrays(records: list[dict[str, Any]]) -> dict[str, np.ndarray]:
