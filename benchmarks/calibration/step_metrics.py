@@ -116,3 +116,51 @@ def markdown(pooled: Iterable[dict[str, Any]]) -> str:
         lines.append(f"| {g['topology']} | {g['rate_rps']:g} | {g['role']} | {used} | "
                      + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def decode_factor(real: dict[str, StepSummary], sim: dict[str, Any]) -> float | None:
+    """Measured / simulated mean pure-decode step seconds over the roles that decode: what
+    the profiled decode steps must be multiplied by (`sim`: a replay of the same
+    requests, its "step_stats" summed over "num_draws")."""
+    def mean(parts: Iterable[StepSummary]) -> float | None:
+        return StepSummary.total(parts).mean_step_s("decode")
+
+    roles = [r for r in real if r != "prefill" and r in sim["step_stats"]]
+    measured = mean(real[r] for r in roles)
+    simulated = mean(sim["step_stats"][r] for r in roles)
+    return measured / simulated if measured and simulated else None
+
+
+def prompt_factor(real: dict[str, StepSummary], sim: dict[str, Any]) -> float | None:
+    """Measured / simulated seconds of the steps with prompt tokens (prefill and mixed
+    kinds) on the prompt-computing roles (a split's decode worker only prefills short
+    prompts, left out): what the simulated prompt steps must be multiplied by. Totals,
+    not means per step: the simulator may batch the same prompt tokens into fewer or
+    more steps."""
+    def seconds(s: StepSummary) -> float:
+        return s.step_s.get("prefill", 0.0) + s.step_s.get("mixed", 0.0)
+
+    roles = [r for r in real if r != "decode" and r in sim["step_stats"]]
+    measured = sum(seconds(real[r]) for r in roles)
+    simulated = sum(seconds(sim["step_stats"][r]) for r in roles) / sim["num_draws"]
+    return measured / simulated if measured > 0 and simulated > 0 else None
+
+
+MIN_GAPS = 20
+
+
+def step_gap_s(phase: dict[str, Any]) -> float | None:
+    """Seconds the engine loop spends between decode steps, outside them: the mean gap
+    between a request's consecutive decode tokens (the client's inter-token gaps after
+    the second token: one step of its worker each) minus the workers' mean decode step
+    (their metrics). Meant for the probe's lone requests, whose every decode step makes
+    exactly one token, so the two means are over the same steps. None without metrics."""
+    real = measured(phase)
+    if not real:
+        return None
+    step_s = StepSummary.total(s for r, s in real.items() if r != "prefill").mean_step_s(
+        "decode")
+    gaps = [g for r in phase["records"] if r["success"] for g in (r.get("itl_s") or [])[1:]]
+    if step_s is None or len(gaps) < MIN_GAPS:
+        return None
+    return max(sum(gaps) / len(gaps) - step_s, 0.0)

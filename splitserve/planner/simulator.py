@@ -82,6 +82,7 @@ class Simulation:
         self.num_hit_tokens = 0
         self.num_steps = 0
         self.tally = StepTally([inst.role for inst in self.instances])
+        self.gap_s = self.sched.step_gap_s  # before each step, outside its duration
         self.slo = stop_after_misses[0] if stop_after_misses else None
         self.miss_budget = stop_after_misses[1] if stop_after_misses else len(requests)
         self.missed = [False] * n
@@ -200,7 +201,8 @@ class Simulation:
             self.num_steps += 1
             self.tally.add(inst.idx, 0, inst.num_running, step_s)
             self.seq += 1
-            heapq.heappush(self.events, (now + step_s, self.seq, _STEP_END, inst.idx, 0))
+            heapq.heappush(self.events, (now + self.gap_s + step_s, self.seq, _STEP_END,
+                                         inst.idx, 0))
             return
         num_joining = len(inst.ready)
         for rid in inst.ready:
@@ -225,7 +227,7 @@ class Simulation:
         inst.busy = True
         self.num_steps += 1
         self.tally.add(inst.idx, batch.num_tokens, n_dec, step_s)
-        self._push(now + step_s, _STEP_END, inst.idx)
+        self._push(now + self.gap_s + step_s, _STEP_END, inst.idx)
 
     def _end_step(self, inst: Instance, now: float) -> None:
         if inst.has_decode:

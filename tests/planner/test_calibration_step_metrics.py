@@ -106,3 +106,38 @@ def test_simulated_replay_reports_steps_like_the_metrics() -> None:
     assert got == {"num_steps": {"prefill": 3, "decode": 5 + 2, "mixed": 0},
                    "mean_step_s": {"prefill": 0.1, "decode": 0.02, "mixed": None},
                    "mean_decode_batch": 1.0, "num_prefill_tokens": 120}
+
+
+def test_factors_are_measured_over_simulated_step_seconds() -> None:
+    real = {"prefill": StepSummary({"prefill": 10}, {"prefill": 0.75}, 0, 2000),
+            "decode": StepSummary({"decode": 100, "mixed": 2}, {"decode": 2.2, "mixed": 0.1},
+                                  300, 20)}
+    # the simulation (2 draws, summed) batched the prompts into fewer, longer steps
+    sim = {"num_draws": 2, "step_stats": {
+        "prefill": StepSummary({"prefill": 16}, {"prefill": 1.0}, 0, 4000),
+        "decode": StepSummary({"decode": 220, "mixed": 4}, {"decode": 4.4, "mixed": 0.2},
+                              600, 40)}}
+    # decode: mean step 22 ms real against 20 ms simulated
+    assert step_metrics.decode_factor(real, sim) == pytest.approx(1.1)
+    # prompts: 0.75 s of prompt steps real against 0.5 s per simulated run; the decode
+    # worker's short-prompt (mixed) steps are left out
+    assert step_metrics.prompt_factor(real, sim) == pytest.approx(1.5)
+    no_prompts = {"decode": real["decode"]}
+    assert step_metrics.prompt_factor(no_prompts, sim) is None
+    assert step_metrics.decode_factor({"prefill": real["prefill"]}, sim) is None
+
+
+def test_step_gap_is_the_inter_token_gap_beyond_the_decode_step() -> None:
+    key = "mixed-0:splitserve_worker_"
+    phase = {"phase_metrics": {
+        key + "steps_total{kind=decode}": 40.0,
+        key + "step_duration_seconds_sum{kind=decode}": 0.8,  # 20 ms per decode step
+        key + "steps_total{kind=prefill}": 4.0,
+        key + "step_duration_seconds_sum{kind=prefill}": 0.2},
+        # the first gap (prompt step + first decode, or the KV handoff) is left out
+        "records": [{"success": True, "itl_s": [0.09] + [0.0215] * 10} for _ in range(4)]
+        + [{"success": False, "itl_s": [0.5, 0.5]}]}
+    assert step_metrics.step_gap_s(phase) == pytest.approx(0.0015)
+    phase["records"] = phase["records"][:1]  # too few gaps to tell
+    assert step_metrics.step_gap_s(phase) is None
+    assert step_metrics.step_gap_s({"records": []}) is None

@@ -89,3 +89,22 @@ def test_summary_rejects_unknown_kinds_and_negatives() -> None:
         StepSummary({"chunk": 1}, {}, 0, 0)
     with pytest.raises(ValueError, match="negative"):
         StepSummary({"decode": -1}, {}, 0, 0)
+
+
+def test_step_gap_delays_every_step_but_is_not_step_time() -> None:
+    model = ConstantLatency(prefill_s=0.2, decode_s=0.03)
+    reqs = _requests([1.0], [100], [5])
+    base = simulate(reqs, [Pool("mixed", 1, model)], SchedulerConfig())
+    gap = simulate(reqs, [Pool("mixed", 1, model)], SchedulerConfig(step_gap_s=0.002))
+    # one gap before the prompt step, one before each of the 4 decode steps
+    assert gap.ttft_s[0] == pytest.approx(base.ttft_s[0] + 0.002)
+    assert gap.tpot_s[0] == pytest.approx(0.03 + 0.002)
+    assert gap.steps is not None and base.steps is not None
+    # the step durations (what a worker's step metrics time) do not include it
+    assert gap.steps.by_role() == base.steps.by_role()
+
+
+@pytest.mark.parametrize("bad", [-0.001, float("inf"), float("nan")])
+def test_step_gap_must_be_finite_and_non_negative(bad: float) -> None:
+    with pytest.raises(ValueError, match="step_gap_s"):
+        SchedulerConfig(step_gap_s=bad)
