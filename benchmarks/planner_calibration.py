@@ -44,7 +44,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.calibration import measure, pooled, replay, steps, tail, variants
+from benchmarks.calibration import measure, pooled, replay, step_metrics, steps, tail, variants
 from benchmarks.calibration.rawfile import (
     cpu_lock,
     json_default,
@@ -66,6 +66,8 @@ from benchmarks.calibration.setup import Setup
 from benchmarks.calibration.variants import DEFAULT_LINK, VARIANTS
 
 RESULTS = Path(__file__).resolve().parent / "results"
+# variants whose measured-vs-simulated step table is printed (all are in the JSON)
+STEP_TABLES = ("profile", "steps_busy", "steps_metrics", "steps_metrics_gap")
 PRESETS = {
     "goodput-chat": Setup(),
     "quick": Setup(model="llama-25m-v8k", dtype="float32", workload="uniform",
@@ -133,14 +135,21 @@ def analyse(raw: dict[str, Any]) -> dict[str, Any]:
                 "contaminated": measure.contaminated(run), "router": run["router"],
                 "real": real, "real_steps": steps.summary(
                     steps.reconstruct(run["records"]), replay.latency_model(setup, profile))}
-            arrays.append({"real": replay.real_arrays(run["records"])})
+            measured_steps = step_metrics.measured(run)
+            arrays.append({"real": replay.real_arrays(run["records"]),
+                           "measured_steps": measured_steps})
+            if measured_steps:
+                row["measured_steps"] = {r: step_metrics.per_run(s, 1)
+                                         for r, s in measured_steps.items()}
             for variant in VARIANTS:
                 sim, scale = variants.simulate_variant(setup, name, run, profile, variant, by_key)
                 st = stats(sim["ttft_s"], sim["tpot_s"], sim["finished"], setup.slo)
                 arrays[-1][variant] = sim
                 row[variant] = {**st, "engine_busy_s": sim["engine_busy_s"],
                                 "num_steps": sim["num_steps"], "step_scale": scale,
-                                "error": errors(real, st)}
+                                "error": errors(real, st),
+                                "steps_sim": {r: step_metrics.per_run(s, sim["num_draws"])
+                                              for r, s in sim["step_stats"].items()}}
             row["ttft_stages"] = tail.stages(run)
             if name == "2 mixed":
                 f = by_key[("requests", True)]
@@ -161,13 +170,15 @@ def analyse(raw: dict[str, Any]) -> dict[str, Any]:
     tables["real_repeatability"] = repeat_markdown(repeats)
     tables["ttft_breakdown"] = tail.breakdown_markdown(rows)
     tables["ttft_stages"] = tail.stages_markdown(rows)
+    step_groups = {v: step_metrics.pool(rows, arrays, v) for v in VARIANTS}
+    tables.update({f"step_metrics_{v}": step_metrics.markdown(g) for v, g in step_groups.items()})
     return {"setup": setup.to_dict(), "profile_cpu_share": profile["cpu_share"],
             "profile_wall_s": profile["wall_s"], "settle_effect": raw.get("settle_effect"),
             "default_link": dataclasses.asdict(DEFAULT_LINK), "fit": fits,
             "judged": {"verdict": {v: pooled.verdict(judged[v]) for v in VARIANTS},
                        "errors": judged, "groups": groups},
             "errors": summary, "verdict": {v: verdict(summary[v]) for v in VARIANTS},
-            "real_repeatability": repeats, "rows": rows,
+            "real_repeatability": repeats, "step_metrics": step_groups, "rows": rows,
             "tables_markdown": tables}
 
 
@@ -231,6 +242,9 @@ def main() -> None:
     print("\n2 mixed TTFT by stage (ms, means):\n" + result["tables_markdown"]["ttft_breakdown"])
     print("\nreal TTFT by timeline stage (ms, median / mean of the slowest 10%):\n"
           + result["tables_markdown"]["ttft_stages"])
+    for variant in STEP_TABLES:
+        print(f"\nsteps measured (worker /metrics) / simulated ({variant}), per run:\n"
+              + result["tables_markdown"][f"step_metrics_{variant}"])
     for name, by_key in result["fit"].items():
         fs = by_key["steps"]
         print(f"fit {name} (steps): overhead {fs['overhead']}, link {fs['link']}, dropped "

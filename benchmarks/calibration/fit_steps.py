@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.calibration import steps
+from benchmarks.calibration import step_metrics, steps
 from benchmarks.calibration.fit import fit_link, fit_prefill_scale, tiled
 from benchmarks.calibration.measure import contaminated, foreign_share
 from benchmarks.calibration.replay import Link, latency_model, real_arrays, replay
@@ -110,11 +110,16 @@ def phase_point(setup: Setup, topology: str, phase: dict[str, Any], profile: dic
                 prompt_from: str = "stages") -> dict[str, Any]:
     """The load-dependent terms measured on one probe phase (see the module docstring)."""
     records = phase["records"]
-    rate = replay(setup, topology, records, profile, link, routing="polled")["token_rate"]
+    bare = replay(setup, topology, records, profile, link, routing="polled")
+    rate = bare["token_rate"]
     model = latency_model(setup, profile)
     rebuilt = steps.reconstruct(records)
     ratios = steps.decode_ratios(rebuilt, model)
     decode = float(np.median(ratios)) if len(ratios) >= steps.MIN_STEPS else None
+    # the workers' own step metrics, where the phase recorded them
+    measured = step_metrics.measured(phase) if prompt_from == "metrics" else None
+    if measured:
+        decode = step_metrics.decode_factor(measured, bare) or decode
     scale = {role: 1.0 if role == "prefill" else (decode or 1.0) for role in _roles(topology)}
     logs, sim = _prompt_logs(setup, topology, records, profile, link, base, scale, chunked)
     point: dict[str, Any] = {"phase": phase["phase"], "token_rate": rate,
@@ -128,6 +133,8 @@ def phase_point(setup: Setup, topology: str, phase: dict[str, Any], profile: dic
         point["prompt_log_residuals"] = (logs - mu).tolist()
     if prompt_from == "busy":
         point["prompt_factor"] = _busy_prompt_factor(phase, sim)
+    elif measured:
+        point["prompt_factor"] = step_metrics.prompt_factor(measured, sim)
     if topology != "2 mixed":
         lat = _handoff_latencies(records, int(profile["kv_bytes_per_token"]), link.bytes_s)
         point["handoff_latency_s"] = float(np.median(lat)) if lat else None
@@ -160,14 +167,20 @@ def at_rate(fitted: dict[str, Any] | None, rate: float, default: float) -> float
 
 def fit_by_steps(setup: Setup, topology: str, probe: list[dict[str, Any]],
                  profile: dict[str, Any], default_link: Link, chunked: bool = False,
-                 prompt_from: str = "stages") -> dict[str, Any]:
+                 prompt_from: str = "stages", step_gap: bool = False) -> dict[str, Any]:
     """The terms for `topology` from its probe; `chunked`: the simulated prefill worker
     cuts prompts to its budget as the engine does (`SchedulerConfig.prefill_role_chunks`);
     `prompt_from`: the prompt factor from the prompt stages ("stages", the module
-    docstring) or from the prompt-computing workers' busy seconds ("busy",
-    `_busy_prompt_factor`; the stage ratio is then only used for the jitter)."""
-    if prompt_from not in ("stages", "busy"):
-        raise ValueError(f"prompt_from must be 'stages' or 'busy', got {prompt_from!r}")
+    docstring), from the prompt-computing workers' busy seconds ("busy",
+    `_busy_prompt_factor`) or from the workers' step metrics ("metrics": the decode and
+    prompt factors as measured / simulated step seconds, `step_metrics.decode_factor`
+    and `prompt_factor`; phases recorded without them fall back to "stages"); the stage
+    ratio is otherwise only used for the jitter. `step_gap`: also measure the engine
+    loop's time between steps on the lone requests (`step_metrics.step_gap_s`; needs
+    the metrics) and simulate it (`SchedulerConfig.step_gap_s`)."""
+    if prompt_from not in ("stages", "busy", "metrics"):
+        raise ValueError(f"prompt_from must be 'stages', 'busy' or 'metrics', "
+                         f"got {prompt_from!r}")
     kept, dropped = clean_phases(probe)
     phases = {p["phase"]: p for p in kept}
     out: dict[str, Any] = {"on": "calibration probe: " + ", ".join(phases),
@@ -189,9 +202,12 @@ def fit_by_steps(setup: Setup, topology: str, probe: list[dict[str, Any]],
     base = dataclasses.replace(base, prefill_jitter_cv=round(float(np.sqrt(np.expm1(sigma**2))),
                                                              3))
     lone = phases["lone"]["records"]
+    # the engine loop's time between steps, where the workers' step metrics tell it apart
+    gap_s = step_metrics.step_gap_s(phases["lone"]) if step_gap else None
+    out["step_gap_s"] = gap_s or 0.0
     terms = terms_at(out, base, link, 0.0)
     sim = replay(setup, topology, lone, profile, terms["link"], terms["overhead"],
-                 terms["step_scale"], "polled", chunked)
+                 terms["step_scale"], "polled", chunked, terms["step_gap_s"])
     real = tiled(real_arrays(lone), len(sim["ttft_s"]))
     ok = real["finished"] & sim["finished"]
     delivery_s = max(float(np.median((real["ttft_s"] - sim["ttft_s"])[ok])), 0.0)
@@ -213,6 +229,7 @@ def terms_at(fitted: dict[str, Any], base: ServingOverhead, link: Link, rate: fl
     return {"overhead": dataclasses.replace(base, prefill_scale=base.prefill_scale * prompt),
             "step_scale": {r: 1.0 if r == "prefill" else decode for r in roles},
             "link": Link(link.bytes_s, max(latency, 0.0), max(join_s, 0.0)),
+            "step_gap_s": float(fitted.get("step_gap_s", 0.0)),
             "factors": {"decode": decode, "prompt": prompt, "handoff_latency_s": latency,
                         "join_s": join_s}}
 
@@ -224,5 +241,6 @@ def replay_run(setup: Setup, topology: str, records: list[dict[str, Any]],
     rate = replay(setup, topology, records, profile, link, routing="polled")["token_rate"]
     terms = terms_at(fitted, ServingOverhead.from_dict(fitted["overhead"]), link, rate)
     sim = replay(setup, topology, records, profile, terms["link"], terms["overhead"],
-                 terms["step_scale"], "polled", bool(fitted.get("chunk_prefill_role")))
+                 terms["step_scale"], "polled", bool(fitted.get("chunk_prefill_role")),
+                 terms["step_gap_s"])
     return sim, {**terms["factors"], "token_rate": rate}

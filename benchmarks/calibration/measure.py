@@ -5,7 +5,7 @@ calibration probe (its own seeds and arrival patterns: lone requests one at a ti
 bursts of 4 and 8 at once, Poisson 3 and 5 req/s), then the validation runs (the goodput
 benchmark's Poisson rates, one seed, each made `num_repeats` times). Only the probe feeds
 `fit`; the validation runs are only predicted. Per run it records every request, each
-worker's engine busy seconds, every process's CPU seconds and the router's route and KV
+worker's engine busy seconds and step metrics, every process's CPU seconds and the router's route and KV
 transfer counters.
 """
 
@@ -20,7 +20,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
-from benchmarks.calibration import timelines
+from benchmarks.calibration import step_metrics, timelines
 from benchmarks.calibration.setup import TOPOLOGIES, Setup
 
 # The probe: (name, arrival, rate req/s, burst size, number of requests, max concurrency,
@@ -112,12 +112,16 @@ def settle_effect(setup: Setup, model_dir: Path, core: int) -> list[dict[str, An
 
 
 def _scrape(url: str) -> dict[str, float]:
-    """Every sample of a /metrics page, keyed by name{labels}."""
     import httpx
+
+    return parse_exposition(httpx.get(url + "/metrics", timeout=10.0).text)
+
+
+def parse_exposition(text: str) -> dict[str, float]:
+    """Every sample of a /metrics page, keyed by name{labels} (worker and role dropped)."""
     from prometheus_client.parser import text_string_to_metric_families
 
     out: dict[str, float] = {}
-    text = httpx.get(url + "/metrics", timeout=10.0).text
     for family in text_string_to_metric_families(text):
         for s in family.samples:
             labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items())
@@ -149,9 +153,10 @@ def machine_cpu_s() -> float:
 
 
 _WORKER_KEYS = ("splitserve_worker_engine_busy_seconds_total",)
-# per worker: step seconds and tokens by phase (a mixed step's time split by FLOP share)
+# per worker: step seconds and tokens by phase (a mixed step's time split by FLOP share),
+# and its steps by kind (step_metrics.py)
 _PHASE_PREFIXES = ("splitserve_worker_phase_busy_seconds_total",
-                   "splitserve_worker_phase_tokens_total")
+                   "splitserve_worker_phase_tokens_total", *step_metrics.SCRAPED_PREFIXES)
 _ROUTER_PREFIXES = ("splitserve_router_routing_decisions_total",
                     "splitserve_router_kv_transfer_seconds_sum",
                     "splitserve_router_kv_transfer_seconds_count",

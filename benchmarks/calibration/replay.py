@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.calibration.setup import TOPOLOGIES, Setup
+from benchmarks.calibration.step_metrics import averaged
 from splitserve.planner import (
     Pool,
     ProfileLatencyModel,
@@ -78,21 +79,22 @@ POLL_INTERVAL_S = 0.5  # splitserve/router/config.py RouterConfig.poll_interval_
 def replay(setup: Setup, topology: str, records: list[dict[str, Any]],
            profile: dict[str, Any], link: Link, overhead: ServingOverhead | None = None,
            step_scale: dict[str, float] | None = None, routing: str = "requests",
-           chunk_prefill_role: bool = False) -> dict[str, Any]:
+           chunk_prefill_role: bool = False, step_gap_s: float = 0.0) -> dict[str, Any]:
     """Simulate `records` (see `sent`); per-request arrays in that order, plus busy time.
     `step_scale[role]` replaces `overhead.step_scale` for that role's pool. `routing`:
     how the simulated router picks a mixed worker (see `Simulation`).
     `chunk_prefill_role`: the simulated prefill worker cuts prompts to its budget as the
-    engine does (`SchedulerConfig.prefill_role_chunks`)."""
+    engine does (`SchedulerConfig.prefill_role_chunks`). `step_gap_s`: the engine loop's
+    time between steps (`SchedulerConfig.step_gap_s`)."""
     jitter = overhead is not None and overhead.prefill_jitter_cv > 0
     polled = routing == "polled" and TOPOLOGIES[topology][2] > 1
     if not jitter and not polled:
         return _replay_once(setup, topology, records, profile, link, overhead, step_scale,
-                            routing, 0.0, chunk_prefill_role)
+                            routing, 0.0, chunk_prefill_role, step_gap_s)
     runs = [_replay_once(setup, topology, records, profile, link,
                          dataclasses.replace(overhead, jitter_seed=k) if overhead else None,
                          step_scale, routing, k * POLL_INTERVAL_S / NUM_DRAWS,
-                         chunk_prefill_role)
+                         chunk_prefill_role, step_gap_s)
             for k in range(NUM_DRAWS)]
     out: dict[str, Any] = {key: np.concatenate([r[key] for r in runs])
                            for key in ("ttft_s", "tpot_s", "finished", "prefill_stage_s")}
@@ -103,13 +105,16 @@ def replay(setup: Setup, topology: str, records: list[dict[str, Any]],
                             for role in runs[0]["prompt_busy_s"]}
     out["num_steps"] = {role: int(np.mean([r["num_steps"][role] for r in runs]))
                         for role in runs[0]["num_steps"]}
+    out["step_stats"] = averaged([r["step_stats"] for r in runs])
+    out["num_draws"] = len(runs)
     return out
 
 
 def _replay_once(setup: Setup, topology: str, records: list[dict[str, Any]],
                  profile: dict[str, Any], link: Link, overhead: ServingOverhead | None,
                  step_scale: dict[str, float] | None, routing: str,
-                 poll_offset_s: float, chunk_prefill_role: bool = False) -> dict[str, Any]:
+                 poll_offset_s: float, chunk_prefill_role: bool = False,
+                 step_gap_s: float = 0.0) -> dict[str, Any]:
     rows = sent(records)
     requests = Requests(
         arrival_s=np.array([r["send_s"] for r in rows], dtype=np.float64),
@@ -131,7 +136,7 @@ def _replay_once(setup: Setup, topology: str, records: list[dict[str, Any]],
     sched = SchedulerConfig(token_budget=setup.token_budget,
                             prefill_token_budget=setup.token_budget,
                             max_num_seqs=setup.max_num_seqs, chunked_prefill=True,
-                            prefill_role_chunks=chunk_prefill_role)
+                            prefill_role_chunks=chunk_prefill_role, step_gap_s=step_gap_s)
     # delivery delay only: the step terms are already inside the counters' models
     delivery = ServingOverhead(delivery_s=overhead.delivery_s) if overhead else None
     # the router picks the mixed worker with the fewest requests in it, then the least KV
@@ -154,7 +159,9 @@ def _replay_once(setup: Setup, topology: str, records: list[dict[str, Any]],
             "token_rate": float(requests.output_len.sum()) / span_s if span_s > 0 else 0.0,
             "engine_busy_s": {role: round(c.busy_s, 3) for role, c in counters.items()},
             "prompt_busy_s": {role: c.prompt_busy_s for role, c in counters.items()},
-            "num_steps": {role: c.num_steps for role, c in counters.items()}}
+            "num_steps": {role: c.num_steps for role, c in counters.items()},
+            # per role: steps by kind, their seconds and batch sizes (step_metrics.py)
+            "step_stats": result.steps.by_role() if result.steps else {}, "num_draws": 1}
 
 
 def real_arrays(records: list[dict[str, Any]]) -> dict[str, np.ndarray]:

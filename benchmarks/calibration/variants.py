@@ -33,7 +33,14 @@ VARIANT_SPECS = {"profile": ("requests", False, False, False),
 # steps_busy: steps_chunked with the prompt factor from the prompt-computing workers' busy
 # seconds instead of the prompt stages (designed on the committed measurement, judged on
 # the next one).
-VARIANTS = (*VARIANT_SPECS, "steps", "steps_chunked", "steps_busy")
+# steps_metrics: steps_chunked with the decode and prompt factors from the workers' step
+# metrics on the probe (measured / simulated step seconds; calibration/step_metrics.py).
+# steps_metrics_gap: plus the engine loop's time between steps, measured on the lone
+# requests (client inter-token gaps minus the metrics' decode step) and simulated
+# (`SchedulerConfig.step_gap_s`).
+FIT_STEPS_VARIANTS = ("steps", "steps_chunked", "steps_busy", "steps_metrics",
+                      "steps_metrics_gap")
+VARIANTS = (*VARIANT_SPECS, *FIT_STEPS_VARIANTS)
 
 
 
@@ -52,13 +59,19 @@ def fits(setup: Setup, name: str, probe: list[dict[str, Any]], profile: dict[str
                                                      chunked=True)
     by_key["steps_busy"] = fit_steps.fit_by_steps(setup, name, probe, profile, DEFAULT_LINK,
                                                   chunked=True, prompt_from="busy")
+    by_key["steps_metrics"] = fit_steps.fit_by_steps(setup, name, probe, profile,
+                                                     DEFAULT_LINK, chunked=True,
+                                                     prompt_from="metrics")
+    by_key["steps_metrics_gap"] = fit_steps.fit_by_steps(setup, name, probe, profile,
+                                                         DEFAULT_LINK, chunked=True,
+                                                         prompt_from="metrics", step_gap=True)
     return by_key
 
 
 def simulate_variant(setup: Setup, name: str, run: dict[str, Any], profile: dict[str, Any],
              variant: str, by_key: dict[Any, dict[str, Any]]) -> tuple[dict[str, Any], Any]:
     """One variant's replay of one run: (per-request arrays, per-role step scale)."""
-    if variant in ("steps", "steps_chunked", "steps_busy"):
+    if variant in FIT_STEPS_VARIANTS:
         return fit_steps.replay_run(setup, name, run["records"], profile, by_key[variant])
     routing, fitted, prefill, jitter = VARIANT_SPECS[variant]
     if not fitted:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from splitserve.metrics.step_stats import StepStats
+
 
 @dataclass(frozen=True)
 class ModelCost:
@@ -36,7 +38,8 @@ class ModelCost:
 
 @dataclass
 class PhaseCounters:
-    """Cumulative per-phase work of one worker (what /metrics exports)."""
+    """Cumulative per-phase work of one worker, and its step statistics (`steps`: counts,
+    durations and sizes by step kind); what /metrics exports."""
 
     busy_s: dict[str, float] = field(default_factory=lambda: {"prefill": 0.0, "decode": 0.0})
     tokens: dict[str, int] = field(default_factory=lambda: {"prefill": 0, "decode": 0})
@@ -44,6 +47,7 @@ class PhaseCounters:
     bytes_read: dict[str, float] = field(
         default_factory=lambda: {"prefill": 0.0, "decode": 0.0}
     )
+    steps: StepStats = field(default_factory=StepStats)
 
     def record_step(
         self,
@@ -55,8 +59,11 @@ class PhaseCounters:
 
         A mixed step's time is shared between the phases in proportion to their FLOPs:
         the decode part of a mixed batch costs little compute, which is exactly why
-        colocated decode stalls behind prefill.
+        colocated decode stalls behind prefill. Decode tokens are the step's decoding
+        sequences (one token each), which is also its decode batch size; an empty step or
+        negative counts raise ValueError before anything is recorded.
         """
+        self.steps.record(step_s, prefill[0], decode[0])
         total_flops = prefill[1] + decode[1]
         share = prefill[1] / total_flops if total_flops > 0 else 0.0
         for phase, (num_tokens, flops, num_bytes), frac in (

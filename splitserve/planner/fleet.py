@@ -25,6 +25,11 @@ class SchedulerConfig:
     prefill_role_chunks: a prefill instance also cuts the prompt that does not fit the
     step's remaining budget and finishes it in the next step (splitserve's engine does
     this on every role), instead of leaving it whole for the next step.
+    step_gap_s: seconds the engine loop spends before each step outside the step itself
+    (taking commands, handing the previous step's tokens over): every step ends
+    `step_gap_s` later than it started plus its duration, and its duration (what a
+    worker's step metrics time, `SimResult.steps`) excludes it. Measured on one CPU core:
+    ~1.5 ms per step (docs/planner.md, "Steps measured by the workers").
     """
 
     token_budget: int = 2048
@@ -32,11 +37,15 @@ class SchedulerConfig:
     max_num_seqs: int = 256
     chunked_prefill: bool = True
     prefill_role_chunks: bool = False
+    step_gap_s: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("token_budget", "prefill_token_budget", "max_num_seqs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not (0 <= self.step_gap_s < float("inf")):
+            raise ValueError(f"step_gap_s must be a finite number >= 0 seconds, "
+                             f"got {self.step_gap_s}")
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from splitserve.planner.step_stats import StepTally
+
 
 @dataclass(frozen=True)
 class Slo:
@@ -40,6 +42,8 @@ class SimResult:
     # when each request's first prompt chunk started computing (engine side, before any
     # delivery delay); NaN if never
     first_scheduled_s: np.ndarray | None = None
+    # per instance: steps, step seconds and batch sizes by step kind (`by_role()`)
+    steps: StepTally | None = None
 
     @property
     def finished(self) -> np.ndarray:

@@ -34,6 +34,7 @@ from splitserve.planner.fleet import (
 from splitserve.planner.overhead import ServingOverhead, delayed, with_overhead
 from splitserve.planner.results import SimResult, Slo
 from splitserve.planner.routing import ROUTINGS, Router
+from splitserve.planner.step_stats import StepTally
 from splitserve.planner.workload import Requests
 
 __all__ = ["ROUTINGS", "Simulation", "simulate"]
@@ -80,6 +81,8 @@ class Simulation:
         self.num_local = 0
         self.num_hit_tokens = 0
         self.num_steps = 0
+        self.tally = StepTally([inst.role for inst in self.instances])
+        self.gap_s = self.sched.step_gap_s  # before each step, outside its duration
         self.slo = stop_after_misses[0] if stop_after_misses else None
         self.miss_budget = stop_after_misses[1] if stop_after_misses else len(requests)
         self.missed = [False] * n
@@ -112,14 +115,11 @@ class Simulation:
             else:
                 self._transfer_done(self.instances[a], b, time_s)
         return SimResult(
-            arrival_s=self.req.arrival_s,
-            output_len=self.req.output_len,
-            first_token_s=np.asarray(self.first_s),
-            finish_s=np.asarray(self.finish_s),
-            num_local_prefills=self.num_local,
-            num_prefix_hit_tokens=self.num_hit_tokens,
-            num_steps=self.num_steps,
-            first_scheduled_s=np.asarray(self.first_sched_s),
+            arrival_s=self.req.arrival_s, output_len=self.req.output_len,
+            first_token_s=np.asarray(self.first_s), finish_s=np.asarray(self.finish_s),
+            num_local_prefills=self.num_local, num_prefix_hit_tokens=self.num_hit_tokens,
+            num_steps=self.num_steps, first_scheduled_s=np.asarray(self.first_sched_s),
+            steps=self.tally,
         )
 
     # -- routing ------------------------------------------------------------------------
@@ -199,8 +199,10 @@ class Simulation:
             inst.step_s = step_s
             inst.busy = True
             self.num_steps += 1
+            self.tally.add(inst.idx, 0, inst.num_running, step_s)
             self.seq += 1
-            heapq.heappush(self.events, (now + step_s, self.seq, _STEP_END, inst.idx, 0))
+            heapq.heappush(self.events, (now + self.gap_s + step_s, self.seq, _STEP_END,
+                                         inst.idx, 0))
             return
         num_joining = len(inst.ready)
         for rid in inst.ready:
@@ -224,7 +226,8 @@ class Simulation:
         inst.step_s = step_s
         inst.busy = True
         self.num_steps += 1
-        self._push(now + step_s, _STEP_END, inst.idx)
+        self.tally.add(inst.idx, batch.num_tokens, n_dec, step_s)
+        self._push(now + self.gap_s + step_s, _STEP_END, inst.idx)
 
     def _end_step(self, inst: Instance, now: float) -> None:
         if inst.has_decode:

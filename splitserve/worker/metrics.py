@@ -1,4 +1,4 @@
-"""Prometheus exposition of a worker: load, KV blocks and per-phase work.
+"""Prometheus exposition of a worker: load, KV blocks, per-phase work and engine steps.
 
 Values are read from the engine at scrape time through a custom collector (no second
 copy of the counters to keep in sync).
@@ -10,8 +10,16 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
+
+from splitserve.metrics.step_stats import STEP_KINDS, Histogram, StepSnapshot
 
 if TYPE_CHECKING:
     from splitserve.engine.llm_engine import LLMEngine
@@ -61,6 +69,38 @@ class _EngineCollector(Collector):
         for kind, v in phase.utilization(peak_flops, peak_bw).items():
             util.add_metric([*values, kind], v)
         yield util
+        yield from step_families(labels, values, phase.steps.snapshot())
+
+
+def _buckets(hist: Histogram) -> list[tuple[str, float]]:
+    return [(floatToGoString(edge), float(n)) for edge, n in hist.cumulative()]
+
+
+def step_families(labels: list[str], values: list[str], snap: StepSnapshot) -> Iterator[Metric]:
+    """The engine-step families: steps and step seconds by kind, decode batch sizes and
+    prompt tokens per step (see `splitserve.metrics.step_stats`)."""
+    kind_labels = [*labels, "kind"]
+    steps = CounterMetricFamily("splitserve_worker_steps", "Engine steps by kind (prefill: "
+                                "prompt tokens only, decode: decodes only, mixed: both)",
+                                labels=kind_labels)
+    duration = HistogramMetricFamily("splitserve_worker_step_duration_seconds",
+                                     "Engine step duration by step kind", labels=kind_labels)
+    for kind in STEP_KINDS:
+        hist = snap.step_seconds[kind]
+        steps.add_metric([*values, kind], float(hist.count))
+        duration.add_metric([*values, kind], _buckets(hist), hist.sum_value)
+    yield steps
+    yield duration
+    batch = HistogramMetricFamily("splitserve_worker_decode_batch_size",
+                                  "Decoding sequences per step (steps with decodes)",
+                                  labels=labels)
+    batch.add_metric(values, _buckets(snap.decode_batch), snap.decode_batch.sum_value)
+    yield batch
+    prompt = HistogramMetricFamily("splitserve_worker_prefill_tokens_per_step",
+                                   "Prompt tokens computed per step (steps with prompt "
+                                   "tokens)", labels=labels)
+    prompt.add_metric(values, _buckets(snap.prefill_tokens), snap.prefill_tokens.sum_value)
+    yield prompt
 
 
 class WorkerMetrics:
