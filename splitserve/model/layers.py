@@ -11,7 +11,7 @@ import math
 import torch
 from torch import nn
 
-from splitserve.model import native
+from splitserve.model import native, native_gemv
 from splitserve.model.config import ModelConfig
 
 
@@ -142,6 +142,11 @@ class PackedLinear(nn.Module):
     picks the layout for: the step's token budget. Packed for 1 row, a 1024-row prefill
     GEMM ran 1.2-1.5x slower than packed for 1024, while 1-64-row decode GEMMs ran the
     same either way (llama-110m shapes, one core, bf16 AMX).
+
+    Batches of at most `native_gemv.max_rows()` rows (decode) run the native GEMV on the
+    plain weight instead: it streams the weight closer to memory bandwidth than oneDNN
+    (benchmarks/engine_mbu.py). That keeps the plain weight too, so where the GEMV is used
+    the Linear's weight memory doubles (a tied lm_head shares the embedding's, no copy).
     """
 
     def __init__(self, linear: nn.Linear, batch_size_hint: int = 1) -> None:
@@ -149,13 +154,20 @@ class PackedLinear(nn.Module):
         if batch_size_hint <= 0:
             raise ValueError(f"batch_size_hint must be > 0, got {batch_size_hint}")
         self.in_features, self.out_features = linear.in_features, linear.out_features
-        packed = torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach(),
-                                                         batch_size_hint)
+        weight = linear.weight.detach()
+        packed = torch.ops.mkldnn._reorder_linear_weight(weight, batch_size_hint)
         self.register_buffer("packed_weight", packed, persistent=False)
         self.packed_weight: torch.Tensor
         self.bias = linear.bias
+        self.gemv_max_rows = native_gemv.max_rows()
+        plain = weight.contiguous() if self.gemv_max_rows > 0 else None
+        self.register_buffer("plain_weight", plain, persistent=False)
+        self.plain_weight: torch.Tensor | None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.plain_weight is not None and x.dim() == 2 and x.shape[0] <= self.gemv_max_rows:
+            return native_gemv.gemv(x.contiguous(), self.plain_weight,
+                                    None if self.bias is None else self.bias.detach())
         return torch.ops.mkldnn._linear_pointwise(  # type: ignore[no-any-return]
             x.contiguous(), self.packed_weight, self.bias, "none", [], ""
         )

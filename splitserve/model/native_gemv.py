@@ -1,0 +1,94 @@
+"""bfloat16 GEMV for few-row (decode) Linears on CPU: csrc/gemv_bf16.cpp through ctypes.
+
+Built and cached like the other kernels (`native.build`, its own library name). Used only
+where the library was compiled with AVX-512 BF16 (`fast_available()`): elsewhere oneDNN's
+GEMM is as good, and `PackedLinear` keeps using it. `SPLITSERVE_NATIVE=0` disables it too.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+from functools import lru_cache
+
+import torch
+
+from splitserve.model import native
+
+log = logging.getLogger(__name__)
+
+SOURCE = native.CSRC / "gemv_bf16.cpp"
+ABI_VERSION = 1
+_I64 = ctypes.c_int64
+_PTR = ctypes.c_void_p
+
+
+@lru_cache(maxsize=1)
+def load() -> ctypes.CDLL | None:
+    """The GEMV library, or None when disabled or unavailable (logged once)."""
+    if os.environ.get("SPLITSERVE_NATIVE", "1") == "0":
+        return None
+    try:
+        lib = ctypes.CDLL(str(native.build(sources=(SOURCE,), name="splitserve_gemv")))
+        if lib.splitserve_gemv_abi_version() != ABI_VERSION:
+            raise RuntimeError("stale GEMV library (ABI version mismatch)")
+    except Exception as exc:  # noqa: BLE001 - any failure means: use oneDNN
+        log.warning("native bf16 GEMV unavailable, using oneDNN: %s", exc)
+        return None
+    lib.gemv_bf16.argtypes = [_PTR, _I64, _PTR, _PTR, _PTR, _I64, _I64, _I64, _I64,
+                              ctypes.c_int, ctypes.c_int]
+    lib.gemv_bf16.restype = None
+    lib.gemv_bf16_fast.restype = ctypes.c_int
+    lib.gemv_bf16_max_rows.restype = ctypes.c_int
+    return lib
+
+
+# which loop `gemv` runs (csrc enum Path): the fastest that applies, or a forced one
+PATHS = {"auto": 0, "generic": 1, "avx512": 2, "amx": 3}
+
+
+def fast_available() -> bool:
+    """True when the AVX-512 BF16 kernel is built and loadable on this CPU."""
+    lib = load()
+    return lib is not None and bool(lib.gemv_bf16_fast())
+
+
+def max_rows() -> int:
+    """Most rows of x for which `gemv` beats oneDNN here (0: never use it)."""
+    lib = load()
+    return 0 if lib is None else int(lib.gemv_bf16_max_rows())
+
+
+def gemv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, *,
+         path: str = "auto") -> torch.Tensor:
+    """`x @ weight.T + bias` in bfloat16 with float32 accumulation, for few rows of x.
+
+    x [M, K] bf16 CPU with contiguous rows (rows may be strided), weight [N, K] contiguous,
+    bias [N] or None. Returns a new [M, N] bf16 tensor. `path` forces a loop (see PATHS;
+    tests compare them; a forced loop that was not compiled in, or that does not fit the
+    shape, e.g. AMX needs K % 32 == 0, falls back to the next: amx -> avx512 -> generic);
+    callers check `load()` (`max_rows()` for speed).
+    """
+    if path not in PATHS:
+        raise ValueError(f"path must be one of {sorted(PATHS)}, got {path!r}")
+    if x.dim() != 2 or x.dtype != torch.bfloat16 or x.device.type != "cpu" or x.stride(1) != 1:
+        raise ValueError(f"x must be a 2-D bf16 CPU tensor with contiguous rows, got "
+                         f"{x.dtype} {tuple(x.shape)} on {x.device}")
+    if weight.dim() != 2 or weight.dtype != torch.bfloat16 or not weight.is_contiguous() or \
+            weight.shape[1] != x.shape[1]:
+        raise ValueError(f"weight must be a contiguous bf16 [N, {x.shape[1]}] tensor, got "
+                         f"{weight.dtype} {tuple(weight.shape)}")
+    num_out = weight.shape[0]
+    if bias is not None and (bias.dtype != torch.bfloat16 or tuple(bias.shape) != (num_out,)
+                             or not bias.is_contiguous()):
+        raise ValueError(f"bias must be a contiguous bf16 [{num_out}] tensor")
+    lib = load()
+    assert lib is not None, "native GEMV unavailable: check native_gemv.load() first"
+    out = torch.empty(x.shape[0], num_out, dtype=torch.bfloat16)
+    if x.shape[0] == 0 or num_out == 0:
+        return out
+    lib.gemv_bf16(x.data_ptr(), x.stride(0), weight.data_ptr(),
+                  None if bias is None else bias.data_ptr(), out.data_ptr(), out.stride(0),
+                  x.shape[0], num_out, x.shape[1], torch.get_num_threads(), PATHS[path])
+    return out

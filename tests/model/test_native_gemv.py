@@ -1,0 +1,144 @@
+"""The native bf16 GEMV (csrc/gemv_bf16.cpp) against float64 matmul, on every loop it has."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from splitserve.model import native, native_gemv
+from splitserve.model.layers import PackedLinear
+
+needs_gemv = pytest.mark.skipif(native_gemv.load() is None, reason="GEMV library unavailable")
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.skipif(native._compiler() is None or os.environ.get("SPLITSERVE_NATIVE") == "0",
+                    reason="no C++ compiler, or native kernels switched off")
+def test_gemv_library_builds_here() -> None:
+    assert native_gemv.load() is not None, "GEMV library failed to build (see the warning)"
+    assert native_gemv.max_rows() >= 0
+
+
+def check_against_float64(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None,
+                          y: torch.Tensor) -> None:
+    ref = x.double() @ w.double().T
+    if b is not None:
+        ref = ref + b.double()
+    # one bf16 rounding of the result, plus float32 summation error over K products
+    scale = x.double().abs() @ w.double().abs().T
+    tol = ref.abs() * 2.0**-8 + scale * 1e-5 + 1e-30
+    assert y.dtype == torch.bfloat16 and y.shape == ref.shape
+    err = (y.double() - ref).abs()
+    assert bool((err <= tol).all()), f"max excess {(err - tol).max().item()}"
+
+
+# K, N: multiples of the 32-wide k step and 16-row AMX block, and not
+SHAPES = [(64, 48), (96, 40), (70, 33), (31, 17), (768, 37), (1, 5)]
+
+
+@needs_gemv
+@pytest.mark.parametrize("path", ["auto", "generic", "avx512", "amx"])
+@pytest.mark.parametrize("k,n", SHAPES)
+@pytest.mark.parametrize("bias", [False, True])
+def test_gemv_matches_float64_matmul(path: str, k: int, n: int, bias: bool) -> None:
+    gen = torch.Generator().manual_seed(k * 1000 + n)
+    w = torch.randn(n, k, generator=gen).to(torch.bfloat16)
+    b = torch.randn(n, generator=gen).to(torch.bfloat16) if bias else None
+    for m in (*range(1, 9), 16):
+        x = torch.randn(m, k, generator=gen).to(torch.bfloat16)
+        check_against_float64(x, w, b, native_gemv.gemv(x, w, b, path=path))
+
+
+@needs_gemv
+@pytest.mark.parametrize("path", ["auto", "avx512", "amx"])
+def test_gemv_reads_strided_rows_and_leaves_input_alone(path: str) -> None:
+    gen = torch.Generator().manual_seed(1)
+    w = torch.randn(64, 96, generator=gen).to(torch.bfloat16)
+    wide = torch.randn(5, 200, generator=gen).to(torch.bfloat16)
+    x = wide[:, 40:136]  # rows 200 apart
+    before = wide.clone()
+    check_against_float64(x, w, None, native_gemv.gemv(x, w, path=path))
+    assert torch.equal(wide, before)
+
+
+@needs_gemv
+def test_gemv_rejects_bad_inputs() -> None:
+    w = torch.zeros(8, 16, dtype=torch.bfloat16)
+    x = torch.zeros(2, 16, dtype=torch.bfloat16)
+    with pytest.raises(ValueError, match="x must be"):
+        native_gemv.gemv(x.float(), w)
+    with pytest.raises(ValueError, match="weight must be"):
+        native_gemv.gemv(x, torch.zeros(8, 15, dtype=torch.bfloat16))
+    with pytest.raises(ValueError, match="weight must be"):
+        native_gemv.gemv(x, torch.zeros(16, 8, dtype=torch.bfloat16).T)
+    with pytest.raises(ValueError, match="bias must be"):
+        native_gemv.gemv(x, w, torch.zeros(7, dtype=torch.bfloat16))
+    with pytest.raises(ValueError, match="path must be"):
+        native_gemv.gemv(x, w, path="fast")
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available()
+                    or not torch.ops.mkldnn._is_mkldnn_bf16_supported(),
+                    reason="no oneDNN bf16 GEMM on this CPU")
+def test_packed_linear_runs_few_rows_on_the_gemv_and_many_on_onednn(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    gen = torch.Generator().manual_seed(2)
+    linear = torch.nn.Linear(96, 80, bias=True).to(torch.bfloat16).requires_grad_(False)
+    with torch.no_grad():
+        linear.weight.copy_(torch.randn(80, 96, generator=gen))
+        linear.bias.copy_(torch.randn(80, generator=gen))
+    packed = PackedLinear(linear, batch_size_hint=64)
+    calls = []
+    real = native_gemv.gemv
+    monkeypatch.setattr(native_gemv, "gemv", lambda *a, **kw: calls.append(a[0].shape[0])
+                        or real(*a, **kw))
+    max_rows = native_gemv.max_rows()
+    for m in (1, 2, 3, 16, 17, 40):
+        x = torch.randn(m, 96, generator=gen).to(torch.bfloat16)
+        check_against_float64(x, linear.weight, linear.bias, packed(x))
+        torch.testing.assert_close(packed(x), F.linear(x, linear.weight, linear.bias),
+                                   atol=0.05, rtol=2**-7)
+    assert calls == [m for m in (1, 2, 3, 16, 17, 40) for _ in range(2) if m <= max_rows]
+
+
+@pytest.mark.skipif(native._compiler() is None or sys.platform != "linux",
+                    reason="needs a C++ compiler on Linux")
+@pytest.mark.parametrize("march", ["x86-64-v3", "skylake-avx512"])
+def test_builds_and_stays_correct_without_avx512_bf16(tmp_path: Path, march: str) -> None:
+    """A CPU without AVX-512 BF16: the library still builds, says so (max_rows 0, so
+    PackedLinear keeps oneDNN) and its portable loop is right. Built with -march=`march`
+    through a compiler wrapper, in a fresh cache, in a subprocess."""
+    cxx = native._compiler()
+    wrapper = tmp_path / "cxx"
+    wrapper.write_text(f'#!/bin/sh\nfor a; do shift; [ "$a" = -march=native ] && '
+                       f'a=-march={march}; set -- "$@" "$a"; done\nexec {cxx} "$@"\n')
+    wrapper.chmod(0o755)
+    script = textwrap.dedent("""
+        import torch
+        from splitserve.model import native_gemv
+        assert native_gemv.load() is not None
+        assert native_gemv.max_rows() == 0 and not native_gemv.fast_available()
+        gen = torch.Generator().manual_seed(3)
+        w = torch.randn(37, 70, generator=gen).to(torch.bfloat16)
+        b = torch.randn(37, generator=gen).to(torch.bfloat16)
+        x = torch.randn(3, 70, generator=gen).to(torch.bfloat16)
+        for path in ("auto", "avx512", "amx"):
+            y = native_gemv.gemv(x, w, b, path=path)
+            ref = x.double() @ w.double().T + b.double()
+            tol = ref.abs() * 2.0**-8 + (x.double().abs() @ w.double().abs().T) * 1e-5
+            assert bool(((y.double() - ref).abs() <= tol).all()), path
+        print("ok")
+    """)
+    env = {**os.environ, "CXX": str(wrapper), "SPLITSERVE_CACHE": str(tmp_path / "cache"),
+           "PYTHONPATH": str(REPO)}
+    env.pop("SPLITSERVE_NATIVE", None)
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
