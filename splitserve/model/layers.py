@@ -190,7 +190,15 @@ def pack_linears(root: nn.Module, batch_size_hint: int = 1) -> int:
         for name, child in parent.named_children()
         if can_pack(child)
     ]
+    packs = []
     for parent, name, child in swaps:
         assert isinstance(child, nn.Linear)
-        setattr(parent, name, PackedLinear(child, batch_size_hint))
+        packs.append(PackedLinear(child, batch_size_hint))
+        setattr(parent, name, packs[-1])
+    # the GEMV's weights in one huge-page buffer (the originals are freed unless shared)
+    plain = [p for p in packs if p.plain_weight is not None]
+    copies = native_gemv.hugepage_copies([p.plain_weight for p in plain
+                                          if p.plain_weight is not None])
+    for p, copy in zip(plain, copies, strict=True):
+        p.plain_weight = copy
     return len(swaps)
