@@ -7,6 +7,7 @@ float32 then cast to the activation dtype) so greedy decoding matches it token f
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -160,14 +161,24 @@ class PackedLinear(nn.Module):
         self.packed_weight: torch.Tensor
         self.bias = linear.bias
         self.gemv_max_rows = native_gemv.max_rows()
-        plain = weight.contiguous() if self.gemv_max_rows > 0 else None
-        self.register_buffer("plain_weight", plain, persistent=False)
+        self.register_buffer("plain_weight", None, persistent=False)
         self.plain_weight: torch.Tensor | None
+        self._gemv: Callable[[torch.Tensor], torch.Tensor] | None = None
+        if self.gemv_max_rows > 0:
+            self.set_plain_weight(weight.contiguous())
+
+    def set_plain_weight(self, weight: torch.Tensor) -> None:
+        """The [out, in] weight the GEMV reads (pack_linears moves it to huge pages)."""
+        if tuple(weight.shape) != (self.out_features, self.in_features):
+            raise ValueError(f"weight must be [{self.out_features}, {self.in_features}], got "
+                             f"{tuple(weight.shape)}")
+        self.plain_weight = weight
+        bias = None if self.bias is None else self.bias.detach().contiguous()
+        self._gemv = native_gemv.bind(weight, bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.plain_weight is not None and x.dim() == 2 and x.shape[0] <= self.gemv_max_rows:
-            return native_gemv.gemv(x.contiguous(), self.plain_weight,
-                                    None if self.bias is None else self.bias.detach())
+        if self._gemv is not None and x.dim() == 2 and x.shape[0] <= self.gemv_max_rows:
+            return self._gemv(x.contiguous())
         return torch.ops.mkldnn._linear_pointwise(  # type: ignore[no-any-return]
             x.contiguous(), self.packed_weight, self.bias, "none", [], ""
         )
@@ -200,5 +211,5 @@ def pack_linears(root: nn.Module, batch_size_hint: int = 1) -> int:
     copies = native_gemv.hugepage_copies([p.plain_weight for p in plain
                                           if p.plain_weight is not None])
     for p, copy in zip(plain, copies, strict=True):
-        p.plain_weight = copy
+        p.set_plain_weight(copy)
     return len(swaps)

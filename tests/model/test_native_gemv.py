@@ -94,11 +94,15 @@ def test_packed_linear_runs_few_rows_on_the_gemv_and_many_on_onednn(
     with torch.no_grad():
         linear.weight.copy_(torch.randn(80, 96, generator=gen))
         linear.bias.copy_(torch.randn(80, generator=gen))
+    calls: list[int] = []
+    real_bind = native_gemv.bind
+
+    def counting_bind(*args: object, **kwargs: object) -> object:
+        run = real_bind(*args, **kwargs)  # type: ignore[arg-type]
+        return lambda x: calls.append(x.shape[0]) or run(x)
+
+    monkeypatch.setattr(native_gemv, "bind", counting_bind)
     packed = PackedLinear(linear, batch_size_hint=64)
-    calls = []
-    real = native_gemv.gemv
-    monkeypatch.setattr(native_gemv, "gemv", lambda *a, **kw: calls.append(a[0].shape[0])
-                        or real(*a, **kw))
     max_rows = native_gemv.max_rows()
     for m in (1, 2, 3, 16, 17, 40):
         x = torch.randn(m, 96, generator=gen).to(torch.bfloat16)
@@ -142,3 +146,35 @@ def test_builds_and_stays_correct_without_avx512_bf16(tmp_path: Path, march: str
     proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
+
+
+@needs_gemv
+def test_bound_gemv_matches_and_checks_its_input() -> None:
+    gen = torch.Generator().manual_seed(4)
+    w = torch.randn(40, 96, generator=gen).to(torch.bfloat16)
+    b = torch.randn(40, generator=gen).to(torch.bfloat16)
+    run = native_gemv.bind(w, b)
+    for m in (1, 3, 16):
+        x = torch.randn(m, 96, generator=gen).to(torch.bfloat16)
+        check_against_float64(x, w, b, run(x))
+    with pytest.raises(ValueError, match="x must be"):
+        run(torch.zeros(2, 95, dtype=torch.bfloat16))
+    with pytest.raises(ValueError, match="x must be"):
+        run(torch.zeros(2, 96))
+    with pytest.raises(ValueError, match="weight must be"):
+        native_gemv.bind(w.T)
+    with pytest.raises(ValueError, match="bias must be"):
+        native_gemv.bind(w, b[:39])
+
+
+def test_hugepage_copies_are_equal_aligned_and_independent() -> None:
+    gen = torch.Generator().manual_seed(5)
+    tensors = [torch.randn(3, 7, generator=gen).to(torch.bfloat16),
+               torch.randn(5, generator=gen), torch.randn(64, 33, generator=gen)]
+    copies = native_gemv.hugepage_copies(tensors)
+    for t, c in zip(tensors, copies, strict=True):
+        assert torch.equal(t, c) and c.dtype == t.dtype and c.is_contiguous()
+        assert c.data_ptr() % 64 == 0 and c.data_ptr() != t.data_ptr()
+    copies[0].zero_()  # no two copies overlap, none aliases its source
+    assert torch.equal(copies[1], tensors[1]) and torch.equal(copies[2], tensors[2])
+    assert bool(tensors[0].ne(0).any())
