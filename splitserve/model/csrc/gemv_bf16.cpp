@@ -1,17 +1,19 @@
 // bfloat16 GEMV for decode: y[M, N] = x[M, K] @ W[N, K]^T (+ bias), for a few rows M.
 //
 // Decode with a small batch is bound by reading the weights once per step; oneDNN's packed
-// GEMM reached ~12 GB/s on one core against ~15.6 GB/s of measured read bandwidth there.
-// This kernel streams W in its plain row-major [N, K] layout (no repacking, so a tied
-// lm_head shares the embedding table) in groups of kRows output rows, with a software
-// prefetch one group ahead, and accumulates in float32 with AVX-512 BF16 `vdpbf16ps`
-// (32 products per instruction). Every group of W rows is read from memory once: the
-// x rows are walked in chunks of up to 4 while the group sits in L1/L2. Output rows are
-// rounded to bfloat16 once, after the float32 bias add, as oneDNN does.
+// GEMM reached ~11-12 GB/s on one core against ~15.6 GB/s of measured read bandwidth. This
+// kernel reads W in its plain row-major [N, K] layout (no repacking) and accumulates in
+// float32, with one of two loops:
+//  - M <= kAvxMaxRows: AVX-512 BF16 `vdpbf16ps` (32 products per instruction) over
+//    kStreams far-apart W rows at a time, with software prefetch (~16 GB/s);
+//  - up to 16 rows: AMX tiles, whose dot-product throughput keeps up with memory (~13 GB/s)
+//    where the AVX-512 loop's falls behind.
+// Each W row is read from memory once per call whatever M is. Outputs are rounded to
+// bfloat16 once, after the float32 bias add, as oneDNN does.
 //
-// Without AVX-512 BF16 at compile time (or `generic`), a portable float32 loop computes the
-// same sums in another order; Python uses this library only where `gemv_bf16_fast()` is 1
-// (elsewhere oneDNN is as good), and the tests run both paths.
+// Without AVX-512 BF16 at compile time a portable float32 loop computes the same sums in
+// another order; Python uses this library only where `gemv_bf16_max_rows()` > 0 (elsewhere
+// oneDNN is as good), and the tests run every path.
 
 #include <algorithm>
 #include <cstdint>
@@ -38,9 +40,10 @@ namespace {
 
 constexpr int kAbiVersion = 1;
 constexpr int kStreams = 8;  // W rows read side by side, each from its own part of W
-// Up to this many x rows the AVX-512 loop streams W fastest; beyond, its dot products
-// (one vdpbf16ps per 64 bytes of W per x row) fall behind memory and AMX takes over.
-constexpr int64_t kAvxMaxRows = 2;
+// Up to this many x rows the AVX-512 loop streams W fastest (its prefetch reaches ~16 GB/s
+// against AMX's ~13); beyond, its dot products (one vdpbf16ps per 64 bytes of W per x row)
+// fall behind memory and AMX takes over.
+constexpr int64_t kAvxMaxRows = 4;
 enum Path { kAuto = 0, kGeneric = 1, kAvx512 = 2, kAmx = 3 };
 
 void gemv_generic(const uint16_t* x, int64_t x_stride, const uint16_t* w, const uint16_t* bias,
@@ -61,6 +64,16 @@ void gemv_generic(const uint16_t* x, int64_t x_stride, const uint16_t* w, const 
 }
 
 #if SPLITSERVE_GEMV_FAST
+
+// Software prefetch this many bf16 elements (512 bytes) ahead in every W row being read:
+// with several streams the hardware prefetchers alone left ~15% of the bandwidth unused
+// (llama-110m weights, one core: 13.6 -> 16 GB/s; 256 to 1024 bytes ahead all did well).
+// The AMX loop below ran slower with it, and with 4 far-apart blocks instead of 2 adjacent.
+constexpr int64_t kPrefetchAhead = 256;
+
+inline void prefetch(const uint16_t* p) {
+  _mm_prefetch(reinterpret_cast<const char*>(p), _MM_HINT_T0);
+}
 
 inline __m512bh as_bh(__m512i v) { return reinterpret_cast<__m512bh&>(v); }
 
@@ -85,6 +98,7 @@ inline void block(const uint16_t* x, int64_t x_stride, const uint16_t* w, const 
   for (int r = 0; r < R; ++r) wr[r] = w + (j + r * step) * k;
   const int64_t k_main = k & ~int64_t{31};
   for (int64_t c = 0; c < k_main; c += 32) {
+    for (int r = 0; r < R; ++r) prefetch(wr[r] + c + kPrefetchAhead);
     __m512bh wv[R];
     for (int r = 0; r < R; ++r) wv[r] = as_bh(_mm512_loadu_si512(wr[r] + c));
     for (int i = 0; i < MR; ++i) {
@@ -130,9 +144,9 @@ inline void rows(const uint16_t* x, int64_t x_stride, const uint16_t* w, const u
 }
 
 // One core streams memory fastest as several concurrent sequential streams far apart
-// (~16.5 GB/s for 4 streams against ~14 GB/s for one, on the machine this was tuned on;
-// software prefetch only slowed it): W is cut into kStreams equal parts of `part` rows
-// and each step reads the next row of every part.
+// (~16.5 GB/s for 4 streams against ~14 GB/s for one, on the machine this was tuned on):
+// W is cut into kStreams equal parts of `part` rows and each step reads the next row of
+// every part.
 void gemv_fast(const uint16_t* x, int64_t x_stride, const uint16_t* w, const uint16_t* bias,
                uint16_t* y, int64_t y_stride, int64_t m_rows, int64_t n, int64_t k,
                int num_threads) {
@@ -151,7 +165,7 @@ void gemv_fast(const uint16_t* x, int64_t x_stride, const uint16_t* w, const uin
 // place (row stride K), the B tile 16 k-pairs of x^T in the VNNI layout [K/2][M][2] (built
 // once per call, a few KB), the C tile [16, M] float32. One tdpbf16ps takes 1 KB of W, so
 // it keeps up with memory for any M <= 16 where the AVX-512 loop above runs out of
-// dot-product throughput beyond two rows.
+// dot-product throughput beyond four rows.
 constexpr int64_t kAmxMaxRows = 16;
 
 struct alignas(64) TileConfig {
@@ -182,11 +196,24 @@ void configure_tiles(int64_t m_rows) {
   _tile_loadconfig(&cfg);
 }
 
+// y[i][j .. j + 15] = round(c[0 .. 15][i] + bias[j .. j + 15]) for each x row i: C holds
+// y^T, so each output row is a column of C (one 16-lane gather).
 inline void store_rows(const float* c, int64_t m_rows, const uint16_t* bias, uint16_t* y,
                        int64_t y_stride, int64_t j) {
-  for (int64_t r = 0; r < 16; ++r) {
-    const float b = bias != nullptr ? splitserve::to_float(bias[j + r]) : 0.f;
-    for (int64_t i = 0; i < m_rows; ++i) y[i * y_stride + j + r] = round_bf16(c[r * m_rows + i] + b);
+  const __m512i column = _mm512_mullo_epi32(
+      _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+      _mm512_set1_epi32(static_cast<int>(m_rows)));
+  __m512 b = _mm512_setzero_ps();
+  if (bias != nullptr) {
+    const __m512i wide = _mm512_cvtepu16_epi32(
+        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bias + j)));
+    b = _mm512_castsi512_ps(_mm512_slli_epi32(wide, 16));
+  }
+  for (int64_t i = 0; i < m_rows; ++i) {
+    const __m512 v = _mm512_add_ps(_mm512_i32gather_ps(column, c + i, 4), b);
+    __m256bh r = _mm512_cvtneps_pbh(v);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(y + i * y_stride + j),
+                        reinterpret_cast<__m256i&>(r));
   }
 }
 
