@@ -178,3 +178,19 @@ def test_hugepage_copies_are_equal_aligned_and_independent() -> None:
     copies[0].zero_()  # no two copies overlap, none aliases its source
     assert torch.equal(copies[1], tensors[1]) and torch.equal(copies[2], tensors[2])
     assert bool(tensors[0].ne(0).any())
+
+
+@needs_gemv
+@pytest.mark.parametrize("path", ["auto", "avx512", "amx", "generic"])
+def test_gemv_with_two_threads_matches(path: str) -> None:
+    gen = torch.Generator().manual_seed(6)
+    w = torch.randn(200, 96, generator=gen).to(torch.bfloat16)
+    b = torch.randn(200, generator=gen).to(torch.bfloat16)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        for m in (1, 4, 9):
+            x = torch.randn(m, 96, generator=gen).to(torch.bfloat16)
+            check_against_float64(x, w, b, native_gemv.gemv(x, w, b, path=path))
+    finally:
+        torch.set_num_threads(threads)
