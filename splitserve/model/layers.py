@@ -103,6 +103,10 @@ class GatedMLP(nn.Module):
 
     def forward(self, x: torch.Tensor, fused: bool = False) -> torch.Tensor:
         if self.gate_up_proj is not None:
+            if fused and isinstance(self.gate_up_proj, PackedLinear):
+                act = self.gate_up_proj.silu_mul(x)  # None: too many rows for the GEMV
+                if act is not None:
+                    return self.down_proj(act)
             gate_up = self.gate_up_proj(x)
             if fused:
                 return self.down_proj(native.silu_mul(gate_up))
@@ -164,6 +168,7 @@ class PackedLinear(nn.Module):
         self.register_buffer("plain_weight", None, persistent=False)
         self.plain_weight: torch.Tensor | None
         self._gemv: Callable[[torch.Tensor], torch.Tensor] | None = None
+        self._gemv_silu_mul: Callable[[torch.Tensor], torch.Tensor] | None = None
         if self.gemv_max_rows > 0:
             self.set_plain_weight(weight.contiguous())
 
@@ -175,6 +180,17 @@ class PackedLinear(nn.Module):
         self.plain_weight = weight
         bias = None if self.bias is None else self.bias.detach().contiguous()
         self._gemv = native_gemv.bind(weight, bias)
+        self._gemv_silu_mul = None
+        if self.out_features % 2 == 0:
+            self._gemv_silu_mul = native_gemv.bind(weight, bias, silu_mul=True)
+
+    def silu_mul(self, x: torch.Tensor) -> torch.Tensor | None:
+        """For a fused gate/up projection (gate rows first): `silu(gate) * up` of x in one
+        native pass (transformers' bf16 roundings), or None where the GEMV does not run
+        (too many rows, or no native GEMV): then call the Linear and activate after."""
+        if self._gemv_silu_mul is None or x.dim() != 2 or x.shape[0] > self.gemv_max_rows:
+            return None
+        return self._gemv_silu_mul(x.contiguous())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._gemv is not None and x.dim() == 2 and x.shape[0] <= self.gemv_max_rows:

@@ -21,7 +21,7 @@ from splitserve.model import native
 log = logging.getLogger(__name__)
 
 SOURCE = native.CSRC / "gemv_bf16.cpp"
-ABI_VERSION = 1
+ABI_VERSION = 2
 _I64 = ctypes.c_int64
 _PTR = ctypes.c_void_p
 
@@ -38,9 +38,10 @@ def load() -> ctypes.CDLL | None:
     except Exception as exc:  # noqa: BLE001 - any failure means: use oneDNN
         log.warning("native bf16 GEMV unavailable, using oneDNN: %s", exc)
         return None
-    lib.gemv_bf16.argtypes = [_PTR, _I64, _PTR, _PTR, _PTR, _I64, _I64, _I64, _I64,
-                              ctypes.c_int, ctypes.c_int]
-    lib.gemv_bf16.restype = None
+    for fn in (lib.gemv_bf16, lib.gemv_silu_mul_bf16):
+        fn.argtypes = [_PTR, _I64, _PTR, _PTR, _PTR, _I64, _I64, _I64, _I64, ctypes.c_int,
+                       ctypes.c_int]
+        fn.restype = None
     lib.gemv_bf16_fast.restype = ctypes.c_int
     lib.gemv_bf16_max_rows.restype = ctypes.c_int
     return lib
@@ -98,16 +99,20 @@ def max_rows() -> int:
     return 0 if lib is None else int(lib.gemv_bf16_max_rows())
 
 
-def bind(weight: torch.Tensor, bias: torch.Tensor | None = None) -> Callable[[torch.Tensor],
-                                                                           torch.Tensor]:
-    """`gemv` with this weight and bias checked once: returns `f(x) = x @ weight.T + bias`
-    for bf16 x [M, K] (M rows of a decode step: a few microseconds of Python per call
-    matter at ~50 calls per step). The closure keeps weight and bias alive."""
+def bind(weight: torch.Tensor, bias: torch.Tensor | None = None, *,
+         silu_mul: bool = False) -> Callable[[torch.Tensor], torch.Tensor]:
+    """`gemv` (or `gemv_silu_mul`) with this weight and bias checked once: returns
+    `f(x) = x @ weight.T + bias` for bf16 x [M, K] (M rows of a decode step: a few
+    microseconds of Python per call matter at ~50 calls per step). The closure keeps
+    weight and bias alive."""
     _check_weight(weight, weight.shape[1] if weight.dim() == 2 else -1, bias)
+    if silu_mul and weight.shape[0] % 2:
+        raise ValueError(f"a fused gate/up weight has an even row count, got {weight.shape[0]}")
     lib = load()
     assert lib is not None, "native GEMV unavailable: check native_gemv.load() first"
-    fn = lib.gemv_bf16
-    num_out, num_in = weight.shape
+    fn = lib.gemv_silu_mul_bf16 if silu_mul else lib.gemv_bf16
+    num_rows, num_in = weight.shape
+    num_out = num_rows // 2 if silu_mul else num_rows
     w_ptr = weight.data_ptr()
     b_ptr = None if bias is None else bias.data_ptr()
 
@@ -119,7 +124,7 @@ def bind(weight: torch.Tensor, bias: torch.Tensor | None = None) -> Callable[[to
         out = torch.empty(x.shape[0], num_out, dtype=torch.bfloat16)
         if x.shape[0]:
             fn(x.data_ptr(), x.stride(0), w_ptr, b_ptr, out.data_ptr(), num_out, x.shape[0],
-               num_out, num_in, torch.get_num_threads(), 0)
+               num_rows, num_in, torch.get_num_threads(), 0)
         return out
 
     run.weight, run.bias = weight, bias  # type: ignore[attr-defined]
@@ -162,4 +167,29 @@ def gemv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None
     lib.gemv_bf16(x.data_ptr(), x.stride(0), weight.data_ptr(),
                   None if bias is None else bias.data_ptr(), out.data_ptr(), out.stride(0),
                   x.shape[0], num_out, x.shape[1], torch.get_num_threads(), PATHS[path])
+    return out
+
+
+def gemv_silu_mul(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, *,
+                  path: str = "auto") -> torch.Tensor:
+    """The MLP's `silu(gate) * up` from its fused gate/up projection, gate rows first:
+    with `g = gemv(x, weight, bias)` [M, 2I], returns `round(round(silu(g[:, :I])) *
+    g[:, I:])` [M, I] bf16, as transformers rounds. Same checks and paths as `gemv`."""
+    if path not in PATHS:
+        raise ValueError(f"path must be one of {sorted(PATHS)}, got {path!r}")
+    if x.dim() != 2 or x.dtype != torch.bfloat16 or x.device.type != "cpu" or x.stride(1) != 1:
+        raise ValueError(f"x must be a 2-D bf16 CPU tensor with contiguous rows, got "
+                         f"{x.dtype} {tuple(x.shape)} on {x.device}")
+    _check_weight(weight, x.shape[1], bias)
+    if weight.shape[0] % 2:
+        raise ValueError(f"a fused gate/up weight has an even row count, got {weight.shape[0]}")
+    lib = load()
+    assert lib is not None, "native GEMV unavailable: check native_gemv.load() first"
+    num_out = weight.shape[0] // 2
+    out = torch.empty(x.shape[0], num_out, dtype=torch.bfloat16)
+    if x.shape[0] and num_out:
+        lib.gemv_silu_mul_bf16(x.data_ptr(), x.stride(0), weight.data_ptr(),
+                               None if bias is None else bias.data_ptr(), out.data_ptr(),
+                               num_out, x.shape[0], weight.shape[0], x.shape[1],
+                               torch.get_num_threads(), PATHS[path])
     return out

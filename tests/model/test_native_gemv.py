@@ -12,8 +12,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from splitserve.model import native, native_gemv
+from splitserve.model import load_model, native, native_gemv
 from splitserve.model.layers import PackedLinear
+from tests.model.conftest import TinyModels
+from tests.model.helpers import PagedRunner, hf_logits, random_ids
 
 needs_gemv = pytest.mark.skipif(native_gemv.load() is None, reason="GEMV library unavailable")
 REPO = Path(__file__).resolve().parents[2]
@@ -194,3 +196,71 @@ def test_gemv_with_two_threads_matches(path: str) -> None:
             check_against_float64(x, w, b, native_gemv.gemv(x, w, b, path=path))
     finally:
         torch.set_num_threads(threads)
+
+
+@needs_gemv
+@pytest.mark.parametrize("path", ["auto", "generic", "avx512", "amx"])
+@pytest.mark.parametrize("k,dim", [(64, 48), (96, 20), (70, 9), (768, 64)])
+@pytest.mark.parametrize("bias", [False, True])
+def test_gemv_silu_mul_rounds_as_transformers(path: str, k: int, dim: int, bias: bool) -> None:
+    """silu(gate) * up with the bf16 roundings of transformers' eager MLP: each of gate and
+    up rounded to bf16 by its own Linear, silu rounded, the product rounded."""
+    gen = torch.Generator().manual_seed(k + dim)
+    gate = torch.nn.Linear(k, dim, bias=bias).to(torch.bfloat16).requires_grad_(False)
+    up = torch.nn.Linear(k, dim, bias=bias).to(torch.bfloat16).requires_grad_(False)
+    w = torch.cat([gate.weight, up.weight])
+    b = torch.cat([gate.bias, up.bias]) if bias else None
+    for m in (1, 2, 3, 4, 5, 16):
+        x = torch.randn(m, k, generator=gen).to(torch.bfloat16)
+        got = native_gemv.gemv_silu_mul(x, w, b, path=path)
+        # the same GEMV rows, activated by torch in transformers' order: identical bits
+        g_u = native_gemv.gemv(x, w, b, path=path)
+        assert torch.equal(got, F.silu(g_u[:, :dim]) * g_u[:, dim:])
+        # and within bf16 rounding of transformers' own modules
+        want = F.silu(gate(x)) * up(x)
+        torch.testing.assert_close(got, want, atol=0.02, rtol=0.02)
+
+
+@needs_gemv
+def test_gemv_silu_mul_rejects_an_odd_weight() -> None:
+    with pytest.raises(ValueError, match="even row count"):
+        native_gemv.gemv_silu_mul(torch.zeros(1, 8, dtype=torch.bfloat16),
+                                  torch.zeros(7, 8, dtype=torch.bfloat16))
+
+
+@pytest.mark.skipif(native_gemv.max_rows() == 0, reason="the GEMV does not run on this CPU")
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_packed_bf16_model_on_the_gemv_tracks_transformers(tiny: TinyModels, arch: str) -> None:
+    """bf16 decode through the GEMV (and its fused silu), prefill through oneDNN: no
+    further from transformers' bf16 eager model than the unpacked torch path is."""
+    from transformers import AutoModelForCausalLM
+
+    path = tiny.path(arch)
+    hf_model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16,
+                                                    attn_implementation="eager").eval()
+    prompts = [random_ids(n, seed=n) for n in (40, 9, 23)]
+    errors = {}
+    for packed in (False, True):
+        config, model = load_model(path, dtype="bfloat16")
+        model.fuse_projections()
+        if packed:
+            assert model.pack_for_cpu(max_num_tokens=256) > 0
+        model.use_native = packed
+        runner = PagedRunner(config, model, block_size=8)
+        tables = [runner.new_table(len(p) + 4) for p in prompts]
+        seqs = [list(p) for p in prompts]
+        ours = runner.step([(p, 0, t) for p, t in zip(prompts, tables, strict=True)])
+        worst = 0.0
+        for step in range(4):
+            for row, seq in zip(ours, seqs, strict=True):
+                worst = max(worst, (row - hf_logits(hf_model, seq)[-1]).abs().max().item())
+            for row, seq in zip(ours, seqs, strict=True):
+                seq.append(int(row.argmax()))
+            live = range(len(seqs)) if step % 2 else range(1)  # 3-row and 1-row decodes
+            ours = runner.step([([seqs[i][-1]], len(seqs[i]) - 1, tables[i]) for i in live])
+            if not step % 2:  # the others catch up one token later
+                rest = runner.step([([seqs[i][-1]], len(seqs[i]) - 1, tables[i])
+                                    for i in range(1, len(seqs))])
+                ours = torch.cat([ours, rest])
+        errors[packed] = worst
+    assert errors[True] <= 1.5 * errors[False] + 0.05, errors

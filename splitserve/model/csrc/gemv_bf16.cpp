@@ -16,6 +16,7 @@
 // oneDNN is as good), and the tests run every path.
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <vector>
 
@@ -38,7 +39,7 @@
 
 namespace {
 
-constexpr int kAbiVersion = 1;
+constexpr int kAbiVersion = 2;
 constexpr int kStreams = 8;  // W rows read side by side, each from its own part of W
 // Up to this many x rows the AVX-512 loop streams W fastest (its prefetch reaches ~16 GB/s
 // against AMX's ~13); beyond, its dot products (one vdpbf16ps per 64 bytes of W per x row)
@@ -60,6 +61,26 @@ void gemv_generic(const uint16_t* x, int64_t x_stride, const uint16_t* w, const 
       if (bias != nullptr) acc += to_float(bias[j]);
       splitserve::store(acc, y + i * y_stride + j);
     }
+  }
+}
+
+// transformers' bf16 MLP: round(round(silu(gate)) * up), gate and up already bf16
+inline uint16_t silu_mul_bf16(float gate, float up) {
+  const float act = splitserve::round_to(gate / (1.f + std::exp(-gate)),
+                                         static_cast<const uint16_t*>(nullptr));
+  uint16_t out;
+  splitserve::store(act * up, &out);
+  return out;
+}
+
+// y[i][d] = silu_mul(gate_up[i][d], gate_up[i][dim + d]) for the [m_rows, 2 * dim] rows
+void silu_mul_rows(const uint16_t* gate_up, uint16_t* y, int64_t y_stride, int64_t m_rows,
+                   int64_t dim) {
+  using splitserve::to_float;
+  for (int64_t i = 0; i < m_rows; ++i) {
+    const uint16_t* g = gate_up + i * 2 * dim;
+    for (int64_t d = 0; d < dim; ++d)
+      y[i * y_stride + d] = silu_mul_bf16(to_float(g[d]), to_float(g[dim + d]));
   }
 }
 
@@ -88,7 +109,7 @@ inline uint16_t round_bf16(float f) {
 }
 
 // MR x rows (1..2) against R W rows j, j + step, ..., j + (R - 1) * step; K in steps of 32.
-template <int MR, int R>
+template <int MR, int R, bool SILU>
 inline void block(const uint16_t* x, int64_t x_stride, const uint16_t* w, const uint16_t* bias,
                   uint16_t* y, int64_t y_stride, int64_t j, int64_t step, int64_t k) {
   __m512 acc[MR][R];
@@ -116,11 +137,18 @@ inline void block(const uint16_t* x, int64_t x_stride, const uint16_t* w, const 
     }
   }
   for (int i = 0; i < MR; ++i) {
+    uint16_t out[R];
     for (int r = 0; r < R; ++r) {
-      const int64_t col = j + r * step;
       float sum = _mm512_reduce_add_ps(acc[i][r]);
-      if (bias != nullptr) sum += splitserve::to_float(bias[col]);
-      y[i * y_stride + col] = round_bf16(sum);
+      if (bias != nullptr) sum += splitserve::to_float(bias[j + r * step]);
+      out[r] = round_bf16(sum);
+    }
+    if constexpr (SILU) {  // rows r < R / 2 are gate rows, r + R / 2 their up rows
+      for (int r = 0; r < R / 2; ++r)
+        y[i * y_stride + j + r * step] = silu_mul_bf16(splitserve::to_float(out[r]),
+                                                       splitserve::to_float(out[r + R / 2]));
+    } else {
+      for (int r = 0; r < R; ++r) y[i * y_stride + j + r * step] = out[r];
     }
   }
 }
@@ -128,7 +156,7 @@ inline void block(const uint16_t* x, int64_t x_stride, const uint16_t* w, const 
 // All x rows against W rows j + r * step (r < R), two x rows at a time (2 x R float32
 // accumulators fit the 32 vector registers): the first pair reads those W rows from
 // memory, later pairs find them in L1/L2.
-template <int R>
+template <int R, bool SILU = false>
 inline void rows(const uint16_t* x, int64_t x_stride, const uint16_t* w, const uint16_t* bias,
                  uint16_t* y, int64_t y_stride, int64_t m_rows, int64_t j, int64_t step,
                  int64_t k) {
@@ -136,9 +164,9 @@ inline void rows(const uint16_t* x, int64_t x_stride, const uint16_t* w, const u
     const uint16_t* xi = x + i * x_stride;
     uint16_t* yi = y + i * y_stride;
     if (m_rows - i == 1) {
-      block<1, R>(xi, x_stride, w, bias, yi, y_stride, j, step, k);
+      block<1, R, SILU>(xi, x_stride, w, bias, yi, y_stride, j, step, k);
     } else {
-      block<2, R>(xi, x_stride, w, bias, yi, y_stride, j, step, k);
+      block<2, R, SILU>(xi, x_stride, w, bias, yi, y_stride, j, step, k);
     }
   }
 }
@@ -156,6 +184,18 @@ void gemv_fast(const uint16_t* x, int64_t x_stride, const uint16_t* w, const uin
     rows<kStreams>(x, x_stride, w, bias, y, y_stride, m_rows, j, part, k);
   for (int64_t j = part * kStreams; j < n; ++j)  // the last n % kStreams rows, one by one
     rows<1>(x, x_stride, w, bias, y, y_stride, m_rows, j, 0, k);
+}
+
+// gemv_fast over a fused gate/up weight [2 * dim, K] (dim % (kStreams / 2) == 0) with the
+// MLP's silu(gate) * up in the epilogue: the kStreams parts put each gate row's up row
+// (dim rows further) in the same step, so y [m_rows, dim] is written once.
+void gemv_silu_fast(const uint16_t* x, int64_t x_stride, const uint16_t* w,
+                    const uint16_t* bias, uint16_t* y, int64_t y_stride, int64_t m_rows,
+                    int64_t n, int64_t k, int num_threads) {
+  const int64_t part = n / kStreams;
+#pragma omp parallel for num_threads(num_threads) schedule(static) if (num_threads > 1)
+  for (int64_t j = 0; j < part; ++j)
+    rows<kStreams, true>(x, x_stride, w, bias, y, y_stride, m_rows, j, part, k);
 }
 
 #endif  // SPLITSERVE_GEMV_FAST
@@ -316,6 +356,24 @@ void gemv_bf16(const uint16_t* x, int64_t x_stride, const uint16_t* w, const uin
 #endif
   (void)path;
   gemv_generic(x, x_stride, w, bias, y, y_stride, m_rows, n, k, num_threads);
+}
+
+// silu(gate) * up of the MLP from its fused gate/up weight w [n = 2 * dim, k] (gate rows
+// first): y [m_rows, dim] (row stride y_stride). Same paths as gemv_bf16; the AVX-512 one
+// applies the activation in its epilogue, the others after a GEMV into a scratch buffer.
+void gemv_silu_mul_bf16(const uint16_t* x, int64_t x_stride, const uint16_t* w,
+                        const uint16_t* bias, uint16_t* y, int64_t y_stride, int64_t m_rows,
+                        int64_t n, int64_t k, int num_threads, int path) {
+#if SPLITSERVE_GEMV_FAST
+  if (((path == kAuto && m_rows <= kAvxMaxRows) || path == kAvx512) && n % kStreams == 0) {
+    gemv_silu_fast(x, x_stride, w, bias, y, y_stride, m_rows, n, k, num_threads);
+    return;
+  }
+#endif
+  static thread_local std::vector<uint16_t> gate_up;
+  gate_up.resize(static_cast<size_t>(m_rows * n));
+  gemv_bf16(x, x_stride, w, bias, gate_up.data(), n, m_rows, n, k, num_threads, path);
+  silu_mul_rows(gate_up.data(), y, y_stride, m_rows, n / 2);
 }
 
 }  // extern "C"
