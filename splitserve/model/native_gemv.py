@@ -1,8 +1,9 @@
 """bfloat16 GEMV for few-row (decode) Linears on CPU: csrc/gemv_bf16.cpp through ctypes.
 
 Built and cached like the other kernels (`native.build`, its own library name). Used only
-where the library was compiled with AVX-512 BF16 (`fast_available()`): elsewhere oneDNN's
-GEMM is as good, and `PackedLinear` keeps using it. `SPLITSERVE_NATIVE=0` disables it too.
+where the library was compiled with AVX-512 BF16 (`max_rows()` > 0): elsewhere oneDNN's
+GEMM is as good, and `PackedLinear` keeps using it. `SPLITSERVE_NATIVE=0` or
+`SPLITSERVE_GEMV=0` switches it off.
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ _PTR = ctypes.c_void_p
 
 @lru_cache(maxsize=1)
 def load() -> ctypes.CDLL | None:
-    """The GEMV library, or None when disabled or unavailable (logged once)."""
-    if os.environ.get("SPLITSERVE_NATIVE", "1") == "0":
+    """The GEMV library, or None when disabled (`SPLITSERVE_NATIVE=0` turns off every
+    kernel, `SPLITSERVE_GEMV=0` only this one: A/B runs against oneDNN) or unavailable."""
+    if "0" in (os.environ.get("SPLITSERVE_NATIVE", "1"), os.environ.get("SPLITSERVE_GEMV", "1")):
         return None
     try:
         lib = ctypes.CDLL(str(native.build(sources=(SOURCE,), name="splitserve_gemv")))
