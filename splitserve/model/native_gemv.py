@@ -71,6 +71,8 @@ def hugepage_copies(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
     pages ran ~6% faster on one core. Linux only (elsewhere, or where the kernel refuses,
     the copies sit on ordinary pages: same results). Each copy starts 64-byte aligned.
     """
+    if not tensors:
+        return []
     offsets, total = [], 0
     for t in tensors:
         offsets.append(total)

@@ -182,6 +182,7 @@ def test_hugepage_copies_are_equal_aligned_and_independent() -> None:
     copies[0].zero_()  # no two copies overlap, none aliases its source
     assert torch.equal(copies[1], tensors[1]) and torch.equal(copies[2], tensors[2])
     assert bool(tensors[0].ne(0).any())
+    assert native_gemv.hugepage_copies([]) == []
 
 
 @needs_gemv
