@@ -178,7 +178,8 @@ def gemv_silu_mul(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
                   path: str = "auto") -> torch.Tensor:
     """The MLP's `silu(gate) * up` from its fused gate/up projection, gate rows first:
     with `g = gemv(x, weight, bias)` [M, 2I], returns `round(round(silu(g[:, :I])) *
-    g[:, I:])` [M, I] bf16, as transformers rounds. Same checks and paths as `gemv`."""
+    g[:, I:])` [M, I] bf16, as transformers rounds (torch's exp may differ in its last float32
+    bit, rarely moving a result by one bf16 ulp). Same checks and paths as `gemv`."""
     if path not in PATHS:
         raise ValueError(f"path must be one of {sorted(PATHS)}, got {path!r}")
     if x.dim() != 2 or x.dtype != torch.bfloat16 or x.device.type != "cpu" or x.stride(1) != 1:
