@@ -3,10 +3,15 @@
 MBU = (weight bytes + KV bytes read per decode step) / step time, divided by this machine's
 memory read bandwidth, measured in the same run as the best of a few `torch.sum` reductions
 over an array far larger than the CPU caches, with the engine's thread count. The model is
-llama-110m in float32 (~440 MB of weights, well beyond the caches). The embedding table is
-not counted (a step reads one row of it); the LM head is.
+llama-110m in float32 (~440 MB of weights) or bfloat16 (~220 MB; bf16 decode runs the
+native GEMV, splitserve/model/native_gemv.py). The embedding table is not counted (a step
+reads one row of it); the LM head is. `torch.sum` is one sequential stream: a kernel that
+reads several streams at once (the GEMV) can beat it, so MBU near or above 1 means "at the
+memory's pace", not an error. The bandwidth of this shared machine also drifts with the
+neighbours' load (12-16.6 GB/s seen): compare step times measured back to back.
 
     python -m benchmarks.engine_mbu          # writes benchmarks/results/engine_mbu.json
+    python -m benchmarks.engine_mbu --dtype bfloat16 --out benchmarks/results/engine_mbu_bf16.json
 """
 
 from __future__ import annotations

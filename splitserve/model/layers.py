@@ -7,11 +7,12 @@ float32 then cast to the activation dtype) so greedy decoding matches it token f
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import nn
 
-from splitserve.model import native
+from splitserve.model import native, native_gemv
 from splitserve.model.config import ModelConfig
 
 
@@ -102,6 +103,10 @@ class GatedMLP(nn.Module):
 
     def forward(self, x: torch.Tensor, fused: bool = False) -> torch.Tensor:
         if self.gate_up_proj is not None:
+            if fused and isinstance(self.gate_up_proj, PackedLinear):
+                act = self.gate_up_proj.silu_mul(x)  # None: too many rows for the GEMV
+                if act is not None:
+                    return self.down_proj(act)
             gate_up = self.gate_up_proj(x)
             if fused:
                 return self.down_proj(native.silu_mul(gate_up))
@@ -142,6 +147,11 @@ class PackedLinear(nn.Module):
     picks the layout for: the step's token budget. Packed for 1 row, a 1024-row prefill
     GEMM ran 1.2-1.5x slower than packed for 1024, while 1-64-row decode GEMMs ran the
     same either way (llama-110m shapes, one core, bf16 AMX).
+
+    Batches of at most `native_gemv.max_rows()` rows (decode) run the native GEMV on the
+    plain weight instead: it streams the weight closer to memory bandwidth than oneDNN
+    (benchmarks/engine_mbu.py). That keeps the plain weight too, so where the GEMV is used
+    the Linear's weight memory doubles (a tied lm_head shares the embedding's, no copy).
     """
 
     def __init__(self, linear: nn.Linear, batch_size_hint: int = 1) -> None:
@@ -149,13 +159,42 @@ class PackedLinear(nn.Module):
         if batch_size_hint <= 0:
             raise ValueError(f"batch_size_hint must be > 0, got {batch_size_hint}")
         self.in_features, self.out_features = linear.in_features, linear.out_features
-        packed = torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach(),
-                                                         batch_size_hint)
+        weight = linear.weight.detach()
+        packed = torch.ops.mkldnn._reorder_linear_weight(weight, batch_size_hint)
         self.register_buffer("packed_weight", packed, persistent=False)
         self.packed_weight: torch.Tensor
         self.bias = linear.bias
+        self.gemv_max_rows = native_gemv.max_rows()
+        self.register_buffer("plain_weight", None, persistent=False)
+        self.plain_weight: torch.Tensor | None
+        self._gemv: Callable[[torch.Tensor], torch.Tensor] | None = None
+        self._gemv_silu_mul: Callable[[torch.Tensor], torch.Tensor] | None = None
+        if self.gemv_max_rows > 0:
+            self.set_plain_weight(weight.contiguous())
+
+    def set_plain_weight(self, weight: torch.Tensor) -> None:
+        """The [out, in] weight the GEMV reads (pack_linears moves it to huge pages)."""
+        if tuple(weight.shape) != (self.out_features, self.in_features):
+            raise ValueError(f"weight must be [{self.out_features}, {self.in_features}], got "
+                             f"{tuple(weight.shape)}")
+        self.plain_weight = weight
+        bias = None if self.bias is None else self.bias.detach().contiguous()
+        self._gemv = native_gemv.bind(weight, bias)
+        self._gemv_silu_mul = None
+        if self.out_features % 2 == 0:
+            self._gemv_silu_mul = native_gemv.bind(weight, bias, silu_mul=True)
+
+    def silu_mul(self, x: torch.Tensor) -> torch.Tensor | None:
+        """For a fused gate/up projection (gate rows first): `silu(gate) * up` of x in one
+        native pass (transformers' bf16 roundings), or None where the GEMV does not run
+        (too many rows, or no native GEMV): then call the Linear and activate after."""
+        if self._gemv_silu_mul is None or x.dim() != 2 or x.shape[0] > self.gemv_max_rows:
+            return None
+        return self._gemv_silu_mul(x.contiguous())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._gemv is not None and x.dim() == 2 and x.shape[0] <= self.gemv_max_rows:
+            return self._gemv(x.contiguous())
         return torch.ops.mkldnn._linear_pointwise(  # type: ignore[no-any-return]
             x.contiguous(), self.packed_weight, self.bias, "none", [], ""
         )
@@ -178,7 +217,15 @@ def pack_linears(root: nn.Module, batch_size_hint: int = 1) -> int:
         for name, child in parent.named_children()
         if can_pack(child)
     ]
+    packs = []
     for parent, name, child in swaps:
         assert isinstance(child, nn.Linear)
-        setattr(parent, name, PackedLinear(child, batch_size_hint))
+        packs.append(PackedLinear(child, batch_size_hint))
+        setattr(parent, name, packs[-1])
+    # the GEMV's weights in one huge-page buffer (the originals are freed unless shared)
+    plain = [p for p in packs if p.plain_weight is not None]
+    copies = native_gemv.hugepage_copies([p.plain_weight for p in plain
+                                          if p.plain_weight is not None])
+    for p, copy in zip(plain, copies, strict=True):
+        p.set_plain_weight(copy)
     return len(swaps)
