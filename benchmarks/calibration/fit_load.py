@@ -24,8 +24,9 @@ three terms, each from the clean probe phases' step metrics only:
    gap = gap_s + gap_per_seq_s * B (least squares weighted by requests, both >= 0):
    every decode token waits one gap per step, so a TPOT shortfall is a per-step gap
    (`SchedulerConfig.step_gap_s` / `step_gap_per_seq_s`; the simulator adds it per step
-   for the sequences that step decodes). Refitted once with the gap in place, since a
-   longer step batches more.
+   for the sequences that step decodes). Refitted once with the gap in place (the gap
+   each phase needs = the fitted gap at its batch + the TPOT still lacking), since
+   requests that take longer batch more.
 
 No judged run enters any of these (the probe has its own seeds and arrival patterns).
 """
@@ -186,9 +187,10 @@ def _tpot_shortfall(setup: Setup, topology: str, phase: dict[str, Any],
 
 def _fit_gap(setup: Setup, topology: str, phases: list[dict[str, Any]],
              profile: dict[str, Any], fitted: dict[str, Any], rates: dict[str, float],
-             signed: bool = False) -> dict[str, Any]:
-    """gap_s + per_seq_s * batch through the phases' TPOT shortfalls; `signed`: a
-    correction to the gap already in `fitted` (either sign) rather than a gap (>= 0)."""
+             ) -> dict[str, Any]:
+    """gap_s + per_seq_s * batch (both >= 0) through the gap each phase needs: the gap
+    already in `fitted` at its batch plus the TPOT the simulation still lacks."""
+    gap_s, per_seq_s = fitted["gap"]["gap_s"], fitted["gap"]["per_seq_s"]
     pts = []
     for phase in phases:
         measured = step_metrics.measured(phase)
@@ -196,17 +198,13 @@ def _fit_gap(setup: Setup, topology: str, phases: list[dict[str, Any]],
         short = _tpot_shortfall(setup, topology, phase, profile, fitted, rates[phase["phase"]])
         if batch is not None and short is not None:
             pts.append({"phase": phase["phase"], "batch": batch, "shortfall_s": short,
+                        "gap_s": gap_s + per_seq_s * batch + short,
                         "num_requests": len(phase["records"])})
     if not pts:
         return {"gap_s": 0.0, "per_seq_s": 0.0, "points": []}
     x = np.array([[1.0, p["batch"]] for p in pts])
-    y = np.array([p["shortfall_s"] for p in pts])
-    w = np.array([p["num_requests"] for p in pts], dtype=float)
-    if signed:
-        sw = np.sqrt(w)
-        beta = np.linalg.lstsq(x * sw[:, None], y * sw, rcond=None)[0]
-    else:
-        beta = nonneg_lstsq(x, y, w)
+    y = np.array([p["gap_s"] for p in pts])
+    beta = nonneg_lstsq(x, y, np.array([p["num_requests"] for p in pts], dtype=float))
     return {"gap_s": float(beta[0]), "per_seq_s": float(beta[1]), "points": pts}
 
 
@@ -235,10 +233,8 @@ def fit_by_load(setup: Setup, topology: str, probe: list[dict[str, Any]],
     first = _fit_gap(setup, topology, kept, profile, fitted, rates)
     fitted["gap"] = first
     # a gap lengthens requests, which then batch more: refit what is still missing
-    second = _fit_gap(setup, topology, kept, profile, fitted, rates, signed=True)
-    fitted["gap"] = {"gap_s": max(first["gap_s"] + second["gap_s"], 0.0),
-                     "per_seq_s": max(first["per_seq_s"] + second["per_seq_s"], 0.0),
-                     "points": first["points"], "refit_points": second["points"]}
+    second = _fit_gap(setup, topology, kept, profile, fitted, rates)
+    fitted["gap"] = {**second, "first_fit": first}
     # the delivery delay: what the lone requests' median TTFT still lacks
     lone = next(p for p in kept if p["phase"] == "lone")["records"]
     fitted["overhead"] = {**base["overhead"], "delivery_s": 0.0}
