@@ -4,7 +4,9 @@ step metrics (the `steps_load` variant).
 The fourth measurement (docs/planner.md) showed where `steps_metrics` missed: prompt steps
 priced by a line through noisy probe points, decode steps priced by a factor read at
 the offered rate, and the engine loop's time between steps measured on lone requests
-only (0.3-0.4 ms, against 1.3-2.7 ms per step under load). This fit keeps
+only (0.3-0.4 ms; the client's mean inter-token gap exceeded the workers' mean decode
+step by 1.3-2.7 ms under load, which this fit attributes mostly to per-sequence step
+cost and to the client's mean weighing larger steps more). This fit keeps
 `fit_steps.fit_by_steps` (chunked prefill role, metrics) for the link, the KV handoff
 latency, the join cost, `prefill_scale`, the jitter and the delivery delay, and replaces
 three terms, each from the clean probe phases' step metrics only:

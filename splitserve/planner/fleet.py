@@ -28,11 +28,11 @@ class SchedulerConfig:
     step_gap_s: seconds the engine loop spends before each step outside the step itself
     (taking commands, handing the previous step's tokens over): every step ends
     `step_gap_s` later than it started plus its duration, and its duration (what a
-    worker's step metrics time, `SimResult.steps`) excludes it. Measured on one CPU core:
-    ~1.5 ms per step (docs/planner.md, "Steps measured by the workers").
+    worker's step metrics time, `SimResult.steps`) excludes it.
     step_gap_per_seq_s: further seconds of that gap per sequence the step decodes (the
-    loop hands every sampled token over between steps, so the gap grows with the
-    requests in flight: 0.4 ms alone, 1.3-2.7 ms under load on one CPU core).
+    loop hands every sampled token over between steps). Fitted on one CPU core, with
+    decode steps priced per sequence: under 0.5 ms per step in all (docs/planner.md,
+    "Step prices fitted against load").
     """
 
     token_budget: int = 2048
