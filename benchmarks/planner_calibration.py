@@ -67,7 +67,7 @@ from benchmarks.calibration.variants import DEFAULT_LINK, VARIANTS
 
 RESULTS = Path(__file__).resolve().parent / "results"
 # variants whose measured-vs-simulated step table is printed (all are in the JSON)
-STEP_TABLES = ("profile", "steps_busy", "steps_metrics", "steps_metrics_gap")
+STEP_TABLES = ("profile", "steps_busy", "steps_metrics", "steps_metrics_gap", "steps_load")
 PRESETS = {
     "goodput-chat": Setup(),
     "quick": Setup(model="llama-25m-v8k", dtype="float32", workload="uniform",

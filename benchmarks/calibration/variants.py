@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from benchmarks.calibration import fit, fit_steps, replay
+from benchmarks.calibration import fit, fit_load, fit_steps, replay
 from benchmarks.calibration.setup import TOPOLOGIES, Setup
 
 # benchmarks/results/kv_transfer.json: the TCP KV path moved a 1 MiB handoff at ~0.18 GB/s
@@ -40,7 +40,12 @@ VARIANT_SPECS = {"profile": ("requests", False, False, False),
 # (`SchedulerConfig.step_gap_s`).
 FIT_STEPS_VARIANTS = ("steps", "steps_chunked", "steps_busy", "steps_metrics",
                       "steps_metrics_gap")
-VARIANTS = (*VARIANT_SPECS, *FIT_STEPS_VARIANTS)
+# steps_load: steps_metrics with three terms refitted against load on the probe's step
+# metrics (calibration/fit_load.py): decode steps priced as a factor on the profile plus a
+# per-sequence cost, prompt steps by one factor pooled over the Poisson phases, and the
+# engine loop's gap between steps as a fixed plus a per-decoding-sequence part
+# (designed on the fourth measurement, see docs/planner.md).
+VARIANTS = (*VARIANT_SPECS, *FIT_STEPS_VARIANTS, "steps_load")
 
 
 
@@ -65,12 +70,15 @@ def fits(setup: Setup, name: str, probe: list[dict[str, Any]], profile: dict[str
     by_key["steps_metrics_gap"] = fit_steps.fit_by_steps(setup, name, probe, profile,
                                                          DEFAULT_LINK, chunked=True,
                                                          prompt_from="metrics", step_gap=True)
+    by_key["steps_load"] = fit_load.fit_by_load(setup, name, probe, profile, DEFAULT_LINK)
     return by_key
 
 
 def simulate_variant(setup: Setup, name: str, run: dict[str, Any], profile: dict[str, Any],
              variant: str, by_key: dict[Any, dict[str, Any]]) -> tuple[dict[str, Any], Any]:
     """One variant's replay of one run: (per-request arrays, per-role step scale)."""
+    if variant == "steps_load":
+        return fit_load.replay_run(setup, name, run["records"], profile, by_key[variant])
     if variant in FIT_STEPS_VARIANTS:
         return fit_steps.replay_run(setup, name, run["records"], profile, by_key[variant])
     routing, fitted, prefill, jitter = VARIANT_SPECS[variant]

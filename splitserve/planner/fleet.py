@@ -28,8 +28,11 @@ class SchedulerConfig:
     step_gap_s: seconds the engine loop spends before each step outside the step itself
     (taking commands, handing the previous step's tokens over): every step ends
     `step_gap_s` later than it started plus its duration, and its duration (what a
-    worker's step metrics time, `SimResult.steps`) excludes it. Measured on one CPU core:
-    ~1.5 ms per step (docs/planner.md, "Steps measured by the workers").
+    worker's step metrics time, `SimResult.steps`) excludes it.
+    step_gap_per_seq_s: further seconds of that gap per sequence the step decodes (the
+    loop hands every sampled token over between steps). Fitted on one CPU core, with
+    decode steps priced per sequence: under 0.5 ms per step in all (docs/planner.md,
+    "Step prices fitted against load").
     """
 
     token_budget: int = 2048
@@ -38,14 +41,16 @@ class SchedulerConfig:
     chunked_prefill: bool = True
     prefill_role_chunks: bool = False
     step_gap_s: float = 0.0
+    step_gap_per_seq_s: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("token_budget", "prefill_token_budget", "max_num_seqs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not (0 <= self.step_gap_s < float("inf")):
-            raise ValueError(f"step_gap_s must be a finite number >= 0 seconds, "
-                             f"got {self.step_gap_s}")
+        for name in ("step_gap_s", "step_gap_per_seq_s"):
+            if not (0 <= getattr(self, name) < float("inf")):
+                raise ValueError(f"{name} must be a finite number >= 0 seconds, "
+                                 f"got {getattr(self, name)}")
 
 
 @dataclass(frozen=True)

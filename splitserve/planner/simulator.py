@@ -23,6 +23,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from splitserve.planner import handoff
 from splitserve.planner.batching import pack_prompts
 from splitserve.planner.fleet import (
     Instance,
@@ -40,7 +41,7 @@ from splitserve.planner.workload import Requests
 __all__ = ["ROUTINGS", "Simulation", "simulate"]
 
 _STEP_END = 0
-_TRANSFER_DONE = 1
+_TRANSFER_DONE = handoff.TRANSFER_DONE
 _POLL = 2
 
 
@@ -82,7 +83,8 @@ class Simulation:
         self.num_hit_tokens = 0
         self.num_steps = 0
         self.tally = StepTally([inst.role for inst in self.instances])
-        self.gap_s = self.sched.step_gap_s  # before each step, outside its duration
+        # before each step, outside its duration: fixed + per decoding sequence
+        self.gap_s, self.gap_seq_s = self.sched.step_gap_s, self.sched.step_gap_per_seq_s
         self.slo = stop_after_misses[0] if stop_after_misses else None
         self.miss_budget = stop_after_misses[1] if stop_after_misses else len(requests)
         self.missed = [False] * n
@@ -149,43 +151,10 @@ class Simulation:
         if more_arrivals:  # polls only matter to arrivals still to come
             self._push(now + self.router.poll_interval_s, _POLL, 0)
 
-    def _hand_off(self, rid: int, now: float) -> None:
-        dec = self.router.pick_decode(self.by_role["decode"])
-        if self.input_len[rid] + self.output_len[rid] > dec.kv_capacity:
-            self._free(self.instances[self.home[rid]], rid, now)
-            return  # never fits on a decode instance: unfinished
-        dec.pending.append(rid)
-        self._admit_pending(dec, now)
-
-    # -- KV transfer --------------------------------------------------------------------
-    def _admit_pending(self, dec: Instance, now: float) -> None:
-        assert self.transfer is not None
-        cfg = self.transfer
-        while dec.pending:
-            rid = dec.pending[0]
-            need = self.input_len[rid] + self.output_len[rid]
-            active = dec.num_running + dec.num_incoming + len(dec.ready)
-            if dec.kv_used + need > dec.kv_capacity or active >= self.sched.max_num_seqs:
-                return
-            dec.pending.popleft()
-            dec.kv_used += need
-            self.reserved[rid] = need
-            dec.num_incoming += 1
-            src = self.instances[self.home[rid]]
-            full_s = cfg.duration_s(self.input_len[rid], dec.model, src.step_s)
-            start = max(now, dec.link_free_s)
-            dec.link_free_s = start + full_s
-            self._push(start + full_s + cfg.latency_s, _TRANSFER_DONE, dec.idx, rid)
-
-    def _transfer_done(self, dec: Instance, rid: int, now: float) -> None:
-        dec.num_incoming -= 1
-        dec.ready.append(rid)
-        src = self.instances[self.home[rid]]
-        src.kv_used -= self.input_len[rid]
-        if not src.busy and src.waiting:
-            self._start_step(src, now)
-        if not dec.busy:
-            self._start_step(dec, now)
+    # -- KV handoff (splitserve.planner.handoff) ----------------------------------------
+    _hand_off = handoff.hand_off
+    _admit_pending = handoff.admit_pending
+    _transfer_done = handoff.transfer_done
 
     # -- instance steps -----------------------------------------------------------------
     def _start_step(self, inst: Instance, now: float) -> None:
@@ -201,8 +170,8 @@ class Simulation:
             self.num_steps += 1
             self.tally.add(inst.idx, 0, inst.num_running, step_s)
             self.seq += 1
-            heapq.heappush(self.events, (now + self.gap_s + step_s, self.seq, _STEP_END,
-                                         inst.idx, 0))
+            gap_s = self.gap_s + self.gap_seq_s * inst.num_running
+            heapq.heappush(self.events, (now + gap_s + step_s, self.seq, _STEP_END, inst.idx, 0))
             return
         num_joining = len(inst.ready)
         for rid in inst.ready:
@@ -227,7 +196,7 @@ class Simulation:
         inst.busy = True
         self.num_steps += 1
         self.tally.add(inst.idx, batch.num_tokens, n_dec, step_s)
-        self._push(now + self.gap_s + step_s, _STEP_END, inst.idx)
+        self._push(now + self.gap_s + self.gap_seq_s * n_dec + step_s, _STEP_END, inst.idx)
 
     def _end_step(self, inst: Instance, now: float) -> None:
         if inst.has_decode:
@@ -272,11 +241,6 @@ class Simulation:
         if not self.missed[rid]:
             self.missed[rid] = True
             self.num_missed += 1
-
-    def _free(self, inst: Instance, rid: int, now: float) -> None:
-        inst.kv_used -= self.reserved[rid]
-        if not inst.busy and inst.waiting:
-            self._start_step(inst, now)
 
 
 def simulate(

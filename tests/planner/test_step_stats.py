@@ -104,7 +104,40 @@ def test_step_gap_delays_every_step_but_is_not_step_time() -> None:
     assert gap.steps.by_role() == base.steps.by_role()
 
 
+def test_step_gap_per_seq_grows_with_the_sequences_each_step_decodes() -> None:
+    model = ConstantLatency(prefill_s=0.2, decode_s=0.03)
+    sched = SchedulerConfig(step_gap_s=0.001, step_gap_per_seq_s=0.0005)
+    alone = simulate(_requests([1.0], [100], [5]), [Pool("mixed", 1, model)], sched)
+    # the prompt step decodes nothing: its gap is the fixed part only
+    base = simulate(_requests([1.0], [100], [5]), [Pool("mixed", 1, model)])
+    assert alone.ttft_s[0] == pytest.approx(base.ttft_s[0] + 0.001)
+    assert alone.tpot_s[0] == pytest.approx(0.03 + 0.001 + 0.0005)
+    # A's prompt alone; then A's first decode with B's prompt (one sequence decoding);
+    # three decode steps of both; B's last decode alone
+    pair = simulate(_requests([1.0, 1.0], [100, 100], [5, 5]), [Pool("mixed", 1, model)],
+                    sched)
+    mixed_s, both_s, alone_s = 0.001 + 0.0005 + 0.2, 0.001 + 2 * 0.0005 + 0.03, 0.0315
+    assert pair.tpot_s == pytest.approx([(mixed_s + 3 * both_s) / 4,
+                                         (3 * both_s + alone_s) / 4])
+    assert pair.steps is not None
+    # the gaps are not step time
+    assert pair.steps.by_role()["mixed"].step_s["decode"] == pytest.approx(4 * 0.03)
+
+
+def test_step_gap_per_seq_applies_on_a_split_fleets_decode_worker() -> None:
+    model = ConstantLatency(prefill_s=0.2, decode_s=0.03)
+    pools = [Pool("prefill", 1, model), Pool("decode", 1, model)]
+    reqs = _requests([1.0], [100], [6])
+    link = TransferConfig(link_bw_bytes_s=1e12, latency_s=0.0)
+    base = simulate(reqs, pools, SchedulerConfig(), link)
+    gap = simulate(reqs, pools, SchedulerConfig(step_gap_per_seq_s=0.002), link)
+    # the prefill step decodes nothing; each of the 5 decode steps waits 2 ms more
+    assert gap.ttft_s[0] == pytest.approx(base.ttft_s[0])
+    assert gap.tpot_s[0] == pytest.approx(base.tpot_s[0] + 0.002)
+
+
 @pytest.mark.parametrize("bad", [-0.001, float("inf"), float("nan")])
-def test_step_gap_must_be_finite_and_non_negative(bad: float) -> None:
-    with pytest.raises(ValueError, match="step_gap_s"):
-        SchedulerConfig(step_gap_s=bad)
+@pytest.mark.parametrize("name", ["step_gap_s", "step_gap_per_seq_s"])
+def test_step_gap_must_be_finite_and_non_negative(name: str, bad: float) -> None:
+    with pytest.raises(ValueError, match=name):
+        SchedulerConfig(**{name: bad})
