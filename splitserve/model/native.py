@@ -35,10 +35,10 @@ import torch
 log = logging.getLogger(__name__)
 
 CSRC = Path(__file__).resolve().parent / "csrc"
-SOURCES = (CSRC / "paged_decode.cpp", CSRC / "fused_ops.cpp")
+SOURCES = (CSRC / "paged_decode.cpp", CSRC / "fused_ops.cpp", CSRC / "prefill_attn.cpp")
 # included by the sources: part of the cache key
-HEADERS = (CSRC / "dtype.h", CSRC / "simd.h", CSRC / "decode_bf16.h")
-ABI_VERSION = 4
+HEADERS = (CSRC / "dtype.h", CSRC / "simd.h", CSRC / "decode_bf16.h", CSRC / "prefill_tiles.h")
+ABI_VERSION = 5
 # -ffast-math at compile time only: linked, gcc 12 adds crtfastmath.o, which turns on
 # flush-to-zero for the whole process (torch's numerics included) when the library loads.
 COMPILE_FLAGS = ["-O3", "-march=native", "-mprefer-vector-width=512", "-ffast-math",
@@ -109,6 +109,8 @@ _ROTARY_ARGS = [_PTR, _PTR, _PTR, _I64, _I64, _I64, _I64, ctypes.c_int]
 _SILU_ARGS = [_PTR, _PTR, _I64, _I64, ctypes.c_int]
 _DECODE_ARGS = [_PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _I64, _I64, _I64, _I64, _I64, _I64, _I64,
                 _I64, _I64, _I64, ctypes.c_float, ctypes.c_int, ctypes.c_int]
+_PREFILL_ARGS = [_PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _I64, _I64, _I64, _I64, _I64, _I64,
+                 _I64, _I64, _I64, _I64, ctypes.c_float, ctypes.c_int, ctypes.c_int]
 
 
 @lru_cache(maxsize=1)
@@ -125,6 +127,9 @@ def load() -> ctypes.CDLL | None:
         return None
     lib.argmax_rows_f32.argtypes = [_PTR, _I64, _I64, _I64, _PTR, ctypes.c_int]
     lib.argmax_rows_f32.restype = None
+    lib.paged_prefill_bf16.argtypes = _PREFILL_ARGS
+    lib.paged_prefill_bf16.restype = ctypes.c_int
+    lib.splitserve_prefill_path.restype = ctypes.c_int
     for suffix in ("f32", "bf16"):
         for name, args in (("paged_decode", _DECODE_ARGS), ("add_rms_norm", _NORM_ARGS),
                            ("rotary", _ROTARY_ARGS), ("silu_mul", _SILU_ARGS)):
@@ -169,6 +174,64 @@ def paged_decode(q: torch.Tensor, out: torch.Tensor, kv_cache: torch.Tensor,
        block_tables.data_ptr(), rows.shape[0], block_tables.shape[1], num_blocks, block_size,
        num_heads, num_kv_heads, head_dim, q.stride(0), out.stride(0),
        sliding_window or 0, scale, torch.get_num_threads(), int(generic))
+
+
+PREFILL_HEAD_DIMS = (64, 128)
+PREFILL_PATHS = {"auto": 0, "avx512_bf16": 1, "amx": 2}
+
+
+@lru_cache(maxsize=1)
+def prefill_path() -> str | None:
+    """The bf16 prefill kernel this build runs ("amx" or "avx512_bf16"); None: no kernel
+    (the CPU lacks AVX512-BF16, or no library) and prefill stays on SDPA."""
+    lib = load()
+    code = 0 if lib is None else lib.splitserve_prefill_path()
+    return {1: "avx512_bf16", 2: "amx"}.get(code)
+
+
+def supports_prefill(dtype: torch.dtype, device: torch.device, head_dim: int) -> bool:
+    """True when `paged_prefill` runs for this KV dtype, device and head_dim."""
+    return (device.type == "cpu" and dtype == torch.bfloat16 and head_dim in PREFILL_HEAD_DIMS
+            and prefill_path() is not None)
+
+
+def paged_prefill(q: torch.Tensor, out: torch.Tensor, kv_cache: torch.Tensor,
+                  rows: torch.Tensor, q_lens: torch.Tensor, ctx_lens: torch.Tensor,
+                  block_tables: torch.Tensor, sliding_window: int | None, scale: float, *,
+                  path: str = "auto") -> None:
+    """Causal attention of prefill chunks over their whole context, read in place from the
+    cache (which must already hold the chunks' own K/V), written into `out`.
+
+    Chunk s has q_lens[s] query rows starting at flat row rows[s] of q/out [T, H, D]
+    (contiguous heads; rows may be strided) and sits at the end of its ctx_lens[s] tokens.
+    kv_cache [2, num_blocks, block_size, KVH, D] contiguous bf16; rows/q_lens/ctx_lens [B]
+    and block_tables [B, max_blocks] contiguous int64. Callers check `supports_prefill`;
+    `path` forces one kernel (tests compare them).
+    """
+    _, num_blocks, block_size, num_kv_heads, head_dim = kv_cache.shape
+    num_heads = q.shape[1]
+    if num_heads % num_kv_heads:
+        raise ValueError(f"{num_heads} query heads are not a multiple of {num_kv_heads} KV heads")
+    for name, t in (("q", q), ("out", out)):
+        if t.stride(-1) != 1 or t.stride(-2) != head_dim or t.dtype != kv_cache.dtype:
+            raise ValueError(f"{name} must be [T, H, D] with contiguous heads, in the cache dtype")
+    if not kv_cache.is_contiguous() or kv_cache.dtype != torch.bfloat16:
+        raise ValueError("kv_cache must be a contiguous bfloat16 tensor")
+    for name, t in (("rows", rows), ("q_lens", q_lens), ("ctx_lens", ctx_lens),
+                    ("block_tables", block_tables)):
+        if t.dtype != torch.int64 or not t.is_contiguous() or t.device.type != "cpu":
+            raise ValueError(f"{name} must be a contiguous int64 CPU tensor")
+    if path not in PREFILL_PATHS:
+        raise ValueError(f"path must be one of {sorted(PREFILL_PATHS)}, got {path!r}")
+    lib = load()
+    assert lib is not None, "native kernels unavailable: check native.supports_prefill() first"
+    status = lib.paged_prefill_bf16(
+        q.data_ptr(), out.data_ptr(), kv_cache.data_ptr(), rows.data_ptr(), q_lens.data_ptr(),
+        ctx_lens.data_ptr(), block_tables.data_ptr(), rows.shape[0], block_tables.shape[1],
+        num_blocks, block_size, num_heads, num_kv_heads, head_dim, q.stride(0), out.stride(0),
+        sliding_window or 0, scale, torch.get_num_threads(), PREFILL_PATHS[path])
+    if status != 0:
+        raise ValueError(f"no {path} prefill kernel for head_dim {head_dim} on this CPU")
 
 
 def _fn(name: str, dtype: torch.dtype) -> Any:
