@@ -152,3 +152,41 @@ def test_bad_inputs_are_refused() -> None:
                              torch.zeros(2, 4, 16, 2, 32, dtype=torch.bfloat16), *args)
     with pytest.raises(ValueError, match="path"):
         native.paged_prefill(q, q.clone(), cache, *args, path="sse")
+
+
+@needs_prefill
+@pytest.mark.parametrize("arch", ["llama", "mistral-window"])
+def test_bf16_model_with_kernel_tracks_transformers(tmp_path, monkeypatch: pytest.MonkeyPatch,
+                                                    arch: str) -> None:
+    """A bf16 model with head_dim 64 (the kernel's) end to end: fresh prompts, continuation
+    chunks of a cached prefix that ends mid-block, then decodes. Its logits are no further
+    from transformers' bf16 eager model than the SDPA path's are."""
+    from transformers import AutoModelForCausalLM
+
+    from splitserve.model import load_model
+    from tests.model.helpers import PagedRunner, hf_logits, random_ids
+    from tests.model.tiny import make_tiny_checkpoint
+
+    path = make_tiny_checkpoint(arch, tmp_path / arch, hidden_size=256, num_attention_heads=4,
+                                num_key_value_heads=2, intermediate_size=256)
+    hf_model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16,
+                                                    attn_implementation="eager").eval()
+    calls = []
+    real = native.paged_prefill
+    monkeypatch.setattr(native, "paged_prefill", lambda *a, **k: calls.append(1) or real(*a, **k))
+    long_, other = random_ids(90, seed=1), random_ids(37, seed=2)
+    errors = {}
+    for use_native in (False, True):
+        config, model = load_model(path, dtype="bfloat16")
+        model.fuse_projections()
+        model.use_native = use_native
+        runner = PagedRunner(config, model, block_size=16)
+        t_long, t_other = runner.new_table(95), runner.new_table(40)
+        first = runner.step([(long_[:29], 0, t_long), (other, 0, t_other)], every_token=True)
+        second = runner.step([(long_[29:70], 29, t_long)], every_token=True)
+        third = runner.step([(long_[70:], 70, t_long), ([5], 37, t_other)], every_token=True)
+        ours = torch.cat([first[:29], second, third[:-1], first[29:], third[-1:]])
+        expected = torch.cat([hf_logits(hf_model, long_), hf_logits(hf_model, other + [5])])
+        errors[use_native] = (ours - expected).abs().max().item()
+    assert calls, "the kernel never ran"
+    assert errors[True] <= 1.5 * errors[False] + 0.05, errors
