@@ -35,7 +35,6 @@ struct PrefillShape {
 #if defined(__AVX512BF16__)
 
 using namespace splitserve::prefill;
-using splitserve::exp512;
 using splitserve::store16;
 
 struct Item {
@@ -43,12 +42,13 @@ struct Item {
 };
 
 struct Workspace {
-  std::vector<uint16_t> kpack, vpack;
-  alignas(64) uint16_t q[kRows * 128];
-  alignas(64) float s[kRows * kKeys];
-  alignas(64) uint16_t p[kRows * kKeys];
-  alignas(64) float o[kRows * 128];
-  float mx[kRows], den[kRows];
+  std::vector<uint16_t> kpack, vpack;  // K row-major, V^T per key block
+  alignas(64) uint16_t qt[4 * kTileElems];
+  alignas(64) float s[kSubs * kKeys * kRows];
+  alignas(64) uint16_t pt[kSubs * kTileElems];
+  alignas(64) float ot[128 * kRows];
+  alignas(64) float mx[kRows];   // running max of the scores, in log2 units
+  alignas(64) float den[kRows];  // running softmax denominator
 };
 
 // Keys [k0, k1) of one KV head into the packed layouts; keys at or past ctx_len are zeros
@@ -57,69 +57,110 @@ template <int D>
 void pack_kv(const uint16_t* k_cache, const uint16_t* v_cache, const int64_t* table,
              int64_t kv_head, int64_t k0, int64_t k1, int64_t ctx_len, const PrefillShape& s,
              Workspace& ws) {
-  constexpr int C = D / 32;
   const int64_t kv_row = s.num_kv_heads * D, bs = s.block_size;
-  uint32_t* kp = reinterpret_cast<uint32_t*>(ws.kpack.data());
-  uint16_t* vp = ws.vpack.data();
   for (int64_t j = k0; j < k1; ++j) {
-    const int64_t local = j - k0, blk = local / kKeys, in_blk = local % kKeys;
-    const int64_t half = in_blk / 16, key = in_blk % 16, pair = in_blk / 2, odd = in_blk % 2;
-    uint32_t* kdst = kp + ((blk * 2 + half) * C) * 256 + key;
-    uint16_t* vdst = vp + blk * kKeys * D + pair * 32 + odd;
+    const int64_t local = j - k0;
+    uint16_t* kdst = ws.kpack.data() + local * D;
+    uint16_t* vdst = ws.vpack.data() + local / kKeys * kKeys * D + local % kKeys;
     if (j >= ctx_len) {
-      for (int c = 0; c < C; ++c)
-        for (int d = 0; d < 16; ++d) kdst[c * 256 + d * 16] = 0;
-      for (int c = 0; c < D / 16; ++c)
-        for (int d = 0; d < 16; ++d) vdst[c * kTileElems + d * 2] = 0;
+      std::memset(kdst, 0, D * 2);
+      for (int d = 0; d < D; ++d) vdst[d * kKeys] = 0;
       continue;
     }
     const int64_t off = (table[j / bs] * bs + j % bs) * kv_row + kv_head * D;
-    const uint32_t* ksrc = reinterpret_cast<const uint32_t*>(k_cache + off);
+    std::memcpy(kdst, k_cache + off, D * 2);
     const uint16_t* vsrc = v_cache + off;
-    for (int c = 0; c < C; ++c)
-      for (int d = 0; d < 16; ++d) kdst[c * 256 + d * 16] = ksrc[c * 16 + d];
-    for (int c = 0; c < D / 16; ++c)
-      for (int d = 0; d < 16; ++d) vdst[c * kTileElems + d * 2] = vsrc[c * 16 + d];
+    for (int d = 0; d < D; ++d) vdst[d * kKeys] = vsrc[d];
   }
 }
 
-// Online softmax over one tile's scores: p (bf16) for p.V, running max/denominator updated,
-// the old output rows rescaled. `edge`: the block crosses the causal diagonal or the
-// window's lower edge, so scores need a per-key mask (query row m sits at pos0 + m).
+// Q^T of one tile (rows past n are zeros) in pair form; resets the running state.
 template <int D>
-inline void softmax_tile(Workspace& ws, float scale, bool edge, int64_t key0, int64_t pos0,
-                         int64_t window) {
-  const __m512 sc = _mm512_set1_ps(scale), neg = _mm512_set1_ps(-1e30f);
+void start_tile(const uint16_t* q, int64_t row_stride, int n, Workspace& ws) {
+  for (int c = 0; c < D / 32; ++c) {
+    __m512i r[16];
+    for (int m = 0; m < kRows; ++m)
+      r[m] = m < n ? _mm512_loadu_si512(q + m * row_stride + 32 * c) : _mm512_setzero_si512();
+    transpose16(r);
+    for (int dp = 0; dp < 16; ++dp) _mm512_store_si512(ws.qt + c * kTileElems + dp * 32, r[dp]);
+  }
+  for (int i = 0; i < D * kRows; i += 16) _mm512_store_ps(ws.ot + i, _mm512_setzero_ps());
+  _mm512_store_ps(ws.mx, _mm512_set1_ps(-1e30f));
+  _mm512_store_ps(ws.den, _mm512_setzero_ps());
+}
+
+// Online softmax over nsub key blocks of one tile's S^T: P^T (bf16, pair form) for p.V,
+// running max / denominator updated, O^T rescaled. `edge` bit j: block j crosses the
+// causal diagonal or the window's lower edge, so its scores get a per-row mask (row m
+// sits at position pos0 + m; block j starts at key key0 + 32 j).
+template <int D>
+inline void softmax_tile(Workspace& ws, float scale, int nsub, unsigned edge, int64_t key0,
+                         int64_t pos0, int64_t window) {
+  const __m512 c = _mm512_set1_ps(scale * 1.4426950408889634f), neg = _mm512_set1_ps(-1e30f);
   const __m512i iota = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
-  for (int m = 0; m < kRows; ++m) {
-    __m512 v0 = _mm512_mul_ps(_mm512_loadu_ps(ws.s + m * kKeys), sc);
-    __m512 v1 = _mm512_mul_ps(_mm512_loadu_ps(ws.s + m * kKeys + 16), sc);
-    __mmask16 ok0 = 0xFFFF, ok1 = 0xFFFF;
-    if (edge) {  // key offsets within the block vs this row's visible range [lo, hi]
-      const int64_t hi = pos0 + m - key0;
-      const int64_t lo = window > 0 ? hi - window + 1 : -1;
-      const __m512i h = _mm512_set1_epi32(static_cast<int>(std::clamp<int64_t>(hi, -1, 64)));
-      const __m512i l = _mm512_set1_epi32(static_cast<int>(std::clamp<int64_t>(lo, -1, 64)));
-      const __m512i k1 = _mm512_add_epi32(iota, _mm512_set1_epi32(16));
-      ok0 = _mm512_cmple_epi32_mask(iota, h) & _mm512_cmpge_epi32_mask(iota, l);
-      ok1 = _mm512_cmple_epi32_mask(k1, h) & _mm512_cmpge_epi32_mask(k1, l);
-      v0 = _mm512_mask_mov_ps(neg, ok0, v0);
-      v1 = _mm512_mask_mov_ps(neg, ok1, v1);
+  const __m512 old_max = _mm512_load_ps(ws.mx);
+  __m512 mx0 = old_max, mx1 = old_max;
+  for (int k = 0; k < nsub * kKeys; k += 2) {  // scale (and mask) in place; the new max
+    __m512 t0 = _mm512_mul_ps(_mm512_load_ps(ws.s + k * kRows), c);
+    __m512 t1 = _mm512_mul_ps(_mm512_load_ps(ws.s + (k + 1) * kRows), c);
+    if (edge >> (k / kKeys) & 1u) {  // row m sees key iff key - window < pos0 + m <= ... 
+      const int64_t rel = key0 + k - pos0;  // key k visible from rows m >= rel
+      const auto lo = [](int64_t x) { return _mm512_set1_epi32(static_cast<int>(std::clamp<int64_t>(x, -1, 17))); };
+      __mmask16 ok0 = _mm512_cmpge_epi32_mask(iota, lo(rel));
+      __mmask16 ok1 = _mm512_cmpge_epi32_mask(iota, lo(rel + 1));
+      if (window > 0) {
+        ok0 &= _mm512_cmplt_epi32_mask(iota, lo(rel + window));
+        ok1 &= _mm512_cmplt_epi32_mask(iota, lo(rel + 1 + window));
+      }
+      t0 = _mm512_mask_mov_ps(neg, ok0, t0);
+      t1 = _mm512_mask_mov_ps(neg, ok1, t1);
     }
-    const float new_max = std::max(ws.mx[m], _mm512_reduce_max_ps(_mm512_max_ps(v0, v1)));
-    const __m512 nm = _mm512_set1_ps(new_max);
-    const __m512 e0 = _mm512_maskz_mov_ps(ok0, exp512(_mm512_sub_ps(v0, nm)));
-    const __m512 e1 = _mm512_maskz_mov_ps(ok1, exp512(_mm512_sub_ps(v1, nm)));
-    const float corr = std::exp(ws.mx[m] - new_max);
-    ws.den[m] = ws.den[m] * corr + _mm512_reduce_add_ps(_mm512_add_ps(e0, e1));
-    ws.mx[m] = new_max;
-    const __m512bh pb = _mm512_cvtne2ps_pbh(e1, e0);  // keys 0..15 low, 16..31 high
-    _mm512_store_si512(ws.p + m * kKeys, reinterpret_cast<const __m512i&>(pb));
-    if (corr != 1.f) {
-      const __m512 c = _mm512_set1_ps(corr);
-      for (int d = 0; d < D; d += 16)
-        _mm512_storeu_ps(ws.o + m * D + d, _mm512_mul_ps(_mm512_loadu_ps(ws.o + m * D + d), c));
+    _mm512_store_ps(ws.s + k * kRows, t0);
+    _mm512_store_ps(ws.s + (k + 1) * kRows, t1);
+    mx0 = _mm512_max_ps(mx0, t0);
+    mx1 = _mm512_max_ps(mx1, t1);
+  }
+  const __m512 new_max = _mm512_max_ps(mx0, mx1);
+  const __m512 corr = exp2_512(_mm512_sub_ps(old_max, new_max));
+  // pairs of keys -> one 32 x bf16 row of P^T: [p_k0 m0, p_k1 m0, p_k0 m1, ...]
+  const __m512i interleave = _mm512_set_epi16(
+      31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8,
+      23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+  __m512 sum0 = _mm512_setzero_ps(), sum1 = _mm512_setzero_ps();
+  for (int k = 0; k < nsub * kKeys; k += 2) {
+    const __m512 t0 = _mm512_load_ps(ws.s + k * kRows);
+    const __m512 t1 = _mm512_load_ps(ws.s + (k + 1) * kRows);
+    __m512 p0 = exp2_512(_mm512_sub_ps(t0, new_max));
+    __m512 p1 = exp2_512(_mm512_sub_ps(t1, new_max));
+    if (edge >> (k / kKeys) & 1u) {  // masked keys of rows that saw nothing yet: exp2(0)
+      p0 = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(t0, neg, _CMP_GT_OQ), p0);
+      p1 = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(t1, neg, _CMP_GT_OQ), p1);
     }
+    sum0 = _mm512_add_ps(sum0, p0);
+    sum1 = _mm512_add_ps(sum1, p1);
+    const __m512bh pb = _mm512_cvtne2ps_pbh(p1, p0);  // p0's 16 rows low, p1's high
+    _mm512_store_si512(ws.pt + k * kRows,
+                       _mm512_permutexvar_epi16(interleave, reinterpret_cast<const __m512i&>(pb)));
+  }
+  _mm512_store_ps(ws.den, _mm512_fmadd_ps(_mm512_load_ps(ws.den), corr, _mm512_add_ps(sum0, sum1)));
+  _mm512_store_ps(ws.mx, new_max);
+  if (_mm512_cmp_ps_mask(corr, _mm512_set1_ps(1.f), _CMP_NEQ_UQ) != 0)  // a max moved
+    for (int d = 0; d < D; ++d)
+      _mm512_store_ps(ws.ot + d * kRows, _mm512_mul_ps(_mm512_load_ps(ws.ot + d * kRows), corr));
+}
+
+// out rows = (O^T / den)^T, rows past n not written
+template <int D>
+void finish_tile(uint16_t* out, int64_t row_stride, int n, Workspace& ws) {
+  const __m512 den = _mm512_load_ps(ws.den);
+  const __m512 inv = _mm512_maskz_div_ps(_mm512_cmp_ps_mask(den, _mm512_setzero_ps(), _CMP_GT_OQ),
+                                         _mm512_set1_ps(1.f), den);
+  for (int c = 0; c < D / 16; ++c) {
+    __m512i r[16];
+    for (int i = 0; i < 16; ++i)
+      r[i] = _mm512_castps_si512(_mm512_mul_ps(_mm512_load_ps(ws.ot + (16 * c + i) * kRows), inv));
+    transpose16(r);
+    for (int m = 0; m < n; ++m) store16(_mm512_castsi512_ps(r[m]), out + m * row_stride + 16 * c);
   }
 }
 
@@ -143,38 +184,33 @@ void run_item(const uint16_t* q, uint16_t* out, const uint16_t* k_cache, const u
     const int64_t key_end = std::min(pos1, ctx_len - 1) + 1;
     for (int64_t h = 0; h < group; ++h) {
       const int64_t head = it.kv_head * group + h;
-      for (int m = 0; m < kRows; ++m) {
-        uint16_t* dst = ws.q + m * D;
-        if (m < n)
-          std::memcpy(dst, q + (row0 + r + m) * s.q_row_stride + head * D, D * 2);
-        else
-          std::memset(dst, 0, D * 2);
-        std::fill(ws.o + m * D, ws.o + (m + 1) * D, 0.f);
-        ws.mx[m] = -1e30f;
-        ws.den[m] = 0.f;
-      }
-      for (int64_t j = key_begin; j < key_end; j += kKeys) {
+      start_tile<D>(q + (row0 + r) * s.q_row_stride + head * D, s.q_row_stride, n, ws);
+      for (int64_t j = key_begin; j < key_end; j += kSubs * kKeys) {
+        const int nsub = static_cast<int>(std::min<int64_t>(kSubs, (key_end - j + kKeys - 1) / kKeys));
         const uint16_t* kp = ws.kpack.data() + (j - k0) * D;
-        const uint16_t* vp = ws.vpack.data() + (j - k0) * D;
-        const bool edge = j + kKeys - 1 > pos0 || (window > 0 && j < pos1 - window + 1);
+        const uint16_t* vt = ws.vpack.data() + (j - k0) * D;
+        unsigned edge = 0;
+        for (int i = 0; i < nsub; ++i) {
+          const int64_t b = j + i * kKeys;
+          if (b + kKeys - 1 > pos0 || (window > 0 && b < pos1 - window + 1)) edge |= 1u << i;
 #if defined(SPLITSERVE_HAVE_AMX)
-        if constexpr (Amx) scores_amx<D>(ws.q, kp, ws.s); else scores_avx<D>(ws.q, kp, ws.s);
-#else
-        scores_avx<D>(ws.q, kp, ws.s);
+          if constexpr (Amx) {
+            scores_amx<D>(ws.qt, kp + i * kKeys * D, ws.s + i * kKeys * kRows);
+            continue;
+          }
 #endif
-        softmax_tile<D>(ws, s.scale, edge, j, pos0, window);
+          scores_avx<D>(ws.qt, kp + i * kKeys * D, ws.s + i * kKeys * kRows);
+        }
+        softmax_tile<D>(ws, s.scale, nsub, edge, j, pos0, window);
 #if defined(SPLITSERVE_HAVE_AMX)
-        if constexpr (Amx) pv_amx<D>(ws.p, vp, ws.o); else pv_avx<D>(ws.p, vp, ws.o);
-#else
-        pv_avx<D>(ws.p, vp, ws.o);
+        if constexpr (Amx) {
+          pv_amx<D>(ws.pt, vt, nsub, ws.ot);
+          continue;
+        }
 #endif
+        pv_avx<D>(ws.pt, vt, nsub, ws.ot);
       }
-      for (int m = 0; m < n; ++m) {
-        const __m512 inv = _mm512_set1_ps(ws.den[m] > 0.f ? 1.f / ws.den[m] : 0.f);
-        uint16_t* dst = out + (row0 + r + m) * s.out_row_stride + head * D;
-        for (int d = 0; d < D; d += 16)
-          store16(_mm512_mul_ps(_mm512_loadu_ps(ws.o + m * D + d), inv), dst + d);
-      }
+      finish_tile<D>(out + (row0 + r) * s.out_row_stride + head * D, s.out_row_stride, n, ws);
     }
   }
 }

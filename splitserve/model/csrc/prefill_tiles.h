@@ -1,16 +1,21 @@
-// Tile kernels of the bfloat16 prefill attention (prefill_attn.cpp): a tile is 16 query rows
-// of one head against a block of 32 keys. Two implementations of the same two products,
-// on the same packed K/V layouts:
-// * AMX (`_tile_dpbf16ps`): one 16x16x32 product per instruction;
-// * AVX512-BF16 (`vdpbf16ps`): a query's dimension pair broadcast against 16 keys' pairs.
-//
-// Packed layouts, per KV head, for keys counted from the pack's first key (a multiple of
-// 32), both in the "VNNI" form the B operand of both instructions wants (pairs of the
-// reduced dimension next to each other, 16 output columns per 64-byte row):
-//   K: [key block][half: 16 keys][D/32 dim chunk][16 dim pairs][16 keys][2 dims]
-//   V: [key block][D/16 dim chunk][16 key pairs][16 dims][2 keys]
-// so each (half, chunk) of K and each chunk of V is one 16 x 64-byte tile (1 KiB), and a
-// key block of either is 32 * D elements.
+// Tile kernels of the bfloat16 prefill attention (prefill_attn.cpp). A tile is 16 query
+// rows of one head; keys come in blocks of 32. Everything is computed transposed, keys (or
+// head dims) down and the 16 query rows across, so that a 16-lane vector holds one value
+// of each query row: the online softmax's running max, rescale and denominator are then
+// plain lane-wise vector ops, with no horizontal reductions.
+//   S^T = K . Q^T    (A: 16 keys x 32 dims of K, row-major; B: Q^T in pair form)
+//   O^T += V^T . P^T (A: 16 dims x 32 keys of V^T;          B: P^T in pair form)
+// "Pair form" is the B layout both AMX `_tile_dpbf16ps` and AVX512-BF16 `vdpbf16ps` want:
+// each 64-byte row holds, for 16 output columns, two consecutive elements of the reduced
+// dimension. Layouts (bf16 unless noted; every tile 16 rows x 64 bytes = 512 elements):
+//   qt  Q^T:  [D/32 chunk][16 dim pairs][16 rows][2]
+//   kp  K:    [32 keys][D] per key block (row-major copy of the cache rows)
+//   vt  V^T:  [D][32 keys] per key block
+//   s   S^T:  [32 keys][16 rows] float32 per key block
+//   pt  P^T:  [16 key pairs][16 rows][2] per key block
+//   ot  O^T:  [D][16 rows] float32
+// Two implementations of the products: AMX (one 16x16x32 product per instruction) and
+// AVX512-BF16 (a broadcast pair of A against the 16 columns of B).
 #pragma once
 
 #if defined(__AVX512BF16__)
@@ -26,58 +31,89 @@
 
 namespace splitserve::prefill {
 
-constexpr int kRows = 16;  // query rows per tile
-constexpr int kKeys = 32;  // keys per block
-constexpr int kTileElems = 512;  // bfloat16 elements in one 16 x 64-byte tile
+constexpr int kRows = 16;        // query rows per tile
+constexpr int kKeys = 32;        // keys per block
+constexpr int kSubs = 4;         // key blocks per online-softmax update
+constexpr int kTileElems = 512;  // bf16 elements (or 256 floats) in one tile
 
 inline __m512bh as_bh(__m512i x) { return reinterpret_cast<__m512bh&>(x); }
 
-// s[16][32] = q[16][D] . K^T for one key block (float32 sums of exact bf16 products)
-template <int D>
-inline void scores_avx(const uint16_t* q, const uint16_t* kp, float* s) {
-  constexpr int C = D / 32;
-  const uint32_t* q32 = reinterpret_cast<const uint32_t*>(q);
-  for (int m = 0; m < kRows; m += 4) {  // 4 rows x 2 halves: 8 independent sums
-    __m512 acc[4][2];
-    for (int r = 0; r < 4; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
-    for (int c = 0; c < C; ++c) {
-      for (int p = 0; p < 16; ++p) {
-        const __m512i k0 = _mm512_loadu_si512(kp + (c * 16 + p) * 32);
-        const __m512i k1 = _mm512_loadu_si512(kp + ((C + c) * 16 + p) * 32);
-        for (int r = 0; r < 4; ++r) {
-          const __m512i qb = _mm512_set1_epi32(static_cast<int>(q32[(m + r) * D / 2 + c * 16 + p]));
-          acc[r][0] = _mm512_dpbf16_ps(acc[r][0], as_bh(qb), as_bh(k0));
-          acc[r][1] = _mm512_dpbf16_ps(acc[r][1], as_bh(qb), as_bh(k1));
-        }
-      }
-    }
-    for (int r = 0; r < 4; ++r) {
-      _mm512_storeu_ps(s + (m + r) * kKeys, acc[r][0]);
-      _mm512_storeu_ps(s + (m + r) * kKeys + 16, acc[r][1]);
-    }
+// 16 x 16 32-bit transpose in registers: r[i] lane j <- r[j] lane i
+inline void transpose16(__m512i r[16]) {
+  __m512i t[16];
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+  }
+  for (int i = 0; i < 4; ++i) {
+    r[4 * i] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
+    r[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
+    r[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
+    r[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
+  }
+  for (int i = 0; i < 4; ++i) {
+    t[i] = _mm512_shuffle_i32x4(r[i], r[i + 4], 0x88);
+    t[i + 4] = _mm512_shuffle_i32x4(r[i], r[i + 4], 0xDD);
+    t[i + 8] = _mm512_shuffle_i32x4(r[i + 8], r[i + 12], 0x88);
+    t[i + 12] = _mm512_shuffle_i32x4(r[i + 8], r[i + 12], 0xDD);
+  }
+  for (int i = 0; i < 4; ++i) {
+    r[i] = _mm512_shuffle_i32x4(t[i], t[i + 8], 0x88);
+    r[i + 8] = _mm512_shuffle_i32x4(t[i], t[i + 8], 0xDD);
+    r[i + 4] = _mm512_shuffle_i32x4(t[i + 4], t[i + 12], 0x88);
+    r[i + 12] = _mm512_shuffle_i32x4(t[i + 4], t[i + 12], 0xDD);
   }
 }
 
-// o[16][D] += p[16][32] . V for one key block (p bfloat16, o float32)
+// 2^x: n = round(x), 2^(x - n) by its degree-5 Taylor polynomial (relative error < 3e-6,
+// far below the bf16 rounding of the probabilities), times 2^n; x = -1e30 gives 0.
+inline __m512 exp2_512(__m512 x) {
+  const __m512 n = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __m512 f = _mm512_sub_ps(x, n);
+  __m512 p = _mm512_set1_ps(1.3333558146428443e-3f);
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.618129107628477e-3f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.550410866482158e-2f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.2402265069591007f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.6931471805599453f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.f));
+  return _mm512_scalef_ps(p, n);
+}
+
+// s = S^T of one key block: s[k][m] = K[k] . Q[m] (float32 sums of exact bf16 products)
 template <int D>
-inline void pv_avx(const uint16_t* p, const uint16_t* vp, float* o) {
-  constexpr int C = D / 16;
-  const uint32_t* p32 = reinterpret_cast<const uint32_t*>(p);
-  for (int m = 0; m < kRows; m += 2) {
-    __m512 acc[2][C];
-    for (int r = 0; r < 2; ++r)
-      for (int c = 0; c < C; ++c) acc[r][c] = _mm512_loadu_ps(o + (m + r) * D + 16 * c);
-    for (int kp = 0; kp < 16; ++kp) {
-      const __m512i p0 = _mm512_set1_epi32(static_cast<int>(p32[m * 16 + kp]));
-      const __m512i p1 = _mm512_set1_epi32(static_cast<int>(p32[(m + 1) * 16 + kp]));
-      for (int c = 0; c < C; ++c) {
-        const __m512i v = _mm512_loadu_si512(vp + (c * 16 + kp) * 32);
-        acc[0][c] = _mm512_dpbf16_ps(acc[0][c], as_bh(p0), as_bh(v));
-        acc[1][c] = _mm512_dpbf16_ps(acc[1][c], as_bh(p1), as_bh(v));
+inline void scores_avx(const uint16_t* qt, const uint16_t* kp, float* s) {
+  constexpr int C = D / 32;
+  for (int k = 0; k < kKeys; k += 8) {  // 8 keys: 8 independent sums per Q^T row
+    const uint32_t* k32 = reinterpret_cast<const uint32_t*>(kp + k * D);
+    __m512 acc[8];
+    for (int i = 0; i < 8; ++i) acc[i] = _mm512_setzero_ps();
+    for (int dp = 0; dp < C * 16; ++dp) {
+      const __m512i q = _mm512_loadu_si512(qt + dp * 32);
+      for (int i = 0; i < 8; ++i)
+        acc[i] = _mm512_dpbf16_ps(
+            acc[i], as_bh(_mm512_set1_epi32(static_cast<int>(k32[i * D / 2 + dp]))), as_bh(q));
+    }
+    for (int i = 0; i < 8; ++i) _mm512_storeu_ps(s + (k + i) * kRows, acc[i]);
+  }
+}
+
+// ot += V^T . P^T over nsub consecutive key blocks (vt and pt of block j at j * 32 * D and
+// j * 512)
+template <int D>
+inline void pv_avx(const uint16_t* pt, const uint16_t* vt, int nsub, float* ot) {
+  for (int d = 0; d < D; d += 8) {
+    __m512 acc[8];
+    for (int i = 0; i < 8; ++i) acc[i] = _mm512_loadu_ps(ot + (d + i) * kRows);
+    for (int j = 0; j < nsub; ++j) {
+      const uint32_t* v32 = reinterpret_cast<const uint32_t*>(vt + j * kKeys * D + d * kKeys);
+      for (int kp = 0; kp < 16; ++kp) {
+        const __m512i p = _mm512_loadu_si512(pt + j * kTileElems + kp * 32);
+        for (int i = 0; i < 8; ++i)
+          acc[i] = _mm512_dpbf16_ps(
+              acc[i], as_bh(_mm512_set1_epi32(static_cast<int>(v32[i * 16 + kp]))), as_bh(p));
       }
     }
-    for (int r = 0; r < 2; ++r)
-      for (int c = 0; c < C; ++c) _mm512_storeu_ps(o + (m + r) * D + 16 * c, acc[r][c]);
+    for (int i = 0; i < 8; ++i) _mm512_storeu_ps(ot + (d + i) * kRows, acc[i]);
   }
 }
 
@@ -99,8 +135,7 @@ struct alignas(64) TileConfig {
   uint8_t rows[16];
 };
 
-// Every tile 16 rows x 64 bytes: A (16 rows x 32 bf16), B (16 pairs x 16 columns) and C
-// (16 x 16 float32) all have that shape. Per thread; call before the tile kernels.
+// Every tile 16 rows x 64 bytes (A, B and C operands alike). Per thread, before use.
 inline void amx_configure() {
   TileConfig cfg{};
   cfg.palette = 1;
@@ -114,34 +149,35 @@ inline void amx_configure() {
 inline void amx_release() { _tile_release(); }
 
 template <int D>
-inline void scores_amx(const uint16_t* q, const uint16_t* kp, float* s) {
-  constexpr int C = D / 32;
+inline void scores_amx(const uint16_t* qt, const uint16_t* kp, float* s) {
   _tile_zero(0);
   _tile_zero(1);
-  for (int c = 0; c < C; ++c) {
-    _tile_loadd(2, q + 32 * c, D * 2);
-    _tile_loadd(3, kp + c * kTileElems, 64);
-    _tile_loadd(4, kp + (C + c) * kTileElems, 64);
-    _tile_dpbf16ps(0, 2, 3);
-    _tile_dpbf16ps(1, 2, 4);
+  for (int c = 0; c < D / 32; ++c) {
+    _tile_loadd(2, qt + c * kTileElems, 64);
+    _tile_loadd(3, kp + 32 * c, D * 2);
+    _tile_loadd(4, kp + 16 * D + 32 * c, D * 2);
+    _tile_dpbf16ps(0, 3, 2);
+    _tile_dpbf16ps(1, 4, 2);
   }
-  _tile_stored(0, s, kKeys * 4);
-  _tile_stored(1, s + 16, kKeys * 4);
+  _tile_stored(0, s, 64);
+  _tile_stored(1, s + 16 * kRows, 64);
 }
 
 template <int D>
-inline void pv_amx(const uint16_t* p, const uint16_t* vp, float* o) {
-  constexpr int C = D / 16;
-  _tile_loadd(5, p, 64);
-  for (int c = 0; c < C; c += 2) {  // two accumulators in flight
-    _tile_loadd(6, o + 16 * c, D * 4);
-    _tile_loadd(7, vp + c * kTileElems, 64);
-    _tile_loadd(0, o + 16 * (c + 1), D * 4);
-    _tile_loadd(1, vp + (c + 1) * kTileElems, 64);
-    _tile_dpbf16ps(6, 5, 7);
-    _tile_dpbf16ps(0, 5, 1);
-    _tile_stored(6, o + 16 * c, D * 4);
-    _tile_stored(0, o + 16 * (c + 1), D * 4);
+inline void pv_amx(const uint16_t* pt, const uint16_t* vt, int nsub, float* ot) {
+  for (int c = 0; c < D / 16; c += 2) {  // two accumulators in flight
+    _tile_loadd(6, ot + c * 256, 64);
+    _tile_loadd(0, ot + (c + 1) * 256, 64);
+    for (int j = 0; j < nsub; ++j) {
+      const uint16_t* vb = vt + j * kKeys * D;
+      _tile_loadd(5, pt + j * kTileElems, 64);
+      _tile_loadd(7, vb + c * kTileElems, 64);
+      _tile_loadd(1, vb + (c + 1) * kTileElems, 64);
+      _tile_dpbf16ps(6, 7, 5);
+      _tile_dpbf16ps(0, 1, 5);
+    }
+    _tile_stored(6, ot + c * 256, 64);
+    _tile_stored(0, ot + (c + 1) * 256, 64);
   }
 }
 
