@@ -41,8 +41,20 @@ struct Item {
   int64_t seq, kv_head, row_begin, row_end, cost;
 };
 
+// 64-byte aligned bf16 buffer: a tile row that straddles two cache lines loads at half speed
+class Packed {
+ public:
+  void resize(size_t n) { buf_.resize(n + 32); }
+  uint16_t* data() {
+    return reinterpret_cast<uint16_t*>((reinterpret_cast<uintptr_t>(buf_.data()) + 63) & ~uintptr_t(63));
+  }
+
+ private:
+  std::vector<uint16_t> buf_;
+};
+
 struct Workspace {
-  std::vector<uint16_t> kpack, vpack;  // K row-major, V^T per key block
+  Packed kpack, vpack;  // K row-major, V^T per key block
   alignas(64) uint16_t qt[4 * kTileElems];
   alignas(64) float s[kSubs * kKeys * kRows];
   alignas(64) uint16_t pt[kSubs * kTileElems];
@@ -98,25 +110,25 @@ inline void softmax_tile(Workspace& ws, float scale, int nsub, unsigned edge, in
                          int64_t pos0, int64_t window) {
   const __m512 c = _mm512_set1_ps(scale * 1.4426950408889634f), neg = _mm512_set1_ps(-1e30f);
   const __m512i iota = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+  // rows that see key key0 + k: m >= k - (pos0 - key0), and m < that + window
+  const auto visible = [&](int k) {
+    const auto at = [&](int64_t x) {
+      return _mm512_set1_epi32(static_cast<int>(std::clamp<int64_t>(x, -1, 17)));
+    };
+    const int64_t rel = key0 + k - pos0;
+    __mmask16 ok = _mm512_cmpge_epi32_mask(iota, at(rel));
+    if (window > 0) ok &= _mm512_cmplt_epi32_mask(iota, at(rel + window));
+    return ok;
+  };
   const __m512 old_max = _mm512_load_ps(ws.mx);
   __m512 mx0 = old_max, mx1 = old_max;
-  for (int k = 0; k < nsub * kKeys; k += 2) {  // scale (and mask) in place; the new max
+  for (int k = 0; k < nsub * kKeys; k += 2) {  // max of the scaled scores (log2 units)
     __m512 t0 = _mm512_mul_ps(_mm512_load_ps(ws.s + k * kRows), c);
     __m512 t1 = _mm512_mul_ps(_mm512_load_ps(ws.s + (k + 1) * kRows), c);
-    if (edge >> (k / kKeys) & 1u) {  // row m sees key iff key - window < pos0 + m <= ... 
-      const int64_t rel = key0 + k - pos0;  // key k visible from rows m >= rel
-      const auto lo = [](int64_t x) { return _mm512_set1_epi32(static_cast<int>(std::clamp<int64_t>(x, -1, 17))); };
-      __mmask16 ok0 = _mm512_cmpge_epi32_mask(iota, lo(rel));
-      __mmask16 ok1 = _mm512_cmpge_epi32_mask(iota, lo(rel + 1));
-      if (window > 0) {
-        ok0 &= _mm512_cmplt_epi32_mask(iota, lo(rel + window));
-        ok1 &= _mm512_cmplt_epi32_mask(iota, lo(rel + 1 + window));
-      }
-      t0 = _mm512_mask_mov_ps(neg, ok0, t0);
-      t1 = _mm512_mask_mov_ps(neg, ok1, t1);
+    if (edge >> (k / kKeys) & 1u) {
+      t0 = _mm512_mask_mov_ps(neg, visible(k), t0);
+      t1 = _mm512_mask_mov_ps(neg, visible(k + 1), t1);
     }
-    _mm512_store_ps(ws.s + k * kRows, t0);
-    _mm512_store_ps(ws.s + (k + 1) * kRows, t1);
     mx0 = _mm512_max_ps(mx0, t0);
     mx1 = _mm512_max_ps(mx1, t1);
   }
@@ -127,14 +139,12 @@ inline void softmax_tile(Workspace& ws, float scale, int nsub, unsigned edge, in
       31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8,
       23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
   __m512 sum0 = _mm512_setzero_ps(), sum1 = _mm512_setzero_ps();
-  for (int k = 0; k < nsub * kKeys; k += 2) {
-    const __m512 t0 = _mm512_load_ps(ws.s + k * kRows);
-    const __m512 t1 = _mm512_load_ps(ws.s + (k + 1) * kRows);
-    __m512 p0 = exp2_512(_mm512_sub_ps(t0, new_max));
-    __m512 p1 = exp2_512(_mm512_sub_ps(t1, new_max));
-    if (edge >> (k / kKeys) & 1u) {  // masked keys of rows that saw nothing yet: exp2(0)
-      p0 = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(t0, neg, _CMP_GT_OQ), p0);
-      p1 = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(t1, neg, _CMP_GT_OQ), p1);
+  for (int k = 0; k < nsub * kKeys; k += 2) {  // p = 2^(s c - max), masked keys 0
+    __m512 p0 = exp2_512(_mm512_fmsub_ps(_mm512_load_ps(ws.s + k * kRows), c, new_max));
+    __m512 p1 = exp2_512(_mm512_fmsub_ps(_mm512_load_ps(ws.s + (k + 1) * kRows), c, new_max));
+    if (edge >> (k / kKeys) & 1u) {
+      p0 = _mm512_maskz_mov_ps(visible(k), p0);
+      p1 = _mm512_maskz_mov_ps(visible(k + 1), p1);
     }
     sum0 = _mm512_add_ps(sum0, p0);
     sum1 = _mm512_add_ps(sum1, p1);
@@ -195,7 +205,8 @@ void run_item(const uint16_t* q, uint16_t* out, const uint16_t* k_cache, const u
           if (b + kKeys - 1 > pos0 || (window > 0 && b < pos1 - window + 1)) edge |= 1u << i;
 #if defined(SPLITSERVE_HAVE_AMX)
           if constexpr (Amx) {
-            scores_amx<D>(ws.qt, kp + i * kKeys * D, ws.s + i * kKeys * kRows);
+            if (i % 2 == 0)
+              scores_amx<D>(ws.qt, kp + i * kKeys * D, ws.s + i * kKeys * kRows, i + 1 < nsub);
             continue;
           }
 #endif
@@ -245,7 +256,7 @@ void prefill(const uint16_t* q, uint16_t* out, const uint16_t* cache, const int6
   {
     Workspace ws;
     ws.kpack.resize(static_cast<size_t>((max_ctx + 2 * kKeys) * D));
-    ws.vpack.resize(ws.kpack.size());
+    ws.vpack.resize(static_cast<size_t>((max_ctx + 2 * kKeys) * D));
 #if defined(SPLITSERVE_HAVE_AMX)
     if constexpr (Amx) amx_configure();
 #endif
