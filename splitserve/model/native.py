@@ -109,8 +109,8 @@ _ROTARY_ARGS = [_PTR, _PTR, _PTR, _I64, _I64, _I64, _I64, ctypes.c_int]
 _SILU_ARGS = [_PTR, _PTR, _I64, _I64, ctypes.c_int]
 _DECODE_ARGS = [_PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _I64, _I64, _I64, _I64, _I64, _I64, _I64,
                 _I64, _I64, _I64, ctypes.c_float, ctypes.c_int, ctypes.c_int]
-_PREFILL_ARGS = [_PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _I64, _I64, _I64, _I64, _I64, _I64,
-                 _I64, _I64, _I64, _I64, ctypes.c_float, ctypes.c_int, ctypes.c_int]
+_PREFILL_ARGS: list[Any] = [*[_PTR] * 7, *[_I64] * 10, ctypes.c_float, ctypes.c_int,
+                            ctypes.c_int]
 
 
 @lru_cache(maxsize=1)
