@@ -7,6 +7,10 @@ list of blocks (its block table), so token position p lives in block
 tokens' K/V into their slots (`slot_mapping`), so the cache always holds each sequence's whole
 context. Then each sequence attends from its new queries to its context:
 
+* prefill chunks of a bf16 model on a CPU with AVX512-BF16 (head_dim 64 or 128) all go to
+  one call of the C++ flash-attention kernel in `native.py` (AMX tiles where the CPU has
+  them): fresh or continuing a cached prefix alike, it reads every key in place from the
+  cache through the block table, with the shifted causal mask below. Elsewhere:
 * a prefill chunk with no cached prefix attends to its own fresh K/V with a plain causal mask
   (nothing needs to be read back from the cache);
 * a prefill chunk that continues a cached prefix gathers its context blocks from the cache

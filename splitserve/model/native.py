@@ -37,7 +37,8 @@ log = logging.getLogger(__name__)
 CSRC = Path(__file__).resolve().parent / "csrc"
 SOURCES = (CSRC / "paged_decode.cpp", CSRC / "fused_ops.cpp", CSRC / "prefill_attn.cpp")
 # included by the sources: part of the cache key
-HEADERS = (CSRC / "dtype.h", CSRC / "simd.h", CSRC / "decode_bf16.h", CSRC / "prefill_tiles.h")
+HEADERS = (CSRC / "dtype.h", CSRC / "simd.h", CSRC / "decode_bf16.h", CSRC / "prefill_tiles.h",
+           CSRC / "prefill_stages.h")
 ABI_VERSION = 5
 # -ffast-math at compile time only: linked, gcc 12 adds crtfastmath.o, which turns on
 # flush-to-zero for the whole process (torch's numerics included) when the library loads.
