@@ -20,6 +20,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <vector>
 
 #include "dtype.h"
@@ -69,8 +70,8 @@ void run_item(const uint16_t* q, uint16_t* out, const uint16_t* k_cache, const u
       start_tile<D>(q + (row0 + r) * s.q_row_stride + head * D, s.q_row_stride, n, ws);
       for (int64_t j = key_begin; j < key_end; j += kSubs * kKeys) {
         const int nsub = static_cast<int>(std::min<int64_t>(kSubs, (key_end - j + kKeys - 1) / kKeys));
-        const uint16_t* kp = ws.kpack.data() + (j - k0) * D;
-        const uint16_t* vt = ws.vpack.data() + (j - k0) * D;
+        const uint16_t* kp = ws.kpack + (j - k0) * D;
+        const uint16_t* vt = ws.vpack + (j - k0) * D;
         unsigned edge = 0;
         for (int i = 0; i < nsub; ++i) {
           const int64_t b = j + i * kKeys;
@@ -127,8 +128,9 @@ void prefill(const uint16_t* q, uint16_t* out, const uint16_t* cache, const int6
 #pragma omp parallel num_threads(std::max<int64_t>(1, std::min<int64_t>(num_threads, num_items)))
   {
     Workspace ws;
-    ws.kpack.resize(static_cast<size_t>((max_ctx + 2 * kKeys) * D));
-    ws.vpack.resize(static_cast<size_t>((max_ctx + 2 * kKeys) * D));
+    static thread_local Packed kpack, vpack;
+    ws.kpack = kpack.reserve(static_cast<size_t>((max_ctx + 2 * kKeys) * D));
+    ws.vpack = vpack.reserve(static_cast<size_t>((max_ctx + 2 * kKeys) * D));
 #if defined(SPLITSERVE_HAVE_AMX)
     if constexpr (Amx) amx_configure();
 #endif

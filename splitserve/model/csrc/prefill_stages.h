@@ -7,20 +7,28 @@ struct Item {
   int64_t seq, kv_head, row_begin, row_end, cost;
 };
 
-// 64-byte aligned bf16 buffer: a tile row that straddles two cache lines loads at half speed
+// 64-byte aligned bf16 buffer (a tile row that straddles two cache lines loads at half
+// speed) that only grows: one per OpenMP thread, kept between calls, so a call neither
+// zero-fills nor page-faults in fresh memory.
 class Packed {
  public:
-  void resize(size_t n) { buf_.resize(n + 32); }
-  uint16_t* data() {
-    return reinterpret_cast<uint16_t*>((reinterpret_cast<uintptr_t>(buf_.data()) + 63) & ~uintptr_t(63));
+  uint16_t* reserve(size_t n) {
+    if (n > capacity_) {
+      buf_.reset(new uint16_t[n + 32]);
+      capacity_ = n;
+    }
+    return reinterpret_cast<uint16_t*>(
+        (reinterpret_cast<uintptr_t>(buf_.get()) + 63) & ~uintptr_t(63));
   }
 
  private:
-  std::vector<uint16_t> buf_;
+  std::unique_ptr<uint16_t[]> buf_;
+  size_t capacity_ = 0;
 };
 
 struct Workspace {
-  Packed kpack, vpack;  // K row-major, V^T per key block
+  uint16_t* kpack;  // K row-major
+  uint16_t* vpack;  // V^T per key block
   alignas(64) uint16_t qt[4 * kTileElems];
   alignas(64) float s[kSubs * kKeys * kRows];
   alignas(64) uint16_t pt[kSubs * kTileElems];
@@ -45,14 +53,14 @@ void pack_kv(const uint16_t* k_cache, const uint16_t* v_cache, const int64_t* ta
       const int64_t j = g + i;
       src[i] = j < ctx_len ? k_cache + (table[j / bs] * bs + j % bs) * kv_row + kv_head * D
                            : nullptr;
-      uint16_t* kdst = ws.kpack.data() + (local + i) * D;
+      uint16_t* kdst = ws.kpack + (local + i) * D;
       if (src[i] != nullptr)
         std::memcpy(kdst, src[i], D * 2);
       else
         std::memset(kdst, 0, D * 2);
     }
     const int64_t v_offset = v_cache - k_cache;
-    uint16_t* vt = ws.vpack.data() + local / kKeys * kKeys * D + local % kKeys;
+    uint16_t* vt = ws.vpack + local / kKeys * kKeys * D + local % kKeys;
     for (int c = 0; c < D / 32; ++c) {
       __m512i r[16];
       for (int i = 0; i < 16; ++i)
