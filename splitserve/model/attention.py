@@ -257,7 +257,10 @@ def paged_attention(
 
     Side effect: writes k/v into `kv_cache` at `slot_mapping` first.
     """
-    write_kv(kv_cache, slot_mapping, k, v)
+    if plan.native_decode:  # the model chose the native kernels for this dtype / device
+        native.write_kv(kv_cache, slot_mapping, k, v)
+    else:
+        write_kv(kv_cache, slot_mapping, k, v)
     if plan.native_decode and plan.decodes:
         d = plan.decodes[0]
         assert d.ctx_lens is not None

@@ -35,11 +35,12 @@ import torch
 log = logging.getLogger(__name__)
 
 CSRC = Path(__file__).resolve().parent / "csrc"
-SOURCES = (CSRC / "paged_decode.cpp", CSRC / "fused_ops.cpp", CSRC / "prefill_attn.cpp")
+SOURCES = (CSRC / "paged_decode.cpp", CSRC / "fused_ops.cpp", CSRC / "prefill_attn.cpp",
+           CSRC / "kv_write.cpp")
 # included by the sources: part of the cache key
 HEADERS = (CSRC / "dtype.h", CSRC / "simd.h", CSRC / "decode_bf16.h", CSRC / "prefill_tiles.h",
            CSRC / "prefill_stages.h")
-ABI_VERSION = 5
+ABI_VERSION = 6
 # -ffast-math at compile time only: linked, gcc 12 adds crtfastmath.o, which turns on
 # flush-to-zero for the whole process (torch's numerics included) when the library loads.
 COMPILE_FLAGS = ["-O3", "-march=native", "-mprefer-vector-width=512", "-ffast-math",
@@ -131,6 +132,8 @@ def load() -> ctypes.CDLL | None:
     lib.paged_prefill_bf16.argtypes = _PREFILL_ARGS
     lib.paged_prefill_bf16.restype = ctypes.c_int
     lib.splitserve_prefill_path.restype = ctypes.c_int
+    lib.write_kv_rows.argtypes = [*[_PTR] * 4, *[_I64] * 5, ctypes.c_int]
+    lib.write_kv_rows.restype = ctypes.c_int
     for suffix in ("f32", "bf16"):
         for name, args in (("paged_decode", _DECODE_ARGS), ("add_rms_norm", _NORM_ARGS),
                            ("rotary", _ROTARY_ARGS), ("silu_mul", _SILU_ARGS)):
@@ -175,6 +178,33 @@ def paged_decode(q: torch.Tensor, out: torch.Tensor, kv_cache: torch.Tensor,
        block_tables.data_ptr(), rows.shape[0], block_tables.shape[1], num_blocks, block_size,
        num_heads, num_kv_heads, head_dim, q.stride(0), out.stride(0),
        sliding_window or 0, scale, torch.get_num_threads(), int(generic))
+
+
+def write_kv(kv_cache: torch.Tensor, slot_mapping: torch.Tensor, k: torch.Tensor,
+             v: torch.Tensor) -> None:
+    """Scatter k/v [T, KVH, D] (rows may be strided, heads contiguous) into kv_cache
+    [2, num_blocks, block_size, KVH, D] (contiguous, same dtype) at flat slots [T] int64."""
+    _, num_blocks, block_size, num_kv_heads, head_dim = kv_cache.shape
+    row = (num_kv_heads, head_dim)
+    for name, t in (("k", k), ("v", v)):
+        if t.dim() != 3 or tuple(t.shape[1:]) != row or t.stride(-1) != 1 or \
+                t.stride(-2) != head_dim or t.dtype != kv_cache.dtype or t.device.type != "cpu":
+            raise ValueError(f"{name} must be a CPU [T, {num_kv_heads}, {head_dim}] tensor with "
+                             f"contiguous heads in the cache dtype")
+    if not kv_cache.is_contiguous() or slot_mapping.dtype != torch.int64 or \
+            not slot_mapping.is_contiguous() or tuple(slot_mapping.shape) != (k.shape[0],) or \
+            k.shape[0] != v.shape[0]:
+        raise ValueError("need a contiguous cache and one contiguous int64 slot per k/v row")
+    lib = load()
+    assert lib is not None, "native kernels unavailable: check native.available() first"
+    size = kv_cache.element_size()
+    status = lib.write_kv_rows(
+        k.data_ptr(), v.data_ptr(), kv_cache.data_ptr(), slot_mapping.data_ptr(), k.shape[0],
+        num_kv_heads * head_dim * size, k.stride(0) * size, v.stride(0) * size,
+        num_blocks * block_size, torch.get_num_threads())
+    if status != 0:
+        raise ValueError(f"slot_mapping has slots outside the cache's "
+                         f"[0, {num_blocks * block_size}) slots")
 
 
 PREFILL_HEAD_DIMS = (64, 128)

@@ -1,4 +1,5 @@
-"""The C++ bf16 prefill attention kernel against float64 attention over the same cache."""
+"""The C++ bf16 prefill attention kernel against float64 attention over the same cache; the
+C++ K/V scatter against index_copy_."""
 
 from __future__ import annotations
 
@@ -190,3 +191,29 @@ def test_bf16_model_with_kernel_tracks_transformers(tmp_path, monkeypatch: pytes
         errors[use_native] = (ours - expected).abs().max().item()
     assert calls, "the kernel never ran"
     assert errors[True] <= 1.5 * errors[False] + 0.05, errors
+
+
+@pytest.mark.skipif(not native.available(), reason="native kernels unavailable")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_write_kv_matches_index_copy(dtype: torch.dtype) -> None:
+    # k and v strided inside one fused qkv output, as the model passes them
+    gen = torch.Generator().manual_seed(3)
+    num_blocks, block_size, kv_heads, head_dim, tokens = 9, 4, 2, 8, 300
+    qkv = torch.randn(tokens, 6 * head_dim + 3, generator=gen).to(dtype)
+    k = qkv[:, 2 * head_dim : 4 * head_dim].view(tokens, kv_heads, head_dim)
+    v = qkv[:, 4 * head_dim : 6 * head_dim].view(tokens, kv_heads, head_dim)
+    slots = torch.randperm(num_blocks * block_size, generator=gen)[:tokens % 36]
+    k, v = k[: len(slots)], v[: len(slots)]
+    cache = torch.randn(2, num_blocks, block_size, kv_heads, head_dim, generator=gen).to(dtype)
+    expected = cache.clone()
+    flat = expected.view(2, -1, kv_heads, head_dim)
+    flat[0].index_copy_(0, slots, k)
+    flat[1].index_copy_(0, slots, v)
+    native.write_kv(cache, slots, k, v)
+    assert torch.equal(cache, expected)
+    before = cache.clone()
+    with pytest.raises(ValueError, match="outside"):
+        native.write_kv(cache, torch.tensor([0, num_blocks * block_size]), k[:2], v[:2])
+    assert torch.equal(cache, before), "a refused scatter must write nothing"
+    with pytest.raises(ValueError, match="contiguous heads"):
+        native.write_kv(cache, slots, k.transpose(1, 2), v)
