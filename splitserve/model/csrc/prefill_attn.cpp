@@ -47,7 +47,9 @@ void run_item(const uint16_t* q, uint16_t* out, const uint16_t* k_cache, const u
               const Item& it, const PrefillShape& s, Workspace& ws) {
   const int64_t group = s.num_heads / s.num_kv_heads, start = ctx_len - q_len;
   const int64_t window = s.window;
-  auto lowest_key = [&](int64_t pos) { return window > 0 ? std::max<int64_t>(0, pos - window + 1) : 0; };
+  auto lowest_key = [&](int64_t pos) {
+    return window > 0 ? std::max<int64_t>(0, pos - window + 1) : 0;
+  };
   // keys this item's rows can see (its last tile's padded rows included)
   const int64_t rows = it.row_end - it.row_begin;
   const int64_t last_pos = start + it.row_begin + (rows + kRows - 1) / kRows * kRows - 1;
@@ -69,7 +71,8 @@ void run_item(const uint16_t* q, uint16_t* out, const uint16_t* k_cache, const u
       const int64_t head = it.kv_head * group + h;
       start_tile<D>(q + (row0 + r) * s.q_row_stride + head * D, s.q_row_stride, n, ws);
       for (int64_t j = key_begin; j < key_end; j += kSubs * kKeys) {
-        const int nsub = static_cast<int>(std::min<int64_t>(kSubs, (key_end - j + kKeys - 1) / kKeys));
+        const int nsub =
+            static_cast<int>(std::min<int64_t>(kSubs, (key_end - j + kKeys - 1) / kKeys));
         const uint16_t* kp = ws.kpack + (j - k0) * D;
         const uint16_t* vt = ws.vpack + (j - k0) * D;
         unsigned edge = 0;
