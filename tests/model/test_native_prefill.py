@@ -217,3 +217,13 @@ def test_write_kv_matches_index_copy(dtype: torch.dtype) -> None:
     assert torch.equal(cache, before), "a refused scatter must write nothing"
     with pytest.raises(ValueError, match="contiguous heads"):
         native.write_kv(cache, slots, k.transpose(1, 2), v)
+
+
+def test_allocator_setting_applies_and_can_be_switched_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    import platform
+
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("mallopt is glibc's")
+    assert native.keep_freed_memory()
+    monkeypatch.setenv("SPLITSERVE_MALLOC_TUNE", "0")
+    assert not native.keep_freed_memory()
