@@ -7,6 +7,10 @@ list of blocks (its block table), so token position p lives in block
 tokens' K/V into their slots (`slot_mapping`), so the cache always holds each sequence's whole
 context. Then each sequence attends from its new queries to its context:
 
+* prefill chunks of a bf16 model on a CPU with AVX512-BF16 (head_dim 64 or 128) all go to
+  one call of the C++ flash-attention kernel in `native.py` (AMX tiles where the CPU has
+  them): fresh or continuing a cached prefix alike, it reads every key in place from the
+  cache through the block table, with the shifted causal mask below. Elsewhere:
 * a prefill chunk with no cached prefix attends to its own fresh K/V with a plain causal mask
   (nothing needs to be read back from the cache);
 * a prefill chunk that continues a cached prefix gathers its context blocks from the cache
@@ -60,6 +64,16 @@ class DecodePlan:
 
 
 @dataclass(frozen=True)
+class NativePrefillPlan:
+    """Every prefill chunk of the step, for the native kernel (int64 CPU tensors)."""
+
+    rows: torch.Tensor  # [P] first flat row of each chunk
+    query_lens: torch.Tensor  # [P]
+    ctx_lens: torch.Tensor  # [P]
+    block_tables: torch.Tensor  # [P, max_blocks], padded with block 0 (never read)
+
+
+@dataclass(frozen=True)
 class AttentionPlan:
     prefills: list[PrefillPlan]
     # decode sequences in groups of similar context length (less padding per SDPA call)
@@ -67,6 +81,9 @@ class AttentionPlan:
     # decodes run in the native kernel (one group, nothing gathered)
     native_decode: bool = False
     sliding_window: int | None = None
+    # set with native_decode: prefills go to the native kernel where it supports the
+    # layer's dtype / head_dim (checked per call), else to `prefills`' SDPA loop
+    native_prefill: NativePrefillPlan | None = None
 
 
 def _window_mask(
@@ -131,7 +148,27 @@ def plan_attention(
     if len(decodes) == 1 and len(decode_seqs) == len(batch.query_lens):
         # decodes only, in batch order: the output is the attention result itself
         decodes = (replace(decodes[0], all_rows=True),)
-    return AttentionPlan(prefills, decodes, native_decode, sliding_window)
+    native_prefill = None
+    if native_decode and prefills and device.type == "cpu":
+        native_prefill = _native_prefill_plan(batch, prefills, block_size)
+    return AttentionPlan(prefills, decodes, native_decode, sliding_window, native_prefill)
+
+
+def _native_prefill_plan(batch: ForwardBatch, prefills: list[PrefillPlan],
+                         block_size: int) -> NativePrefillPlan:
+    seqs = [i for i, q_len in enumerate(batch.query_lens) if q_len != 1]
+    ctx_lens = [batch.context_lens[i] for i in seqs]
+    max_blocks = -(-max(ctx_lens) // block_size)
+    tables = []
+    for i, ctx_len in zip(seqs, ctx_lens, strict=True):
+        used = batch.block_tables[i][: -(-ctx_len // block_size)]
+        tables.append(used + [0] * (max_blocks - len(used)))
+    return NativePrefillPlan(
+        rows=torch.tensor([p.row_start for p in prefills], dtype=torch.int64),
+        query_lens=torch.tensor([p.query_len for p in prefills], dtype=torch.int64),
+        ctx_lens=torch.tensor(ctx_lens, dtype=torch.int64),
+        block_tables=torch.tensor(tables, dtype=torch.int64),
+    )
 
 
 def _decode_groups(decode_seqs: list[int], context_lens: list[int]) -> list[list[int]]:
@@ -220,7 +257,10 @@ def paged_attention(
 
     Side effect: writes k/v into `kv_cache` at `slot_mapping` first.
     """
-    write_kv(kv_cache, slot_mapping, k, v)
+    if plan.native_decode:  # the model chose the native kernels for this dtype / device
+        native.write_kv(kv_cache, slot_mapping, k, v)
+    else:
+        write_kv(kv_cache, slot_mapping, k, v)
     if plan.native_decode and plan.decodes:
         d = plan.decodes[0]
         assert d.ctx_lens is not None
@@ -233,7 +273,13 @@ def paged_attention(
     else:
         out = torch.empty_like(q)
     _, _, block_size, num_kv_heads, head_dim = kv_cache.shape
-    for p in plan.prefills:
+    prefills = plan.prefills
+    pre = plan.native_prefill
+    if pre is not None and native.supports_prefill(kv_cache.dtype, q.device, head_dim):
+        native.paged_prefill(q, out, kv_cache, pre.rows, pre.query_lens, pre.ctx_lens,
+                             pre.block_tables, plan.sliding_window, head_dim**-0.5)
+        prefills = []
+    for p in prefills:
         rows = slice(p.row_start, p.row_start + p.query_len)
         q_seq = q[rows].transpose(0, 1)  # [H, Q, D]
         if p.block_ids is None:

@@ -35,10 +35,12 @@ import torch
 log = logging.getLogger(__name__)
 
 CSRC = Path(__file__).resolve().parent / "csrc"
-SOURCES = (CSRC / "paged_decode.cpp", CSRC / "fused_ops.cpp")
+SOURCES = (CSRC / "paged_decode.cpp", CSRC / "fused_ops.cpp", CSRC / "prefill_attn.cpp",
+           CSRC / "kv_write.cpp")
 # included by the sources: part of the cache key
-HEADERS = (CSRC / "dtype.h", CSRC / "simd.h", CSRC / "decode_bf16.h")
-ABI_VERSION = 4
+HEADERS = (CSRC / "dtype.h", CSRC / "simd.h", CSRC / "decode_bf16.h", CSRC / "prefill_tiles.h",
+           CSRC / "prefill_stages.h")
+ABI_VERSION = 6
 # -ffast-math at compile time only: linked, gcc 12 adds crtfastmath.o, which turns on
 # flush-to-zero for the whole process (torch's numerics included) when the library loads.
 COMPILE_FLAGS = ["-O3", "-march=native", "-mprefer-vector-width=512", "-ffast-math",
@@ -109,13 +111,38 @@ _ROTARY_ARGS = [_PTR, _PTR, _PTR, _I64, _I64, _I64, _I64, ctypes.c_int]
 _SILU_ARGS = [_PTR, _PTR, _I64, _I64, ctypes.c_int]
 _DECODE_ARGS = [_PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _I64, _I64, _I64, _I64, _I64, _I64, _I64,
                 _I64, _I64, _I64, ctypes.c_float, ctypes.c_int, ctypes.c_int]
+_PREFILL_ARGS: list[Any] = [*[_PTR] * 7, *[_I64] * 10, ctypes.c_float, ctypes.c_int,
+                            ctypes.c_int]
+
+
+def keep_freed_memory() -> bool:
+    """Have glibc keep freed memory for reuse instead of returning it to the OS.
+
+    By default it serves blocks over a dynamic threshold (128 KiB at first) with fresh
+    mmaps and trims the heap top back on free, so once a decode-heavy stretch has shaped
+    the heap, every prefill step's multi-MB activations page-fault in anew: a mixed64
+    prefill pass after a decode pass ran at 15 requests/s instead of 19-20 (bf16, 1 core).
+    Fixed thresholds (mmap only above 32 MiB, trim only above 1 GiB free) keep the pages.
+    `SPLITSERVE_MALLOC_TUNE=0` leaves the allocator alone. True when applied.
+    """
+    if os.environ.get("SPLITSERVE_MALLOC_TUNE", "1") == "0":
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
+    return bool(libc.mallopt(m_trim_threshold, 1 << 30)) and \
+        bool(libc.mallopt(m_mmap_threshold, 32 << 20))
 
 
 @lru_cache(maxsize=1)
 def load() -> ctypes.CDLL | None:
-    """The kernel library, or None when disabled or unavailable (logged once)."""
+    """The kernel library, or None when disabled or unavailable (logged once). Loading
+    also applies `keep_freed_memory` (the CPU path's allocator setting)."""
     if os.environ.get("SPLITSERVE_NATIVE", "1") == "0":
         return None
+    keep_freed_memory()
     try:
         lib = ctypes.CDLL(str(build()))
         if lib.splitserve_abi_version() != ABI_VERSION:
@@ -125,6 +152,11 @@ def load() -> ctypes.CDLL | None:
         return None
     lib.argmax_rows_f32.argtypes = [_PTR, _I64, _I64, _I64, _PTR, ctypes.c_int]
     lib.argmax_rows_f32.restype = None
+    lib.paged_prefill_bf16.argtypes = _PREFILL_ARGS
+    lib.paged_prefill_bf16.restype = ctypes.c_int
+    lib.splitserve_prefill_path.restype = ctypes.c_int
+    lib.write_kv_rows.argtypes = [*[_PTR] * 4, *[_I64] * 5, ctypes.c_int]
+    lib.write_kv_rows.restype = ctypes.c_int
     for suffix in ("f32", "bf16"):
         for name, args in (("paged_decode", _DECODE_ARGS), ("add_rms_norm", _NORM_ARGS),
                            ("rotary", _ROTARY_ARGS), ("silu_mul", _SILU_ARGS)):
@@ -169,6 +201,91 @@ def paged_decode(q: torch.Tensor, out: torch.Tensor, kv_cache: torch.Tensor,
        block_tables.data_ptr(), rows.shape[0], block_tables.shape[1], num_blocks, block_size,
        num_heads, num_kv_heads, head_dim, q.stride(0), out.stride(0),
        sliding_window or 0, scale, torch.get_num_threads(), int(generic))
+
+
+def write_kv(kv_cache: torch.Tensor, slot_mapping: torch.Tensor, k: torch.Tensor,
+             v: torch.Tensor) -> None:
+    """Scatter k/v [T, KVH, D] (rows may be strided, heads contiguous) into kv_cache
+    [2, num_blocks, block_size, KVH, D] (contiguous, same dtype) at flat slots [T] int64."""
+    _, num_blocks, block_size, num_kv_heads, head_dim = kv_cache.shape
+    row = (num_kv_heads, head_dim)
+    for name, t in (("k", k), ("v", v)):
+        if t.dim() != 3 or tuple(t.shape[1:]) != row or t.stride(-1) != 1 or \
+                t.stride(-2) != head_dim or t.dtype != kv_cache.dtype or t.device.type != "cpu":
+            raise ValueError(f"{name} must be a CPU [T, {num_kv_heads}, {head_dim}] tensor with "
+                             f"contiguous heads in the cache dtype")
+    if not kv_cache.is_contiguous() or slot_mapping.dtype != torch.int64 or \
+            not slot_mapping.is_contiguous() or tuple(slot_mapping.shape) != (k.shape[0],) or \
+            k.shape[0] != v.shape[0]:
+        raise ValueError("need a contiguous cache and one contiguous int64 slot per k/v row")
+    lib = load()
+    assert lib is not None, "native kernels unavailable: check native.available() first"
+    size = kv_cache.element_size()
+    status = lib.write_kv_rows(
+        k.data_ptr(), v.data_ptr(), kv_cache.data_ptr(), slot_mapping.data_ptr(), k.shape[0],
+        num_kv_heads * head_dim * size, k.stride(0) * size, v.stride(0) * size,
+        num_blocks * block_size, torch.get_num_threads())
+    if status != 0:
+        raise ValueError(f"slot_mapping has slots outside the cache's "
+                         f"[0, {num_blocks * block_size}) slots")
+
+
+PREFILL_HEAD_DIMS = (64, 128)
+PREFILL_PATHS = {"auto": 0, "avx512_bf16": 1, "amx": 2}
+
+
+@lru_cache(maxsize=1)
+def prefill_path() -> str | None:
+    """The bf16 prefill kernel this build runs ("amx" or "avx512_bf16"); None: no kernel
+    (the CPU lacks AVX512-BF16, or no library) and prefill stays on SDPA."""
+    lib = load()
+    code = 0 if lib is None else lib.splitserve_prefill_path()
+    return {1: "avx512_bf16", 2: "amx"}.get(code)
+
+
+def supports_prefill(dtype: torch.dtype, device: torch.device, head_dim: int) -> bool:
+    """True when `paged_prefill` runs for this KV dtype, device and head_dim."""
+    return (device.type == "cpu" and dtype == torch.bfloat16 and head_dim in PREFILL_HEAD_DIMS
+            and prefill_path() is not None)
+
+
+def paged_prefill(q: torch.Tensor, out: torch.Tensor, kv_cache: torch.Tensor,
+                  rows: torch.Tensor, q_lens: torch.Tensor, ctx_lens: torch.Tensor,
+                  block_tables: torch.Tensor, sliding_window: int | None, scale: float, *,
+                  path: str = "auto") -> None:
+    """Causal attention of prefill chunks over their whole context, read in place from the
+    cache (which must already hold the chunks' own K/V), written into `out`.
+
+    Chunk s has q_lens[s] query rows starting at flat row rows[s] of q/out [T, H, D]
+    (contiguous heads; rows may be strided) and sits at the end of its ctx_lens[s] tokens.
+    kv_cache [2, num_blocks, block_size, KVH, D] contiguous bf16; rows/q_lens/ctx_lens [B]
+    and block_tables [B, max_blocks] contiguous int64. Callers check `supports_prefill`;
+    `path` forces one kernel (tests compare them).
+    """
+    _, num_blocks, block_size, num_kv_heads, head_dim = kv_cache.shape
+    num_heads = q.shape[1]
+    if num_heads % num_kv_heads:
+        raise ValueError(f"{num_heads} query heads are not a multiple of {num_kv_heads} KV heads")
+    for name, t in (("q", q), ("out", out)):
+        if t.stride(-1) != 1 or t.stride(-2) != head_dim or t.dtype != kv_cache.dtype:
+            raise ValueError(f"{name} must be [T, H, D] with contiguous heads, in the cache dtype")
+    if not kv_cache.is_contiguous() or kv_cache.dtype != torch.bfloat16:
+        raise ValueError("kv_cache must be a contiguous bfloat16 tensor")
+    for name, t in (("rows", rows), ("q_lens", q_lens), ("ctx_lens", ctx_lens),
+                    ("block_tables", block_tables)):
+        if t.dtype != torch.int64 or not t.is_contiguous() or t.device.type != "cpu":
+            raise ValueError(f"{name} must be a contiguous int64 CPU tensor")
+    if path not in PREFILL_PATHS:
+        raise ValueError(f"path must be one of {sorted(PREFILL_PATHS)}, got {path!r}")
+    lib = load()
+    assert lib is not None, "native kernels unavailable: check native.supports_prefill() first"
+    status = lib.paged_prefill_bf16(
+        q.data_ptr(), out.data_ptr(), kv_cache.data_ptr(), rows.data_ptr(), q_lens.data_ptr(),
+        ctx_lens.data_ptr(), block_tables.data_ptr(), rows.shape[0], block_tables.shape[1],
+        num_blocks, block_size, num_heads, num_kv_heads, head_dim, q.stride(0), out.stride(0),
+        sliding_window or 0, scale, torch.get_num_threads(), PREFILL_PATHS[path])
+    if status != 0:
+        raise ValueError(f"no {path} prefill kernel for head_dim {head_dim} on this CPU")
 
 
 def _fn(name: str, dtype: torch.dtype) -> Any:

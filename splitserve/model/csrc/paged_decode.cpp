@@ -300,7 +300,7 @@ void decode(const T* q, T* out, const T* cache, const int64_t* rows, const int64
 
 extern "C" {
 
-int splitserve_abi_version() { return 4; }
+int splitserve_abi_version() { return 6; }
 int splitserve_fast_path() { return kFastPath; }
 
 #define SPLITSERVE_DECODE(NAME, T)                                                         \
