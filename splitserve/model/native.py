@@ -244,9 +244,12 @@ def prefill_path() -> str | None:
 
 
 def supports_prefill(dtype: torch.dtype, device: torch.device, head_dim: int) -> bool:
-    """True when `paged_prefill` runs for this KV dtype, device and head_dim."""
+    """True when the engine should run `paged_prefill` for this KV dtype, device and
+    head_dim: only with AMX. The AVX512-BF16 variant (kept, tested, forced with `path`)
+    measured slower than torch's SDPA here (38 vs 28.5 ms on the 16-prompt layer of
+    benchmarks/prefill_attention.py), so without AMX prefill stays on SDPA."""
     return (device.type == "cpu" and dtype == torch.bfloat16 and head_dim in PREFILL_HEAD_DIMS
-            and prefill_path() is not None)
+            and prefill_path() == "amx")
 
 
 def paged_prefill(q: torch.Tensor, out: torch.Tensor, kv_cache: torch.Tensor,
