@@ -175,6 +175,22 @@ def supports(dtype: torch.dtype, device: torch.device) -> bool:
     return device.type == "cpu" and dtype in (torch.float32, torch.bfloat16) and available()
 
 
+def _check_attention_inputs(q: torch.Tensor, out: torch.Tensor, kv_cache: torch.Tensor,
+                            **index_tensors: torch.Tensor) -> None:
+    """The layout both attention kernels read: a bad one would be read out of bounds."""
+    num_kv_heads, head_dim = kv_cache.shape[3], kv_cache.shape[4]
+    if q.shape[1] % num_kv_heads:
+        raise ValueError(f"{q.shape[1]} query heads are not a multiple of {num_kv_heads} KV heads")
+    for name, t in (("q", q), ("out", out)):
+        if t.stride(-1) != 1 or t.stride(-2) != head_dim or t.dtype != kv_cache.dtype:
+            raise ValueError(f"{name} must be [T, H, D] with contiguous heads, in the cache dtype")
+    if not kv_cache.is_contiguous():
+        raise ValueError("kv_cache must be contiguous")
+    for name, t in index_tensors.items():
+        if t.dtype != torch.int64 or not t.is_contiguous() or t.device.type != "cpu":
+            raise ValueError(f"{name} must be a contiguous int64 CPU tensor")
+
+
 def paged_decode(q: torch.Tensor, out: torch.Tensor, kv_cache: torch.Tensor,
                  rows: torch.Tensor, ctx_lens: torch.Tensor, block_tables: torch.Tensor,
                  sliding_window: int | None, scale: float, *, generic: bool = False) -> None:
@@ -187,16 +203,8 @@ def paged_decode(q: torch.Tensor, out: torch.Tensor, kv_cache: torch.Tensor,
     """
     _, num_blocks, block_size, num_kv_heads, head_dim = kv_cache.shape
     num_heads = q.shape[1]
-    if num_heads % num_kv_heads:
-        raise ValueError(f"{num_heads} query heads are not a multiple of {num_kv_heads} KV heads")
-    for name, t in (("q", q), ("out", out)):
-        if t.stride(-1) != 1 or t.stride(-2) != head_dim or t.dtype != kv_cache.dtype:
-            raise ValueError(f"{name} must be [T, H, D] with contiguous heads, in the cache dtype")
-    if not kv_cache.is_contiguous():
-        raise ValueError("kv_cache must be contiguous")
-    for name, t in (("rows", rows), ("ctx_lens", ctx_lens), ("block_tables", block_tables)):
-        if t.dtype != torch.int64 or not t.is_contiguous() or t.device.type != "cpu":
-            raise ValueError(f"{name} must be a contiguous int64 CPU tensor")
+    _check_attention_inputs(q, out, kv_cache, rows=rows, ctx_lens=ctx_lens,
+                            block_tables=block_tables)
     _fn("paged_decode", q.dtype)(q.data_ptr(), out.data_ptr(), kv_cache.data_ptr(), rows.data_ptr(), ctx_lens.data_ptr(),
        block_tables.data_ptr(), rows.shape[0], block_tables.shape[1], num_blocks, block_size,
        num_heads, num_kv_heads, head_dim, q.stride(0), out.stride(0),
@@ -267,17 +275,10 @@ def paged_prefill(q: torch.Tensor, out: torch.Tensor, kv_cache: torch.Tensor,
     """
     _, num_blocks, block_size, num_kv_heads, head_dim = kv_cache.shape
     num_heads = q.shape[1]
-    if num_heads % num_kv_heads:
-        raise ValueError(f"{num_heads} query heads are not a multiple of {num_kv_heads} KV heads")
-    for name, t in (("q", q), ("out", out)):
-        if t.stride(-1) != 1 or t.stride(-2) != head_dim or t.dtype != kv_cache.dtype:
-            raise ValueError(f"{name} must be [T, H, D] with contiguous heads, in the cache dtype")
-    if not kv_cache.is_contiguous() or kv_cache.dtype != torch.bfloat16:
+    if kv_cache.dtype != torch.bfloat16:
         raise ValueError("kv_cache must be a contiguous bfloat16 tensor")
-    for name, t in (("rows", rows), ("q_lens", q_lens), ("ctx_lens", ctx_lens),
-                    ("block_tables", block_tables)):
-        if t.dtype != torch.int64 or not t.is_contiguous() or t.device.type != "cpu":
-            raise ValueError(f"{name} must be a contiguous int64 CPU tensor")
+    _check_attention_inputs(q, out, kv_cache, rows=rows, q_lens=q_lens, ctx_lens=ctx_lens,
+                            block_tables=block_tables)
     if path not in PREFILL_PATHS:
         raise ValueError(f"path must be one of {sorted(PREFILL_PATHS)}, got {path!r}")
     lib = load()

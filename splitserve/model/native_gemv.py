@@ -146,6 +146,16 @@ def _check_weight(weight: torch.Tensor, num_in: int, bias: torch.Tensor | None) 
         raise ValueError(f"bias must be a contiguous bf16 [{num_out}] tensor")
 
 
+def _check_call(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                path: str) -> None:
+    if path not in PATHS:
+        raise ValueError(f"path must be one of {sorted(PATHS)}, got {path!r}")
+    if x.dim() != 2 or x.dtype != torch.bfloat16 or x.device.type != "cpu" or x.stride(1) != 1:
+        raise ValueError(f"x must be a 2-D bf16 CPU tensor with contiguous rows, got "
+                         f"{x.dtype} {tuple(x.shape)} on {x.device}")
+    _check_weight(weight, x.shape[1], bias)
+
+
 def gemv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, *,
          path: str = "auto") -> torch.Tensor:
     """`x @ weight.T + bias` in bfloat16 with float32 accumulation, for few rows of x.
@@ -156,12 +166,7 @@ def gemv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None
     shape, e.g. AMX needs K % 32 == 0, falls back to the next: amx -> avx512 -> generic);
     callers check `load()` (`max_rows()` for speed).
     """
-    if path not in PATHS:
-        raise ValueError(f"path must be one of {sorted(PATHS)}, got {path!r}")
-    if x.dim() != 2 or x.dtype != torch.bfloat16 or x.device.type != "cpu" or x.stride(1) != 1:
-        raise ValueError(f"x must be a 2-D bf16 CPU tensor with contiguous rows, got "
-                         f"{x.dtype} {tuple(x.shape)} on {x.device}")
-    _check_weight(weight, x.shape[1], bias)
+    _check_call(x, weight, bias, path)
     num_out = weight.shape[0]
     lib = load()
     assert lib is not None, "native GEMV unavailable: check native_gemv.load() first"
@@ -180,12 +185,7 @@ def gemv_silu_mul(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
     with `g = gemv(x, weight, bias)` [M, 2I], returns `round(round(silu(g[:, :I])) *
     g[:, I:])` [M, I] bf16, as transformers rounds (torch's exp may differ in its last float32
     bit, rarely moving a result by one bf16 ulp). Same checks and paths as `gemv`."""
-    if path not in PATHS:
-        raise ValueError(f"path must be one of {sorted(PATHS)}, got {path!r}")
-    if x.dim() != 2 or x.dtype != torch.bfloat16 or x.device.type != "cpu" or x.stride(1) != 1:
-        raise ValueError(f"x must be a 2-D bf16 CPU tensor with contiguous rows, got "
-                         f"{x.dtype} {tuple(x.shape)} on {x.device}")
-    _check_weight(weight, x.shape[1], bias)
+    _check_call(x, weight, bias, path)
     if weight.shape[0] % 2:
         raise ValueError(f"a fused gate/up weight has an even row count, got {weight.shape[0]}")
     lib = load()
