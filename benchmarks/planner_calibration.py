@@ -67,7 +67,8 @@ from benchmarks.calibration.variants import DEFAULT_LINK, VARIANTS
 
 RESULTS = Path(__file__).resolve().parent / "results"
 # variants whose measured-vs-simulated step table is printed (all are in the JSON)
-STEP_TABLES = ("profile", "steps_busy", "steps_metrics", "steps_metrics_gap", "steps_load")
+STEP_TABLES = ("profile", "steps_busy", "steps_metrics", "steps_metrics_gap", "steps_load",
+               "steps_load_drift")
 PRESETS = {
     "goodput-chat": Setup(),
     "quick": Setup(model="llama-25m-v8k", dtype="float32", workload="uniform",
@@ -122,7 +123,8 @@ def analyse(raw: dict[str, Any]) -> dict[str, Any]:
     arrays: list[dict[str, Any]] = []  # per row: per-request arrays, real and per variant
     for topo in raw["topologies"]:
         name = topo["topology"]
-        by_key = variants.fits(setup, name, topo["probe"], profile)
+        by_key = variants.fits(setup, name, topo["probe"], profile,
+                                topo.get("speed_probe"))
         fits[name] = {k if isinstance(k, str) else f"{k[0]}{'+prefill_scale' if k[1] else ''}": v
                       for k, v in by_key.items()}
         for run in topo["runs"]:

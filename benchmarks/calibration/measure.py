@@ -20,7 +20,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
-from benchmarks.calibration import step_metrics, timelines
+from benchmarks.calibration import speed_probe, step_metrics, timelines
 from benchmarks.calibration.setup import TOPOLOGIES, Setup
 
 # The probe: (name, arrival, rate req/s, burst size, number of requests, max concurrency,
@@ -240,7 +240,7 @@ def run_topology(setup: Setup, topology: str, model_dir: Path, log_dir: Path,
     workload = setup.make_workload()
     base = dict(tokenizer_dir=str(model_dir), workload=workload, timeout_s=120.0,
                 length_scale=setup.length_scale, slo=SLO(*setup.slo))
-    out: dict[str, Any] = {"topology": topology, "probe": [], "runs": []}
+    out: dict[str, Any] = {"topology": topology, "probe": [], "runs": [], "speed_probe": []}
     with Cluster(spec) as cluster:
         pids = {c.name: c.proc.pid for c in cluster.children}
         # first-call costs (allocator growth, lazy imports) out of every measured run
@@ -249,8 +249,10 @@ def run_topology(setup: Setup, topology: str, model_dir: Path, log_dir: Path,
         with lock():
             _bench(cluster, pids, run_bench_warm)
             _probe(setup, topology, cluster, pids, base, out)
+            _speed(setup, topology, cluster, pids, base, None, out)
         for rate in setup.rates:
             with lock():
+                _speed(setup, topology, cluster, pids, base, rate, out)
                 _runs_at(setup, topology, cluster, pids, base, rate, out)
     return out
 
@@ -283,6 +285,17 @@ def _probe(setup: Setup, topology: str, cluster: Any, pids: dict[str, int],
         print(f"  {topology} probe {name}: {len(run['records'])} requests, foreign CPU "
               f"{run['foreign_cpu_s']:.1f} s" + (f" (retried: {retried:.0%})" if retried
                                                   else ""), flush=True)
+
+
+def _speed(setup: Setup, topology: str, cluster: Any, pids: dict[str, int],
+           base: dict[str, Any], rate: float | None, out: dict[str, Any]) -> None:
+    """The prompt-speed probe (speed_probe.py): the reference after the calibration
+    probe (`rate` None), then right before each rate's judged repeats."""
+    index = len(out["speed_probe"])
+    run = _bench(cluster, pids, speed_probe.config(setup, cluster.url, base, index))
+    out["speed_probe"].append({"rate_rps": rate, **run})
+    print(f"  {topology} speed probe before {rate}: foreign CPU "
+          f"{run['foreign_cpu_s']:.1f} s", flush=True)
 
 
 def _runs_at(setup: Setup, topology: str, cluster: Any, pids: dict[str, int],

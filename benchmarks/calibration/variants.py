@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from benchmarks.calibration import fit, fit_load, fit_steps, replay
+from benchmarks.calibration import fit, fit_load, fit_steps, replay, speed_probe
 from benchmarks.calibration.setup import TOPOLOGIES, Setup
 
 # benchmarks/results/kv_transfer.json: the TCP KV path moved a 1 MiB handoff at ~0.18 GB/s
@@ -45,12 +45,16 @@ FIT_STEPS_VARIANTS = ("steps", "steps_chunked", "steps_busy", "steps_metrics",
 # per-sequence cost, prompt steps by one factor pooled over the Poisson phases, and the
 # engine loop's gap between steps as a fixed plus a per-decoding-sequence part
 # (designed on the fourth measurement, see docs/planner.md).
-VARIANTS = (*VARIANT_SPECS, *FIT_STEPS_VARIANTS, "steps_load")
+# steps_load_drift: steps_load with each rate's prompt price scaled by the prompt-speed
+# drift measured right before that rate's judged runs (calibration/speed_probe.py: lone
+# short prompts, own seeds; the ratio to the same probe taken right after the
+# calibration probe). Raw files without the speed probe give drift 1 (= steps_load).
+VARIANTS = (*VARIANT_SPECS, *FIT_STEPS_VARIANTS, "steps_load", "steps_load_drift")
 
 
 
 def fits(setup: Setup, name: str, probe: list[dict[str, Any]], profile: dict[str, Any],
-          ) -> dict[Any, dict[str, Any]]:
+         speed: list[dict[str, Any]] | None = None) -> dict[Any, dict[str, Any]]:
     """Every fit the variants need for one topology, each on its probe only: per
     (simulated routing, prompt-step scale) for fit.py's variants (a single mixed worker,
     or none, routes alike), and "steps" (fit_steps.py)."""
@@ -71,7 +75,21 @@ def fits(setup: Setup, name: str, probe: list[dict[str, Any]], profile: dict[str
                                                          DEFAULT_LINK, chunked=True,
                                                          prompt_from="metrics", step_gap=True)
     by_key["steps_load"] = fit_load.fit_by_load(setup, name, probe, profile, DEFAULT_LINK)
+    # the speed probes are not judged requests: taken outside every judged run
+    by_key["steps_load_drift"] = {
+        **by_key["steps_load"],
+        "drift": {str(rate): speed_probe.drift(setup, speed or [], profile, rate)
+                  for rate in setup.rates}}
     return by_key
+
+
+def with_drift(fitted: dict[str, Any], rate: float) -> dict[str, Any]:
+    """`steps_load_drift`'s terms for the judged runs at `rate`: the prompt price scaled
+    by the drift measured before them."""
+    factor = fitted["drift"][str(rate)]["drift"]
+    overhead = {**fitted["overhead"],
+                "prefill_scale": fitted["overhead"]["prefill_scale"] * factor}
+    return {**fitted, "overhead": overhead}
 
 
 def simulate_variant(setup: Setup, name: str, run: dict[str, Any], profile: dict[str, Any],
@@ -79,6 +97,11 @@ def simulate_variant(setup: Setup, name: str, run: dict[str, Any], profile: dict
     """One variant's replay of one run: (per-request arrays, per-role step scale)."""
     if variant == "steps_load":
         return fit_load.replay_run(setup, name, run["records"], profile, by_key[variant])
+    if variant == "steps_load_drift":
+        sim, factors = fit_load.replay_run(setup, name, run["records"], profile,
+                                           with_drift(by_key[variant], run["rate_rps"]))
+        return sim, {**factors,
+                     "drift": by_key[variant]["drift"][str(run["rate_rps"])]["drift"]}
     if variant in FIT_STEPS_VARIANTS:
         return fit_steps.replay_run(setup, name, run["records"], profile, by_key[variant])
     routing, fitted, prefill, jitter = VARIANT_SPECS[variant]
