@@ -1,6 +1,6 @@
 """bfloat16 GEMV for few-row (decode) Linears on CPU: csrc/gemv_bf16.cpp through ctypes.
 
-Built and cached like the other kernels (`native.build`, its own library name). Used only
+Built and cached like the other kernels (`native_build.build`, its own library name). Used only
 where the library was compiled with AVX-512 BF16 (`max_rows()` > 0): elsewhere oneDNN's
 GEMM is as good, and `PackedLinear` keeps using it. `SPLITSERVE_NATIVE=0` or
 `SPLITSERVE_GEMV=0` switches it off.
@@ -17,11 +17,11 @@ from functools import lru_cache
 
 import torch
 
-from splitserve.model import native
+from splitserve.model import native_build
 
 log = logging.getLogger(__name__)
 
-SOURCE = native.CSRC / "gemv_bf16.cpp"
+SOURCE = native_build.CSRC / "gemv_bf16.cpp"
 ABI_VERSION = 2
 _I64 = ctypes.c_int64
 _PTR = ctypes.c_void_p
@@ -34,7 +34,7 @@ def load() -> ctypes.CDLL | None:
     if "0" in (os.environ.get("SPLITSERVE_NATIVE", "1"), os.environ.get("SPLITSERVE_GEMV", "1")):
         return None
     try:
-        lib = ctypes.CDLL(str(native.build(sources=(SOURCE,), name="splitserve_gemv")))
+        lib = ctypes.CDLL(str(native_build.build(sources=(SOURCE,), name="splitserve_gemv")))
         if lib.splitserve_gemv_abi_version() != ABI_VERSION:
             raise RuntimeError("stale GEMV library (ABI version mismatch)")
     except Exception as exc:  # noqa: BLE001 - any failure means: use oneDNN
