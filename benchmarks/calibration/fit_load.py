@@ -133,7 +133,7 @@ def fit_decode(points: list[dict[str, Any]]) -> dict[str, float]:
     return {"scale": float(beta[0]), "per_seq_s": float(beta[1])}
 
 
-def _prompt_seconds(measured: dict[str, StepSummary], sim: dict[str, Any]) -> tuple[float,
+def prompt_seconds(measured: dict[str, StepSummary], sim: dict[str, Any]) -> tuple[float,
                                                                                      float]:
     roles = [r for r in measured if r != "decode" and r in sim["step_stats"]]
 
@@ -161,7 +161,7 @@ def terms(fitted: dict[str, Any], rate: float) -> dict[str, Any]:
                         "prompt": fitted["prompt_factor"]}}
 
 
-def _replay(setup: Setup, topology: str, records: list[dict[str, Any]],
+def replay_fitted(setup: Setup, topology: str, records: list[dict[str, Any]],
             profile: dict[str, Any], fitted: dict[str, Any], rate: float,
             ) -> dict[str, Any]:
     t = terms(fitted, rate)
@@ -169,7 +169,7 @@ def _replay(setup: Setup, topology: str, records: list[dict[str, Any]],
                   t["step_scale"], "polled", True, *t["gap"])
 
 
-def _rate(setup: Setup, topology: str, records: list[dict[str, Any]],
+def offered_rate(setup: Setup, topology: str, records: list[dict[str, Any]],
           profile: dict[str, Any], fitted: dict[str, Any]) -> float:
     return float(replay(setup, topology, records, profile, Link(**fitted["base"]["link"]),
                         routing="polled")["token_rate"])
@@ -178,7 +178,7 @@ def _rate(setup: Setup, topology: str, records: list[dict[str, Any]],
 def _tpot_shortfall(setup: Setup, topology: str, phase: dict[str, Any],
                     profile: dict[str, Any], fitted: dict[str, Any], rate: float,
                     ) -> float | None:
-    sim = _replay(setup, topology, phase["records"], profile, fitted, rate)
+    sim = replay_fitted(setup, topology, phase["records"], profile, fitted, rate)
     real = tiled(real_arrays(phase["records"]), len(sim["tpot_s"]))
     ok = (real["finished"] & sim["finished"] & np.isfinite(real["tpot_s"])
           & np.isfinite(sim["tpot_s"]))
@@ -221,14 +221,14 @@ def fit_by_load(setup: Setup, topology: str, probe: list[dict[str, Any]],
                               "base": base, "overhead": base["overhead"],
                               "decode": {**fit_decode(points), "points": points},
                               "prompt_factor": 1.0, "gap": {"gap_s": 0.0, "per_seq_s": 0.0}}
-    rates = {p["phase"]: _rate(setup, topology, p["records"], profile, fitted) for p in kept}
+    rates = {p["phase"]: offered_rate(setup, topology, p["records"], profile, fitted) for p in kept}
     real_s = sim_s = 0.0
     for phase in kept:
         measured = step_metrics.measured(phase)
         if phase["phase"].startswith("poisson") and measured:
-            sim = _replay(setup, topology, phase["records"], profile, fitted,
+            sim = replay_fitted(setup, topology, phase["records"], profile, fitted,
                           rates[phase["phase"]])
-            r, s = _prompt_seconds(measured, sim)
+            r, s = prompt_seconds(measured, sim)
             real_s, sim_s = real_s + r, sim_s + s
     fitted["prompt_factor"] = real_s / sim_s if real_s > 0 and sim_s > 0 else 1.0
     fitted["prompt_seconds"] = {"measured_s": real_s, "simulated_s": sim_s}
@@ -240,7 +240,7 @@ def fit_by_load(setup: Setup, topology: str, probe: list[dict[str, Any]],
     # the delivery delay: what the lone requests' median TTFT still lacks
     lone = next(p for p in kept if p["phase"] == "lone")["records"]
     fitted["overhead"] = {**base["overhead"], "delivery_s": 0.0}
-    sim = _replay(setup, topology, lone, profile, fitted, rates["lone"])
+    sim = replay_fitted(setup, topology, lone, profile, fitted, rates["lone"])
     real = tiled(real_arrays(lone), len(sim["ttft_s"]))
     ok = real["finished"] & sim["finished"]
     fitted["overhead"]["delivery_s"] = max(float(np.median((real["ttft_s"]
@@ -251,8 +251,8 @@ def fit_by_load(setup: Setup, topology: str, probe: list[dict[str, Any]],
 def replay_run(setup: Setup, topology: str, records: list[dict[str, Any]],
                profile: dict[str, Any], fitted: dict[str, Any]) -> tuple[dict[str, Any], Any]:
     """A judged run through the simulator with the terms for its offered rate."""
-    rate = _rate(setup, topology, records, profile, fitted)
-    sim = _replay(setup, topology, records, profile, fitted, rate)
+    rate = offered_rate(setup, topology, records, profile, fitted)
+    sim = replay_fitted(setup, topology, records, profile, fitted, rate)
     t = terms(fitted, rate)
     return sim, {**t["factors"], "gap_s": t["gap"][0], "gap_per_seq_s": t["gap"][1],
                  "per_seq_s": fitted["decode"]["per_seq_s"], "token_rate": rate}

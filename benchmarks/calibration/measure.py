@@ -3,8 +3,9 @@
 Per topology, one cluster serves (after a few untimed warm-up requests) first the
 calibration probe (its own seeds and arrival patterns: lone requests one at a time,
 bursts of 4 and 8 at once, Poisson 3 and 5 req/s), then the validation runs (the goodput
-benchmark's Poisson rates, one seed, each made `num_repeats` times). Only the probe feeds
-`fit`; the validation runs are only predicted. Per run it records every request, each
+benchmark's Poisson rates, one seed, each made `num_repeats` times, each right after a
+20-s speed gauge at its rate: `gauge.py`). Only the probe and the gauges feed the fits;
+the validation runs are only predicted. Per run it records every request, each
 worker's engine busy seconds and step metrics, every process's CPU seconds and the router's route and KV
 transfer counters.
 """
@@ -20,7 +21,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
-from benchmarks.calibration import speed_probe, step_metrics, timelines
+from benchmarks.calibration import gauge, speed_probe, step_metrics, timelines
 from benchmarks.calibration.setup import TOPOLOGIES, Setup
 
 # The probe: (name, arrival, rate req/s, burst size, number of requests, max concurrency,
@@ -298,6 +299,19 @@ def _speed(setup: Setup, topology: str, cluster: Any, pids: dict[str, int],
           f"{run['foreign_cpu_s']:.1f} s", flush=True)
 
 
+def _gauge(setup: Setup, cluster: Any, pids: dict[str, int], base: dict[str, Any],
+           rate: float, index: int) -> dict[str, Any]:
+    """The speed gauge (gauge.py) right before a judged repeat, measured again (up to
+    MAX_PROBE_RETRIES times) while other people's processes contaminate it."""
+    config = gauge.config(setup, cluster.url, base, rate, index)
+    run = _bench(cluster, pids, config)
+    for _ in range(MAX_PROBE_RETRIES):
+        if not contaminated(run):
+            break
+        run = _bench(cluster, pids, config)
+    return run
+
+
 def _runs_at(setup: Setup, topology: str, cluster: Any, pids: dict[str, int],
              base: dict[str, Any], rate: float, out: dict[str, Any]) -> None:
     from splitserve.bench import BenchConfig
@@ -309,7 +323,8 @@ def _runs_at(setup: Setup, topology: str, cluster: Any, pids: dict[str, int],
         config = BenchConfig(url=cluster.url, **base, rate_rps=rate,
                              num_requests=setup.num_requests,
                              duration_s=setup.duration_s, seed=setup.seed)
-        run = _bench(cluster, pids, config)
+        speed = _gauge(setup, cluster, pids, base, rate, len(out["runs"]))
+        run = {**_bench(cluster, pids, config), "gauge": speed}
         num_clean += not contaminated(run)
         out["runs"].append({"topology": topology, "rate_rps": rate, "repeat": repeat, **run})
         ok = [r for r in run["records"] if r["success"]]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from benchmarks.calibration import fit, fit_load, fit_steps, replay, speed_probe
+from benchmarks.calibration import fit, fit_load, fit_steps, gauge, replay, speed_probe
 from benchmarks.calibration.setup import TOPOLOGIES, Setup
 
 # benchmarks/results/kv_transfer.json: the TCP KV path moved a 1 MiB handoff at ~0.18 GB/s
@@ -49,7 +49,13 @@ FIT_STEPS_VARIANTS = ("steps", "steps_chunked", "steps_busy", "steps_metrics",
 # drift measured right before that rate's judged runs (calibration/speed_probe.py: lone
 # short prompts, own seeds; the ratio to the same probe taken right after the
 # calibration probe). Raw files without the speed probe give drift 1 (= steps_load).
-VARIANTS = (*VARIANT_SPECS, *FIT_STEPS_VARIANTS, "steps_load", "steps_load_drift")
+# steps_load_local: steps_load with each judged repeat's decode and prompt prices scaled
+# by the machine's speed measured by a 20-s gauge at the judged rate right before it
+# (calibration/gauge.py; raw files without gauges give steps_load). steps_load_oracle:
+# the same factors read off the judged run's own step metrics: a diagnostic bound, not a
+# prediction.
+VARIANTS = (*VARIANT_SPECS, *FIT_STEPS_VARIANTS, "steps_load", "steps_load_drift",
+            "steps_load_local", "steps_load_oracle")
 
 
 
@@ -97,6 +103,9 @@ def simulate_variant(setup: Setup, name: str, run: dict[str, Any], profile: dict
     """One variant's replay of one run: (per-request arrays, per-role step scale)."""
     if variant == "steps_load":
         return fit_load.replay_run(setup, name, run["records"], profile, by_key[variant])
+    if variant in ("steps_load_local", "steps_load_oracle"):
+        return gauge.replay_run(setup, name, run, profile, by_key["steps_load"],
+                                oracle=variant == "steps_load_oracle")
     if variant == "steps_load_drift":
         sim, factors = fit_load.replay_run(setup, name, run["records"], profile,
                                            with_drift(by_key[variant], run["rate_rps"]))

@@ -1,0 +1,96 @@
+"""A speed gauge right before every judged repeat (the `steps_load_local` variant).
+
+Six measurements (docs/planner.md) showed the machine's speed moving while one
+measurement runs: the same decode batch took 12 ms in one measurement and 18 ms in
+another, and 5-9% more from one 45-s repeat to the next. Nothing inside this VM shows it
+(no foreign CPU, no steal time): neighbours on the host share its caches and memory. A
+probe taken minutes earlier cannot price steps that drift on that time scale.
+
+The gauge is a short Poisson phase at the judged rate with the judged workload and its
+own seed (never a judged request), measured on the same cluster right before each
+repeat. Only its workers' step metrics are read, never its latencies: against the
+`steps_load` fit (made on the calibration probe) they give the machine's speed factor at
+that moment,
+
+- decode: the gauge's mean decode step over the fit's price of a decode step at the
+  gauge's own mean batch and KV length (`scale * profile + per_seq_s * batch`);
+- prompt: the gauge's prompt-step seconds (prefill and mixed kinds, roles that compute
+  prompts) over the simulated ones in a replay of the gauge with the fit;
+
+and the repeat that follows is replayed with the decode price, the per-sequence cost and
+the engine loop's gap scaled by the decode factor, the prompt price by the prompt factor.
+`steps_load_oracle` takes the same factors from the judged run's own step metrics: not a
+prediction, the bound any speed gauge could reach (what is left is the simulator's own
+batching and queueing).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from benchmarks.calibration import fit_load, step_metrics
+from benchmarks.calibration.setup import Setup
+
+DURATION_S = 20.0
+SEED_OFFSET = 700  # on top of the probe seed: never a judged run's (nor a speed probe's)
+MIN_PROMPT_S = 0.2  # prompt-step seconds a factor needs (~4 prompt steps)
+
+
+def config(setup: Setup, url: str, base: dict[str, Any], rate: float, index: int) -> Any:
+    """The bench config of the gauge number `index`, before a repeat at `rate`."""
+    from splitserve.bench import BenchConfig
+
+    return BenchConfig(url=url, **base, rate_rps=rate, num_requests=setup.num_requests,
+                       duration_s=DURATION_S, seed=setup.probe_seed + SEED_OFFSET + index)
+
+
+def factors(setup: Setup, topology: str, phase: dict[str, Any], profile: dict[str, Any],
+            fitted: dict[str, Any]) -> dict[str, Any]:
+    """The speed factors of `phase` against the `steps_load` fit (1.0 where the phase
+    has too few steps of a kind to tell)."""
+    from benchmarks.calibration.measure import contaminated
+
+    out: dict[str, Any] = {"decode": 1.0, "prompt": 1.0}
+    measured = step_metrics.measured(phase)
+    if not measured or contaminated(phase):
+        return out
+    points = fit_load.decode_points(setup, [{**phase, "phase": "gauge"}], profile)
+    dec = fitted["decode"]
+    if points:
+        p = points[0]
+        price = dec["scale"] * p["profile_s"] + dec["per_seq_s"] * p["batch"]
+        out["decode"] = p["real_s"] / price
+        out["decode_point"] = {**p, "fitted_s": price}
+    rate = fit_load.offered_rate(setup, topology, phase["records"], profile, fitted)
+    sim = fit_load.replay_fitted(setup, topology, phase["records"], profile,
+                                 scaled(fitted, out["decode"], 1.0), rate)
+    real_s, sim_s = fit_load.prompt_seconds(measured, sim)
+    if real_s >= MIN_PROMPT_S and sim_s > 0:
+        out["prompt"] = real_s / sim_s
+        out["prompt_seconds"] = {"measured_s": real_s, "simulated_s": sim_s}
+    return out
+
+
+def scaled(fitted: dict[str, Any], decode: float, prompt: float) -> dict[str, Any]:
+    """The `steps_load` fit with its step prices scaled by the speed factors."""
+    out = copy.deepcopy(fitted)
+    out["decode"]["scale"] *= decode
+    out["decode"]["per_seq_s"] *= decode
+    out["gap"]["gap_s"] *= decode
+    out["gap"]["per_seq_s"] *= decode
+    out["prompt_factor"] *= prompt
+    return out
+
+
+def replay_run(setup: Setup, topology: str, run: dict[str, Any], profile: dict[str, Any],
+               fitted: dict[str, Any], oracle: bool = False) -> tuple[dict[str, Any], Any]:
+    """A judged run replayed at the speed its gauge measured (`oracle`: at the speed the
+    run itself had). Without a gauge (raw files from before it) it is `steps_load`."""
+    phase = run if oracle else run.get("gauge")
+    f = (factors(setup, topology, phase, profile, fitted) if phase is not None
+         else {"decode": 1.0, "prompt": 1.0})
+    sim, terms = fit_load.replay_run(setup, topology, run["records"], profile,
+                                     scaled(fitted, f["decode"], f["prompt"]))
+    return sim, {**terms, "speed": {k: f[k] for k in ("decode", "prompt")}}
+
