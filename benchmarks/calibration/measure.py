@@ -21,7 +21,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
-from benchmarks.calibration import gauge, speed_probe, step_metrics, timelines
+from benchmarks.calibration import speed_probe, step_metrics, timelines
 from benchmarks.calibration.setup import TOPOLOGIES, Setup
 
 # The probe: (name, arrival, rate req/s, burst size, number of requests, max concurrency,
@@ -303,6 +303,8 @@ def _gauge(setup: Setup, cluster: Any, pids: dict[str, int], base: dict[str, Any
            rate: float, index: int) -> dict[str, Any]:
     """The speed gauge (gauge.py) right before a judged repeat, measured again (up to
     MAX_PROBE_RETRIES times) while other people's processes contaminate it."""
+    from benchmarks.calibration import gauge  # gauge -> fit_load -> fit_steps -> here
+
     config = gauge.config(setup, cluster.url, base, rate, index)
     run = _bench(cluster, pids, config)
     for _ in range(MAX_PROBE_RETRIES):
