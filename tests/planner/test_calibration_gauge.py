@@ -1,0 +1,117 @@
+"""The speed gauge's factors (benchmarks/calibration/gauge.py), hand-checked."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from benchmarks.calibration import fit_load, gauge
+from benchmarks.calibration.setup import Setup
+from splitserve.planner.step_stats import StepSummary
+
+
+class _Linear:
+    """A decode step of n sequences over c KV tokens: 10 ms + 1 ms per sequence + 1 us per
+    KV token."""
+
+    def step_s(self, num_prefill_tokens: int, prefill_attn_pairs: float,
+               prefill_kv_tokens: int, num_decode_seqs: int, decode_ctx_tokens: int) -> float:
+        return 0.010 + 0.001 * num_decode_seqs + 1e-6 * decode_ctx_tokens
+
+
+def _fitted() -> dict[str, Any]:
+    return {"decode": {"scale": 0.9, "per_seq_s": 0.001},
+            "gap": {"gap_s": 0.002, "per_seq_s": 0.0005}, "prompt_factor": 1.1}
+
+
+def _phase(decode_s: float, prompt_s: float, foreign_cpu_s: float = 0.0) -> dict[str, Any]:
+    # 4 requests of 100 prompt + 3 output tokens: they decode over 101 and 102 KV tokens
+    # (mean 101.5); 100 decode steps of 2 sequences each, 8 prompt steps
+    records = [{"success": True, "send_s": float(i), "input_len": 100, "output_len": 3}
+               for i in range(4)]
+    w = "mixed-0:"
+    return {"records": records, "duration_s": 20.0, "foreign_cpu_s": foreign_cpu_s,
+            "phase_metrics": {
+                w + "splitserve_worker_steps_total{kind=decode}": 100.0,
+                w + "splitserve_worker_step_duration_seconds_sum{kind=decode}": decode_s,
+                w + "splitserve_worker_steps_total{kind=prefill}": 8.0,
+                w + "splitserve_worker_step_duration_seconds_sum{kind=prefill}": prompt_s,
+                w + "splitserve_worker_decode_batch_size_sum": 200.0}}
+
+
+@pytest.fixture
+def simulated(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """Stub the profile (linear) and the replay: the simulated gauge ran 0.5 s of prompt
+    steps; records the fit each replay got."""
+    seen: list[dict[str, Any]] = []
+
+    def replay(setup: Setup, topology: str, records: Any, profile: Any,
+               fitted: dict[str, Any], rate: float) -> dict[str, Any]:
+        seen.append(fitted)
+        summary = StepSummary({"prefill": 8}, {"prefill": 1.0}, 0, 800)
+        return {"num_draws": 2, "step_stats": {"mixed": summary}}
+
+    monkeypatch.setattr(fit_load, "latency_model", lambda setup, profile: _Linear())
+    monkeypatch.setattr(fit_load, "replay_fitted", replay)
+    monkeypatch.setattr(fit_load, "offered_rate", lambda *args: 100.0)
+    return seen
+
+
+def test_factors_price_the_gauge_at_its_own_batch(simulated: list[dict[str, Any]]) -> None:
+    # profile at batch 2 over 2 * 101.5 KV tokens: 12.203 ms; the fit's price:
+    # 0.9 * 12.203 + 1 * 2 = 12.983 ms; measured 14.0 ms per decode step
+    got = gauge.factors(Setup(), "2 mixed", _phase(1.40, 0.6), {}, _fitted())
+    price = 0.9 * (0.010 + 0.002 + 203e-6) + 0.002
+    assert got["decode"] == pytest.approx(0.014 / price)
+    # prompt steps: 0.6 s measured against 1.0 s over 2 simulated draws
+    assert got["prompt"] == pytest.approx(1.2)
+    # the prompt replay already runs at the gauge's decode speed
+    assert simulated[0]["decode"]["scale"] == pytest.approx(0.9 * got["decode"])
+
+
+def test_a_contaminated_or_unmeasured_gauge_corrects_nothing(
+        simulated: list[dict[str, Any]]) -> None:
+    # another process used 10% of a core during the 20-s gauge
+    dirty = _phase(1.40, 0.6, foreign_cpu_s=2.0)
+    assert gauge.factors(Setup(), "2 mixed", dirty, {}, _fitted()) == {
+        "decode": 1.0, "prompt": 1.0}
+    bare = {**_phase(1.40, 0.6), "phase_metrics": {}}
+    assert gauge.factors(Setup(), "2 mixed", bare, {}, _fitted()) == {
+        "decode": 1.0, "prompt": 1.0}
+    assert simulated == []
+
+
+def test_too_few_prompt_seconds_leave_the_prompt_price(simulated: list[dict[str, Any]]) -> None:
+    got = gauge.factors(Setup(), "2 mixed", _phase(1.40, 0.1), {}, _fitted())
+    assert got["prompt"] == 1.0 and got["decode"] != 1.0
+
+
+def test_scaled_moves_every_worker_price_and_leaves_the_fit_alone() -> None:
+    fitted = _fitted()
+    got = gauge.scaled(fitted, 1.2, 0.5)
+    assert got["decode"] == {"scale": pytest.approx(1.08), "per_seq_s": pytest.approx(0.0012)}
+    assert got["gap"] == {"gap_s": pytest.approx(0.0024), "per_seq_s": pytest.approx(0.0006)}
+    assert got["prompt_factor"] == pytest.approx(0.55)
+    assert fitted == _fitted()
+
+
+def test_replay_uses_the_gauge_before_the_run_or_the_run_itself(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[tuple[Any, dict[str, Any]]] = []
+    monkeypatch.setattr(gauge, "factors", lambda setup, topology, phase, profile, fitted: {
+        "decode": 2.0 if phase is run["gauge"] else 3.0, "prompt": 1.0})
+    monkeypatch.setattr(fit_load, "replay_run",
+                        lambda setup, topology, records, profile, fitted: (
+                            calls.append((records, fitted)) or {}, {"decode": 1.0}))
+    run = {"records": ["judged"], "gauge": {"records": ["gauge"]}}
+    _, terms = gauge.replay_run(Setup(), "2 mixed", run, {}, _fitted())
+    assert terms["speed"] == {"decode": 2.0, "prompt": 1.0}
+    assert calls[-1][0] == ["judged"]  # the judged requests are replayed, not the gauge's
+    assert calls[-1][1]["decode"]["scale"] == pytest.approx(1.8)
+    _, terms = gauge.replay_run(Setup(), "2 mixed", run, {}, _fitted(), oracle=True)
+    assert terms["speed"]["decode"] == 3.0
+    # a raw file from before the gauge: steps_load's own prices
+    _, terms = gauge.replay_run(Setup(), "2 mixed", {"records": []}, {}, _fitted())
+    assert terms["speed"] == {"decode": 1.0, "prompt": 1.0}
+    assert calls[-1][1] == _fitted()
