@@ -44,7 +44,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.calibration import measure, pooled, replay, step_metrics, steps, tail, variants
+from benchmarks.calibration import (
+    gauge,
+    measure,
+    pooled,
+    replay,
+    step_metrics,
+    steps,
+    tail,
+    variants,
+)
 from benchmarks.calibration.rawfile import (
     cpu_lock,
     json_default,
@@ -68,7 +77,7 @@ from benchmarks.calibration.variants import DEFAULT_LINK, VARIANTS
 RESULTS = Path(__file__).resolve().parent / "results"
 # variants whose measured-vs-simulated step table is printed (all are in the JSON)
 STEP_TABLES = ("profile", "steps_busy", "steps_metrics", "steps_metrics_gap", "steps_load",
-               "steps_load_drift")
+               "steps_load_drift", "steps_load_local", "steps_load_oracle")
 PRESETS = {
     "goodput-chat": Setup(),
     "quick": Setup(model="llama-25m-v8k", dtype="float32", workload="uniform",
@@ -161,10 +170,13 @@ def analyse(raw: dict[str, Any]) -> dict[str, Any]:
                 row["ttft_breakdown"] = tail.analyse_run(setup, run, profile, steady, scale)
             rows.append(row)
     groups = pooled.judge(rows, arrays, VARIANTS, setup.slo)
+    baseline = gauge.measured_baseline([r for t in raw["topologies"] for r in t["runs"]],
+                                       groups, setup.slo)
     judged = {v: pooled.summarize(groups, v) for v in VARIANTS}
     summary = {v: summarize_errors(rows, v) for v in VARIANTS}
     tables = {f"judged_{v}": pooled.markdown(groups, v) for v in VARIANTS}
     tables["judged_slos"] = pooled.slo_markdown(groups)
+    tables["gauge_baseline"] = gauge.baseline_markdown(baseline)
     tables["real_steps"] = steps.steps_markdown(rows)
     tables.update({v: markdown(rows, v) for v in VARIANTS})
     tables.update({f"slo_sweep_{v}": sweep_markdown(rows, v) for v in VARIANTS})
@@ -180,7 +192,7 @@ def analyse(raw: dict[str, Any]) -> dict[str, Any]:
             "judged": {"verdict": {v: pooled.verdict(judged[v]) for v in VARIANTS},
                        "errors": judged, "groups": groups},
             "errors": summary, "verdict": {v: verdict(summary[v]) for v in VARIANTS},
-            "real_repeatability": repeats, "step_metrics": step_groups, "rows": rows,
+            "gauge_baseline": baseline, "real_repeatability": repeats, "step_metrics": step_groups, "rows": rows,
             "tables_markdown": tables}
 
 
@@ -240,6 +252,9 @@ def main() -> None:
         print(f"\n{variant}, repeats pooled: {result['judged']['verdict'][variant]}\n"
               f"{result['tables_markdown']['judged_' + variant]}")
     print("\nSLOs at the pooled real quantiles:\n" + result["tables_markdown"]["judged_slos"])
+    if result["gauge_baseline"]:
+        print("\nthe gauges' own latencies as the forecast (pooled, against the judged):\n"
+              + result["tables_markdown"]["gauge_baseline"])
     print("\nreal runs repeated (noise floor):\n" + result["tables_markdown"]["real_repeatability"])
     print("\n2 mixed TTFT by stage (ms, means):\n" + result["tables_markdown"]["ttft_breakdown"])
     print("\nreal TTFT by timeline stage (ms, median / mean of the slowest 10%):\n"

@@ -94,3 +94,38 @@ def replay_run(setup: Setup, topology: str, run: dict[str, Any], profile: dict[s
                                      scaled(fitted, f["decode"], f["prompt"]))
     return sim, {**terms, "speed": {k: f[k] for k in ("decode", "prompt")}}
 
+
+
+def measured_baseline(runs: list[dict[str, Any]], groups: list[dict[str, Any]],
+                      slo: tuple[float, float]) -> list[dict[str, Any]]:
+    """The naive forecast the simulation has to beat: each judged point's gauges' own
+    latencies (other requests of the same workload at the same rate, minutes earlier),
+    pooled like the judged repeats and judged the same way (`pooled.judge`'s groups)."""
+    from benchmarks.calibration import pooled
+    from benchmarks.calibration.replay import real_arrays
+
+    out = []
+    for g in groups:
+        excluded = {e["repeat"] for e in g["excluded_repeats"]}
+        parts = [real_arrays(r["gauge"]["records"]) for r in runs
+                 if r["topology"] == g["topology"] and r["rate_rps"] == g["rate_rps"]
+                 and r.get("gauge") and r.get("repeat") not in excluded]
+        if not parts:
+            continue
+        slos = {k: (v["ttft_s"], v["tpot_s"]) for k, v in g["slos_at_quantiles"].items()}
+        own = pooled.stats_at(pooled.pool(parts), slo, slos)
+        out.append({"topology": g["topology"], "rate_rps": g["rate_rps"],
+                    "num_gauges": len(parts), **own,
+                    "error": pooled.errors(g["real"], own)})
+    return out
+
+
+def baseline_markdown(rows: list[dict[str, Any]]) -> str:
+    lines = ["| topology | rate req/s | gauges | p90 TTFT err | p90 TPOT err | attainment pp "
+             "@ q50 / q75 / q90 |", "|---|---:|---:|---:|---:|---|"]
+    for r in rows:
+        e = r["error"]
+        pp = " / ".join(f"{e[f'attainment_pp@q{q}']:+.0f}" for q in (50, 75, 90))
+        lines.append(f"| {r['topology']} | {r['rate_rps']:g} | {r['num_gauges']} | "
+                     f"{e['p90_ttft_rel_err']:+.0%} | {e['p90_tpot_rel_err']:+.0%} | {pp} |")
+    return "\n".join(lines)

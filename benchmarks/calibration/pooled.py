@@ -35,11 +35,11 @@ def _attainment(arrays: dict[str, np.ndarray], ttft_s: float, tpot_s: float) -> 
     return float(met.mean())
 
 
-def _pool(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+def pool(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     return {k: np.concatenate([p[k] for p in parts]) for k in ("ttft_s", "tpot_s", "finished")}
 
 
-def _stats(arrays: dict[str, np.ndarray], slo: tuple[float, float],
+def stats_at(arrays: dict[str, np.ndarray], slo: tuple[float, float],
            slos: dict[str, tuple[float, float]]) -> dict[str, Any]:
     out = stats(arrays["ttft_s"], arrays["tpot_s"], arrays["finished"], slo, sweep=())
     out.pop("attainment_sweep")
@@ -68,9 +68,9 @@ def judge(rows: list[dict[str, Any]], arrays: list[dict[str, Any]], variants: tu
         # repeats measured while other people's processes took the cores are not the
         # reference (kept when every repeat was: then the entry says so)
         members = [i for i in every if not rows[i].get("contaminated")] or every
-        real = _pool([arrays[i]["real"] for i in members])
+        real = pool([arrays[i]["real"] for i in members])
         slos = _quantile_slos(real)
-        repeats = [_stats(arrays[i]["real"], slo, slos) for i in members]
+        repeats = [stats_at(arrays[i]["real"], slo, slos) for i in members]
         entry: dict[str, Any] = {
             "topology": topology, "rate_rps": rate, "num_repeats": len(members),
             "excluded_repeats": [{"repeat": rows[i].get("repeat"),
@@ -79,16 +79,16 @@ def judge(rows: list[dict[str, Any]], arrays: list[dict[str, Any]], variants: tu
             "all_contaminated": all(rows[i].get("contaminated") for i in every),
             "num_sent_per_repeat": int(len(arrays[members[0]]["real"]["ttft_s"])),
             "slos_at_quantiles": {k: {"ttft_s": a, "tpot_s": b} for k, (a, b) in slos.items()},
-            "real": _stats(real, slo, slos), "real_repeats": repeats}
+            "real": stats_at(real, slo, slos), "real_repeats": repeats}
         for variant in variants:
-            sim = _stats(_pool([arrays[i][variant] for i in members]), slo, slos)
-            entry[variant] = {**sim, "error": _errors(entry["real"], sim)}
+            sim = stats_at(pool([arrays[i][variant] for i in members]), slo, slos)
+            entry[variant] = {**sim, "error": errors(entry["real"], sim)}
         entry["repeat_spread"] = _spread(entry["real"], repeats)
         out.append(entry)
     return out
 
 
-def _errors(real: dict[str, Any], sim: dict[str, Any]) -> dict[str, float | None]:
+def errors(real: dict[str, Any], sim: dict[str, Any]) -> dict[str, float | None]:
     out: dict[str, float | None] = {}
     for key in ("p50_ttft_s", "p90_ttft_s", "p50_tpot_s", "p90_tpot_s"):
         r, s = real[key], sim[key]

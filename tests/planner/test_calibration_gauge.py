@@ -115,3 +115,38 @@ def test_replay_uses_the_gauge_before_the_run_or_the_run_itself(
     _, terms = gauge.replay_run(Setup(), "2 mixed", {"records": []}, {}, _fitted())
     assert terms["speed"] == {"decode": 1.0, "prompt": 1.0}
     assert calls[-1][1] == _fitted()
+
+
+def _records(ttft_s: float, tpot_s: float, n: int = 10) -> list[dict[str, Any]]:
+    return [{"success": True, "send_s": float(i), "input_len": 10, "output_len": 3,
+             "ttft_s": ttft_s, "tpot_s": tpot_s, "first_itl_s": None, "median_itl_s": None}
+            for i in range(n)]
+
+
+def test_measured_baseline_pools_the_gauges_of_the_clean_repeats() -> None:
+    from benchmarks.calibration import pooled
+    from benchmarks.calibration.replay import real_arrays
+
+    def run(repeat: int, gauge_ttft_s: float) -> dict[str, Any]:
+        return {"topology": "1P1D", "rate_rps": 2.0, "repeat": repeat,
+                "records": _records(0.100, 0.020),
+                "gauge": {"records": _records(gauge_ttft_s, 0.022)}}
+
+    # repeat 2 was contaminated: its gauge (a wild 1 s TTFT) is left out as it is
+    runs = [run(0, 0.110), run(1, 0.110), run(2, 1.0)]
+    real = pooled.pool([real_arrays(r["records"]) for r in runs[:2]])
+    slos = {"q50": (0.100, 0.020), "q75": (0.100, 0.020), "q90": (0.100, 0.020)}
+    group = {"topology": "1P1D", "rate_rps": 2.0,
+             "excluded_repeats": [{"repeat": 2, "foreign_cpu_s": 9.0}],
+             "slos_at_quantiles": {k: {"ttft_s": a, "tpot_s": b} for k, (a, b) in slos.items()},
+             "real": pooled.stats_at(real, (2.0, 0.1), slos)}
+    (got,) = gauge.measured_baseline(runs, [group], (2.0, 0.1))
+    assert got["num_gauges"] == 2
+    assert got["error"]["p90_ttft_rel_err"] == pytest.approx(0.10)
+    assert got["error"]["p90_tpot_rel_err"] == pytest.approx(0.10)
+    # every gauge request misses the SLOs set on the judged requests: 100 points lower
+    assert got["error"]["attainment_pp@q90"] == pytest.approx(-100.0)
+    assert "| 1P1D | 2 | 2 | +10% | +10% | -100 / -100 / -100 |" in gauge.baseline_markdown([got])
+    # raw files from before the gauge: no baseline
+    assert gauge.measured_baseline([{**r, "gauge": None} for r in runs], [group],
+                                   (2.0, 0.1)) == []
