@@ -1,7 +1,7 @@
 """Step prices per step kind and a load-dependent engine-loop gap, fitted on the probe's
 step metrics (the `steps_load` variant).
 
-The fourth measurement (docs/planner.md) showed where `steps_metrics` missed: prompt steps
+The fourth measurement (docs/calibration_history.md) showed where `steps_metrics` missed: prompt steps
 priced by a line through noisy probe points, decode steps priced by a factor read at
 the offered rate, and the engine loop's time between steps measured on lone requests
 only (0.3-0.4 ms; the client's mean inter-token gap exceeded the workers' mean decode

@@ -1,6 +1,6 @@
 """A speed gauge right before every judged repeat (the `steps_load_local` variant).
 
-Six measurements (docs/planner.md) showed the machine's speed moving while one
+Six measurements (docs/calibration_history.md) showed the machine's speed moving while one
 measurement runs: the same decode batch took 12 ms in one measurement and 18 ms in
 another, and 5-9% more from one 45-s repeat to the next. Nothing inside this VM shows it
 (no foreign CPU, no steal time): neighbours on the host share its caches and memory. A

@@ -1,6 +1,6 @@
 """A short prompt-speed probe run beside every judged rate (the `steps_load_drift` variant).
 
-The fifth measurement (docs/planner.md) showed the machine's prompt-step speed drifting by
+The fifth measurement (docs/calibration_history.md) showed the machine's prompt-step speed drifting by
 10-15% between the calibration probe (taken first) and the judged runs minutes later, in
 either direction. This probe measures that drift without touching a judged request: a
 few seconds of lone prompts of known lengths (one at a time, 2-4 output tokens, its own

@@ -29,7 +29,7 @@ VARIANT_SPECS = {"profile": ("requests", False, False, False),
                  "calibrated_jitter_polled": ("polled", True, True, True)}
 # steps_chunked: the same with the simulated prefill worker cutting prompts to its budget
 # as the engine does (found on the committed measurement after it was taken: see
-# docs/planner.md).
+# docs/calibration_history.md).
 # steps_busy: steps_chunked with the prompt factor from the prompt-computing workers' busy
 # seconds instead of the prompt stages (designed on the committed measurement, judged on
 # the next one).
@@ -44,7 +44,7 @@ FIT_STEPS_VARIANTS = ("steps", "steps_chunked", "steps_busy", "steps_metrics",
 # metrics (calibration/fit_load.py): decode steps priced as a factor on the profile plus a
 # per-sequence cost, prompt steps by one factor pooled over the Poisson phases, and the
 # engine loop's gap between steps as a fixed plus a per-decoding-sequence part
-# (designed on the fourth measurement, see docs/planner.md).
+# (designed on the fourth measurement, see docs/calibration_history.md).
 # steps_load_drift: steps_load with each rate's prompt price scaled by the prompt-speed
 # drift measured right before that rate's judged runs (calibration/speed_probe.py: lone
 # short prompts, own seeds; the ratio to the same probe taken right after the

@@ -31,8 +31,8 @@ class SchedulerConfig:
     worker's step metrics time, `SimResult.steps`) excludes it.
     step_gap_per_seq_s: further seconds of that gap per sequence the step decodes (the
     loop hands every sampled token over between steps). Fitted on one CPU core, with
-    decode steps priced per sequence: under 0.5 ms per step in all (docs/planner.md,
-    "Step prices fitted against load").
+    decode steps priced per sequence: under 0.5 ms per step in all
+    (docs/calibration_history.md, "Step prices fitted against load").
     """
 
     token_budget: int = 2048
