@@ -8,7 +8,7 @@
    Poisson 2, 4, 6 req/s, 45 s of arrivals each, seed 0, prefix caching off), each made
    three times. Every request carries the router's debug header (its record holds the
    router's and the worker engine's timeline) and every inter-token gap; every run
-   records the CPU other people's processes used meanwhile (calibration/measure.py).
+   records the CPU other people's processes used meanwhile (calibration/snapshot.py).
 3. Fit on the probe only, per variant (calibration/variants.py): fit.py (aggregate
    fits: busy-time step scales, TPOT gaps) or fit_steps.py (terms measured where they
    happen: decode steps rebuilt from token arrivals, prompt stages or busy seconds, the
@@ -49,6 +49,7 @@ from benchmarks.calibration import (
     measure,
     pooled,
     replay,
+    snapshot,
     step_metrics,
     steps,
     tail,
@@ -94,7 +95,7 @@ def measure_all(setup: Setup, lock: str | None,
         profile, settle = profile_from["profile"], profile_from.get("settle_effect")
     else:
         with cpu_lock(lock):
-            print(f"profiling {model_dir.name} on core {core} (load {measure.load_avg()})",
+            print(f"profiling {model_dir.name} on core {core} (load {snapshot.load_avg()})",
                   flush=True)
             profile = measure.profile(setup, model_dir, core)
             settle = measure.settle_effect(setup, model_dir, core)
@@ -143,7 +144,7 @@ def analyse(raw: dict[str, Any]) -> dict[str, Any]:
                 "load_before": run["load_before"], "load_after": run["load_after"],
                 "process_cpu_s": run["process_cpu_s"],
                 "foreign_cpu_s": run.get("foreign_cpu_s"), "duration_s": run["duration_s"],
-                "contaminated": measure.contaminated(run), "router": run["router"],
+                "contaminated": snapshot.contaminated(run), "router": run["router"],
                 "real": real, "real_steps": steps.summary(
                     steps.reconstruct(run["records"]), replay.latency_model(setup, profile))}
             measured_steps = step_metrics.measured(run)

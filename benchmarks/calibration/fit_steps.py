@@ -39,9 +39,9 @@ import numpy as np
 
 from benchmarks.calibration import step_metrics, steps
 from benchmarks.calibration.fit import fit_link, fit_prefill_scale, tiled
-from benchmarks.calibration.measure import contaminated, foreign_share
 from benchmarks.calibration.replay import Link, latency_model, real_arrays, replay
 from benchmarks.calibration.setup import Setup
+from benchmarks.calibration.snapshot import contaminated, foreign_share
 from splitserve.planner import ServingOverhead
 
 _KEYS = ("decode_factor", "prompt_factor", "handoff_latency_s", "join_s")

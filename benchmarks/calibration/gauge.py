@@ -31,6 +31,7 @@ from typing import Any
 
 from benchmarks.calibration import fit_load, step_metrics
 from benchmarks.calibration.setup import Setup
+from benchmarks.calibration.snapshot import contaminated
 
 DURATION_S = 20.0
 SEED_OFFSET = 700  # on top of the probe seed: never a judged run's (nor a speed probe's)
@@ -49,8 +50,6 @@ def factors(setup: Setup, topology: str, phase: dict[str, Any], profile: dict[st
             fitted: dict[str, Any]) -> dict[str, Any]:
     """The speed factors of `phase` against the `steps_load` fit (1.0 where the phase
     has too few steps of a kind to tell)."""
-    from benchmarks.calibration.measure import contaminated
-
     out: dict[str, Any] = {"decode": 1.0, "prompt": 1.0}
     measured = step_metrics.measured(phase)
     if not measured or contaminated(phase):

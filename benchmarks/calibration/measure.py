@@ -15,14 +15,14 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-import resource
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
-from benchmarks.calibration import speed_probe, step_metrics, timelines
+from benchmarks.calibration import speed_probe, timelines
 from benchmarks.calibration.setup import TOPOLOGIES, Setup
+from benchmarks.calibration.snapshot import contaminated, delta, foreign_share, load_avg, snapshot
 
 # The probe: (name, arrival, rate req/s, burst size, number of requests, max concurrency,
 # workload: "probe" = uniform 32-256 in / 16-64 out, "run" = the validation workload).
@@ -39,34 +39,10 @@ PROBE = (
     ("poisson5", "poisson", 5.0, 1, 100, None, "run"),
     ("poisson7", "poisson", 7.0, 1, 140, None, "run"),
 )
-# A phase or run is "contaminated" when processes that are not ours (another engineer's
-# jobs on the shared cores) used more than MAX_FOREIGN_SHARE of one core and more than
-# MIN_FOREIGN_S during it. A contaminated probe phase is measured again (up to
-# MAX_PROBE_RETRIES times); the fit leaves out one still contaminated, the judged
-# comparison contaminated repeats (a quiet run here still shows ~0.5-1 s:
-# kernel threads, the profiler's scrapes).
-MAX_FOREIGN_SHARE = 0.05
-MIN_FOREIGN_S = 1.5
+# A contaminated probe phase or gauge (snapshot.contaminated) is measured again (up to
+# MAX_PROBE_RETRIES times); a contaminated validation repeat gets one extra repeat.
 MAX_PROBE_RETRIES = 2
 MAX_EXTRA_REPEATS = 1
-
-
-def foreign_share(run: dict[str, Any]) -> float | None:
-    """CPU seconds other people's processes used per second of a measured run (None:
-    not recorded)."""
-    foreign, duration = run.get("foreign_cpu_s"), run.get("duration_s")
-    if foreign is None or not duration:
-        return None
-    return max(float(foreign), 0.0) / float(duration)
-
-
-def contaminated(run: dict[str, Any]) -> bool:
-    share = foreign_share(run)
-    return share is not None and share > MAX_FOREIGN_SHARE and run["foreign_cpu_s"] > MIN_FOREIGN_S
-
-
-def load_avg() -> list[float]:
-    return [round(v, 2) for v in os.getloadavg()]
 
 
 def profile(setup: Setup, model_dir: Path, core: int) -> dict[str, Any]:
@@ -112,86 +88,6 @@ def settle_effect(setup: Setup, model_dir: Path, core: int) -> list[dict[str, An
     return out
 
 
-def _scrape(url: str) -> dict[str, float]:
-    import httpx
-
-    return parse_exposition(httpx.get(url + "/metrics", timeout=10.0).text)
-
-
-def parse_exposition(text: str) -> dict[str, float]:
-    """Every sample of a /metrics page, keyed by name{labels} (worker and role dropped)."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    out: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items())
-                              if k not in ("worker", "role"))
-            out[f"{s.name}{{{labels}}}" if labels else s.name] = s.value
-    return out
-
-
-def _cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _self_cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-def machine_cpu_s() -> float:
-    """CPU seconds every process on the machine used since boot (/proc/stat: all but
-    idle and iowait). Its growth over a run minus our own processes' is the load other
-    people put on the cores while we measured."""
-    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
-    jiffies = [int(v) for v in fields]
-    busy = sum(jiffies) - jiffies[3] - (jiffies[4] if len(jiffies) > 4 else 0)
-    # guest time is already inside user time
-    busy -= sum(jiffies[8:10]) if len(jiffies) >= 10 else 0
-    return busy / os.sysconf("SC_CLK_TCK")
-
-
-_WORKER_KEYS = ("splitserve_worker_engine_busy_seconds_total",)
-# per worker: step seconds and tokens by phase (a mixed step's time split by FLOP share),
-# and its steps by kind (step_metrics.py)
-_PHASE_PREFIXES = ("splitserve_worker_phase_busy_seconds_total",
-                   "splitserve_worker_phase_tokens_total", *step_metrics.SCRAPED_PREFIXES)
-_ROUTER_PREFIXES = ("splitserve_router_routing_decisions_total",
-                    "splitserve_router_kv_transfer_seconds_sum",
-                    "splitserve_router_kv_transfer_seconds_count",
-                    "splitserve_router_kv_transfer_bytes_sum")
-
-
-def _snapshot(cluster: Any, pids: dict[str, int]) -> dict[str, Any]:
-    workers = {c.name: _scrape(c.url) for c in cluster.workers()}
-    router = _scrape(cluster.url)
-    return {
-        "busy_s": {name: next((v for k, v in m.items() if k.startswith(_WORKER_KEYS[0])), 0.0)
-                   for name, m in workers.items()},
-        "router": {k: v for k, v in router.items() if k.startswith(_ROUTER_PREFIXES)},
-        "phase": {f"{name}:{k}": v for name, m in workers.items() for k, v in m.items()
-                  if k.startswith(_PHASE_PREFIXES)},
-        "cpu_s": {name: _cpu_s(pid) for name, pid in pids.items()},
-        "client_cpu_s": _self_cpu_s(),
-        "machine_cpu_s": machine_cpu_s(),
-    }
-
-
-def _delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
-    def sub(key: str) -> dict[str, float]:
-        return {k: round(after[key][k] - before[key].get(k, 0.0), 4) for k in after[key]}
-
-    cpu = sub("cpu_s")
-    cpu["bench client"] = round(after["client_cpu_s"] - before["client_cpu_s"], 3)
-    machine_s = after["machine_cpu_s"] - before["machine_cpu_s"]
-    return {"engine_busy_s": sub("busy_s"), "router": sub("router"), "process_cpu_s": cpu,
-            "phase_metrics": sub("phase"), "machine_cpu_s": round(machine_s, 3),
-            # CPU seconds of processes not ours (another engineer's work, the system)
-            "foreign_cpu_s": round(machine_s - sum(cpu.values()), 3)}
-
-
 def _record(r: Any) -> dict[str, Any]:
     """A bench record, with its inter-token gaps kept (0.1 ms: each is one engine step of
     the request's worker, which is how `steps.py` rebuilds the workers' step timelines)
@@ -210,9 +106,9 @@ def _bench(cluster: Any, pids: dict[str, int], config: Any) -> dict[str, Any]:
     from splitserve.bench import run_bench
 
     load_before = load_avg()
-    before = _snapshot(cluster, pids)
+    before = snapshot(cluster, pids)
     result = run_bench(dataclasses.replace(config, capture_timeline=True))
-    after = _snapshot(cluster, pids)
+    after = snapshot(cluster, pids)
     records = []
     for r in result.records:
         d = _record(r)
@@ -220,7 +116,7 @@ def _bench(cluster: Any, pids: dict[str, int], config: Any) -> dict[str, Any]:
         d["timeline"] = timelines.summarize(d.pop("timeline"), r.send_wall_s)
         records.append(d)
     return {"load_before": load_before, "load_after": load_avg(),
-            "duration_s": result.summary["duration_s"], **_delta(before, after),
+            "duration_s": result.summary["duration_s"], **delta(before, after),
             "records": records}
 
 
@@ -303,7 +199,7 @@ def _gauge(setup: Setup, cluster: Any, pids: dict[str, int], base: dict[str, Any
            rate: float, index: int) -> dict[str, Any]:
     """The speed gauge (gauge.py) right before a judged repeat, measured again (up to
     MAX_PROBE_RETRIES times) while other people's processes contaminate it."""
-    from benchmarks.calibration import gauge  # gauge -> fit_load -> fit_steps -> here
+    from benchmarks.calibration import gauge
 
     config = gauge.config(setup, cluster.url, base, rate, index)
     run = _bench(cluster, pids, config)

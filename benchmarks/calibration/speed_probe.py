@@ -17,6 +17,7 @@ from typing import Any
 from benchmarks.calibration import step_metrics
 from benchmarks.calibration.replay import latency_model, sent
 from benchmarks.calibration.setup import Setup
+from benchmarks.calibration.snapshot import contaminated
 from splitserve.planner.cost_model import prefill_attn_pairs
 
 NUM_REQUESTS = 20
@@ -63,8 +64,6 @@ def drift(setup: Setup, speed: list[dict[str, Any]], profile: dict[str, Any],
           rate: float) -> dict[str, Any]:
     """The prompt-speed drift for the judged runs at `rate`: the ratio measured right
     before them over the reference's (1.0 where either is missing or contaminated)."""
-    from benchmarks.calibration.measure import contaminated
-
     def ratio(match: Any) -> float | None:
         phase = next((p for p in speed if match(p)), None)
         if phase is None or contaminated(phase):

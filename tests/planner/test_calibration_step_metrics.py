@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from benchmarks.calibration import measure, step_metrics
+from benchmarks.calibration import snapshot, step_metrics
 from splitserve.engine.engine_config import EngineConfig
 from splitserve.metrics.phase import PhaseCounters
 from splitserve.planner.fleet import Pool, SchedulerConfig
@@ -39,22 +39,22 @@ def test_scraped_deltas_give_each_roles_steps_of_the_run_only(
         monkeypatch: pytest.MonkeyPatch) -> None:
     workers = {name: _worker(name) for name in ("prefill-1", "decode-1", "decode-2")}
     pages = {f"http://{name}": m for name, (_, m) in workers.items()}
-    monkeypatch.setattr(measure, "_scrape", lambda url: measure.parse_exposition(
+    monkeypatch.setattr(snapshot, "_scrape", lambda url: snapshot.parse_exposition(
         pages[url].render(0.0)[0].decode()) if url in pages else {})
     cluster = SimpleNamespace(url="http://router", workers=lambda: [
         SimpleNamespace(name=name, url=f"http://{name}") for name in workers])
     prefill, dec1, dec2 = (workers[n][0] for n in ("prefill-1", "decode-1", "decode-2"))
     _step(prefill, 0.5, 300, 0)  # before the run: not counted
     _step(dec1, 0.02, 0, 3)
-    before = measure._snapshot(cluster, {})
+    before = snapshot.snapshot(cluster, {})
     _step(prefill, 0.2, 128, 0)
     _step(prefill, 0.3, 200, 0)
     _step(dec1, 0.04, 0, 4)
     _step(dec1, 0.06, 10, 2)  # a short prompt prefilled on the decode worker
     _step(dec2, 0.02, 0, 6)
-    after = measure._snapshot(cluster, {})
+    after = snapshot.snapshot(cluster, {})
 
-    got = step_metrics.measured(measure._delta(before, after))
+    got = step_metrics.measured(snapshot.delta(before, after))
     assert got is not None and set(got) == {"prefill", "decode"}
     assert dict(got["prefill"].num_steps) == {"prefill": 2, "decode": 0, "mixed": 0}
     assert got["prefill"].mean_step_s("prefill") == pytest.approx(0.25)

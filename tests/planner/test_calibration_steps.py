@@ -103,7 +103,7 @@ def test_a_load_line_is_read_between_probe_points_never_beyond() -> None:
 
 
 def test_repeats_run_beside_other_peoples_jobs_leave_the_reference() -> None:
-    from benchmarks.calibration.measure import contaminated
+    from benchmarks.calibration.snapshot import contaminated
 
     quiet = {"foreign_cpu_s": 0.8, "duration_s": 47.0}
     busy = {"foreign_cpu_s": 8.0, "duration_s": 47.0}
