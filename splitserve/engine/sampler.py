@@ -30,9 +30,9 @@ import torch
 
 from splitserve.engine.outputs import TokenLogprobs
 from splitserve.engine.sampling_params import SamplingParams
+from splitserve.engine.seeded_random import uniforms
 from splitserve.model import native
 
-_MASK64 = (1 << 64) - 1
 # How many of a row's most likely tokens top-k / top-p / min-p are first applied to. Fixed
 # (not sized to the batch) so that which path a row takes depends on that row alone.
 NUM_CANDIDATES = 1024
@@ -44,17 +44,6 @@ class SamplerOutput:
 
     token_ids: list[int]
     logprobs: list[TokenLogprobs | None]
-
-
-def seed_for(seed: int, output_index: int) -> int:
-    """64-bit hash of (seed, output index) that keys a seeded request's draw at that index.
-
-    splitmix64 finalizer: nearby seeds and indices give unrelated values.
-    """
-    x = ((seed & _MASK64) * 0x9E3779B97F4A7C15 + output_index + 1) & _MASK64
-    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
-    return x ^ (x >> 31)
 
 
 def _mask_min_tokens(
@@ -80,38 +69,6 @@ def _mask_min_tokens(
     device = logits.device
     masked[torch.tensor(rows, device=device), torch.tensor(cols, device=device)] = float("-inf")
     return masked
-
-
-def seeded_uniform(seed: int, output_index: int) -> float:
-    """The uniform in [0, 1) that picks output token `output_index` of a request seeded `seed`.
-
-    Pure Python integer arithmetic: identical on every device, torch version and worker.
-    """
-    return (seed_for(seed, output_index) >> 11) * 2.0**-53
-
-
-def _uniforms(
-    rows: list[int],
-    params_list: Sequence[SamplingParams],
-    output_indices: Sequence[int],
-    device: torch.device,
-    generator: torch.Generator | None,
-) -> torch.Tensor:
-    """One float64 uniform in [0, 1) per row `[len(rows)]`; unseeded rows use `generator`."""
-    seeds = [params_list[r].seed for r in rows]
-    values = [
-        seeded_uniform(seed, output_indices[r]) if seed is not None else 0.0
-        for r, seed in zip(rows, seeds, strict=True)
-    ]
-    u = torch.tensor(values, dtype=torch.float64, device=device)
-    unseeded = [i for i, seed in enumerate(seeds) if seed is None]
-    if unseeded:
-        gen_device = generator.device if generator is not None else device
-        drawn = torch.rand(
-            len(unseeded), dtype=torch.float64, generator=generator, device=gen_device
-        )
-        u[torch.tensor(unseeded, device=device)] = drawn.to(device)
-    return u
 
 
 def _draw(weights: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
@@ -190,7 +147,7 @@ def _sample_rows(
     """
     device = logits.device
     num_vocab = logits.shape[-1]
-    u = _uniforms(rows, params_list, output_indices, device, generator)
+    u = uniforms(rows, params_list, output_indices, device, generator)
     full: list[int] = []
     truncated: list[int] = []
     for i, r in enumerate(rows):
