@@ -21,8 +21,8 @@ CSRC = Path(__file__).resolve().parent / "csrc"
 SOURCES = (CSRC / "paged_decode.cpp", CSRC / "fused_ops.cpp", CSRC / "prefill_attn.cpp",
            CSRC / "kv_write.cpp")
 # included by the sources: part of the cache key
-HEADERS = (CSRC / "dtype.h", CSRC / "simd.h", CSRC / "decode_bf16.h", CSRC / "prefill_tiles.h",
-           CSRC / "prefill_stages.h", CSRC / "gemv_amx.h")
+HEADERS = (CSRC / "dtype.h", CSRC / "simd.h", CSRC / "decode_avx512.h", CSRC / "decode_bf16.h",
+           CSRC / "prefill_tiles.h", CSRC / "prefill_stages.h", CSRC / "gemv_amx.h")
 # -ffast-math at compile time only: linked, gcc 12 adds crtfastmath.o, which turns on
 # flush-to-zero for the whole process (torch's numerics included) when the library loads.
 COMPILE_FLAGS = ["-O3", "-march=native", "-mprefer-vector-width=512", "-ffast-math",
