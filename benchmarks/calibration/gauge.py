@@ -27,6 +27,7 @@ batching and queueing).
 from __future__ import annotations
 
 import copy
+from collections import Counter
 from typing import Any
 
 from benchmarks.calibration import fit_load, step_metrics
@@ -47,9 +48,11 @@ def config(setup: Setup, url: str, base: dict[str, Any], rate: float, index: int
 
 
 def factors(setup: Setup, topology: str, phase: dict[str, Any], profile: dict[str, Any],
-            fitted: dict[str, Any]) -> dict[str, Any]:
+            fitted: dict[str, Any], spread: bool = False) -> dict[str, Any]:
     """The speed factors of `phase` against the `steps_load` fit (1.0 where the phase
-    has too few steps of a kind to tell)."""
+    has too few steps of a kind to tell). `spread`: the decode factor divides by the
+    phase's simulated `spread_ratio` (its price over the spread of batches, not at the
+    mean batch)."""
     out: dict[str, Any] = {"decode": 1.0, "prompt": 1.0}
     measured = step_metrics.measured(phase)
     if not measured or contaminated(phase):
@@ -64,11 +67,41 @@ def factors(setup: Setup, topology: str, phase: dict[str, Any], profile: dict[st
     rate = fit_load.offered_rate(setup, topology, phase["records"], profile, fitted)
     sim = fit_load.replay_fitted(setup, topology, phase["records"], profile,
                                  scaled(fitted, out["decode"], 1.0), rate)
+    if spread and points:
+        batches = sum((c for role, c in sim["decode_batches"].items() if role != "prefill"),
+                      Counter())
+        ratio = spread_ratio(setup, profile, fitted, batches, fit_load.ctx_per_seq(
+            phase["records"]))
+        out["decode"] /= ratio
+        out["spread_ratio"] = ratio
+        sim = fit_load.replay_fitted(setup, topology, phase["records"], profile,
+                                     scaled(fitted, out["decode"], 1.0), rate)
     real_s, sim_s = fit_load.prompt_seconds(measured, sim)
     if real_s >= MIN_PROMPT_S and sim_s > 0:
         out["prompt"] = real_s / sim_s
         out["prompt_seconds"] = {"measured_s": real_s, "simulated_s": sim_s}
     return out
+
+
+def spread_ratio(setup: Setup, profile: dict[str, Any], fitted: dict[str, Any],
+                 batches: Counter[int], ctx_per_seq: float) -> float:
+    """The fit's mean decode price over steps of these batch sizes, over its price at
+    their mean batch. Below 1 where the batches spread over the concave part of the
+    price (here a step grows steeply up to 4 sequences, then flattens: the GEMV changes
+    kernels at 5 rows), so a factor read as "mean step / price at the mean batch" would
+    come out too small by this ratio (Jensen's inequality). 1 without steps."""
+    num = sum(batches.values())
+    if not num:
+        return 1.0
+    model = fit_load.latency_model(setup, profile)
+    dec = fitted["decode"]
+
+    def price(batch: float) -> float:
+        return (dec["scale"] * fit_load.profile_decode_s(model, batch, ctx_per_seq)
+                + dec["per_seq_s"] * batch)
+
+    mean_batch = sum(b * n for b, n in batches.items()) / num
+    return sum(n * price(b) for b, n in batches.items()) / num / price(mean_batch)
 
 
 def scaled(fitted: dict[str, Any], decode: float, prompt: float) -> dict[str, Any]:
@@ -83,11 +116,13 @@ def scaled(fitted: dict[str, Any], decode: float, prompt: float) -> dict[str, An
 
 
 def replay_run(setup: Setup, topology: str, run: dict[str, Any], profile: dict[str, Any],
-               fitted: dict[str, Any], oracle: bool = False) -> tuple[dict[str, Any], Any]:
+               fitted: dict[str, Any], oracle: bool = False, spread: bool = False,
+               ) -> tuple[dict[str, Any], Any]:
     """A judged run replayed at the speed its gauge measured (`oracle`: at the speed the
-    run itself had). Without a gauge (raw files from before it) it is `steps_load`."""
+    run itself had; `spread`: see `factors`). Without a gauge (raw files from before it)
+    it is `steps_load`."""
     phase = run if oracle else run.get("gauge")
-    f = (factors(setup, topology, phase, profile, fitted) if phase is not None
+    f = (factors(setup, topology, phase, profile, fitted, spread) if phase is not None
          else {"decode": 1.0, "prompt": 1.0})
     sim, terms = fit_load.replay_run(setup, topology, run["records"], profile,
                                      scaled(fitted, f["decode"], f["prompt"]))

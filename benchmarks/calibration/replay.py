@@ -4,6 +4,7 @@ on the run's topology, priced by the measured profile plus optional serving over
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,6 +48,8 @@ class BusyCounter:
         self.busy_s = 0.0
         self.prompt_busy_s = 0.0  # of steps that computed prompt tokens
         self.num_steps = 0
+        # pure decode steps by batch size (what a price at the mean batch misses)
+        self.decode_batches: Counter[int] = Counter()
 
     def step_s(self, num_prefill_tokens: int, prefill_attn_pairs: float,
                prefill_kv_tokens: int, num_decode_seqs: int, decode_ctx_tokens: int) -> float:
@@ -56,6 +59,8 @@ class BusyCounter:
         if num_prefill_tokens:
             self.prompt_busy_s += seconds
         self.num_steps += seconds > 0
+        if not num_prefill_tokens and num_decode_seqs:
+            self.decode_batches[num_decode_seqs] += 1
         return seconds
 
 
@@ -108,6 +113,8 @@ def replay(setup: Setup, topology: str, records: list[dict[str, Any]],
     out["num_steps"] = {role: int(np.mean([r["num_steps"][role] for r in runs]))
                         for role in runs[0]["num_steps"]}
     out["step_stats"] = averaged([r["step_stats"] for r in runs])
+    out["decode_batches"] = {role: sum((r["decode_batches"][role] for r in runs), Counter())
+                             for role in runs[0]["decode_batches"]}
     out["num_draws"] = len(runs)
     return out
 
@@ -163,6 +170,7 @@ def _replay_once(setup: Setup, topology: str, records: list[dict[str, Any]],
             "engine_busy_s": {role: round(c.busy_s, 3) for role, c in counters.items()},
             "prompt_busy_s": {role: c.prompt_busy_s for role, c in counters.items()},
             "num_steps": {role: c.num_steps for role, c in counters.items()},
+            "decode_batches": {role: c.decode_batches for role, c in counters.items()},
             # per role: steps by kind, their seconds and batch sizes (step_metrics.py)
             "step_stats": result.steps.by_role() if result.steps else {}, "num_draws": 1}
 

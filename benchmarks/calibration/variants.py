@@ -54,8 +54,11 @@ FIT_STEPS_VARIANTS = ("steps", "steps_chunked", "steps_busy", "steps_metrics",
 # (calibration/gauge.py; raw files without gauges give steps_load). steps_load_oracle:
 # the same factors read off the judged run's own step metrics: a diagnostic bound, not a
 # prediction.
+# steps_load_spread: steps_load_local with the gauge's decode factor read against the
+# price over the gauge's (simulated) spread of batches instead of the price at its mean
+# batch (gauge.spread_ratio; designed after the ninth measurement, see docs/planner.md).
 VARIANTS = (*VARIANT_SPECS, *FIT_STEPS_VARIANTS, "steps_load", "steps_load_drift",
-            "steps_load_local", "steps_load_oracle")
+            "steps_load_local", "steps_load_oracle", "steps_load_spread")
 
 
 
@@ -103,9 +106,10 @@ def simulate_variant(setup: Setup, name: str, run: dict[str, Any], profile: dict
     """One variant's replay of one run: (per-request arrays, per-role step scale)."""
     if variant == "steps_load":
         return fit_load.replay_run(setup, name, run["records"], profile, by_key[variant])
-    if variant in ("steps_load_local", "steps_load_oracle"):
+    if variant in ("steps_load_local", "steps_load_oracle", "steps_load_spread"):
         return gauge.replay_run(setup, name, run, profile, by_key["steps_load"],
-                                oracle=variant == "steps_load_oracle")
+                                oracle=variant == "steps_load_oracle",
+                                spread=variant == "steps_load_spread")
     if variant == "steps_load_drift":
         sim, factors = fit_load.replay_run(setup, name, run["records"], profile,
                                            with_drift(by_key[variant], run["rate_rps"]))

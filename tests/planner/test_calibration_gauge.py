@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 import pytest
@@ -50,7 +51,9 @@ def simulated(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
                fitted: dict[str, Any], rate: float) -> dict[str, Any]:
         seen.append(fitted)
         summary = StepSummary({"prefill": 8}, {"prefill": 1.0}, 0, 800)
-        return {"num_draws": 2, "step_stats": {"mixed": summary}}
+        # 100 decode steps (2 draws): half of 1 sequence, half of 3
+        return {"num_draws": 2, "step_stats": {"mixed": summary},
+                "decode_batches": {"mixed": Counter({1: 50, 3: 50})}}
 
     monkeypatch.setattr(fit_load, "latency_model", lambda setup, profile: _Linear())
     monkeypatch.setattr(fit_load, "replay_fitted", replay)
@@ -99,8 +102,9 @@ def test_scaled_moves_every_worker_price_and_leaves_the_fit_alone() -> None:
 def test_replay_uses_the_gauge_before_the_run_or_the_run_itself(
         monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[tuple[Any, dict[str, Any]]] = []
-    monkeypatch.setattr(gauge, "factors", lambda setup, topology, phase, profile, fitted: {
-        "decode": 2.0 if phase is run["gauge"] else 3.0, "prompt": 1.0})
+    monkeypatch.setattr(gauge, "factors", lambda setup, topology, phase, profile, fitted,
+                        spread=False: {"decode": 2.0 if phase is run["gauge"] else 3.0,
+                                       "prompt": 1.0})
     monkeypatch.setattr(fit_load, "replay_run",
                         lambda setup, topology, records, profile, fitted: (
                             calls.append((records, fitted)) or {}, {"decode": 1.0}))
@@ -150,3 +154,42 @@ def test_measured_baseline_pools_the_gauges_of_the_clean_repeats() -> None:
     # raw files from before the gauge: no baseline
     assert gauge.measured_baseline([{**r, "gauge": None} for r in runs], [group],
                                    (2.0, 0.1)) == []
+
+
+def test_spread_ratio_is_the_mean_price_over_the_price_at_the_mean_batch(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    class _Concave:
+        """A decode step: 10 ms + 2 ms per sequence up to 2, then 0.5 ms per sequence."""
+
+        def step_s(self, num_prefill_tokens: int, prefill_attn_pairs: float,
+                   prefill_kv_tokens: int, num_decode_seqs: int, decode_ctx_tokens: int,
+                   ) -> float:
+            n = num_decode_seqs
+            return 0.010 + 0.002 * min(n, 2) + 0.0005 * max(n - 2, 0)
+
+    monkeypatch.setattr(fit_load, "latency_model", lambda setup, profile: _Concave())
+    fitted = {"decode": {"scale": 1.0, "per_seq_s": 0.0}}
+    # batches 1 and 3 (mean 2): prices 12 and 14.5 ms, mean 13.25 against 14 at batch 2
+    got = gauge.spread_ratio(Setup(), {}, fitted, Counter({1: 5, 3: 5}), 100.0)
+    assert got == pytest.approx(13.25 / 14.0)
+    # one batch size: no spread
+    assert gauge.spread_ratio(Setup(), {}, fitted, Counter({3: 7}), 100.0) == pytest.approx(1.0)
+    assert gauge.spread_ratio(Setup(), {}, fitted, Counter(), 100.0) == 1.0
+    # a linear price has no such gap
+    monkeypatch.setattr(fit_load, "latency_model", lambda setup, profile: _Linear())
+    assert gauge.spread_ratio(Setup(), {}, fitted, Counter({1: 5, 3: 5}), 0.0) == (
+        pytest.approx(1.0))
+
+
+def test_spread_divides_the_decode_factor_by_the_gauges_spread_ratio(
+        simulated: list[dict[str, Any]]) -> None:
+    plain = gauge.factors(Setup(), "2 mixed", _phase(1.40, 0.6), {}, _fitted())
+    spread = gauge.factors(Setup(), "2 mixed", _phase(1.40, 0.6), {}, _fitted(), spread=True)
+    # the stub's batches (1 and 3) under the linear profile plus 1 ms per sequence: the
+    # fit's price is linear too, so the ratio is the mean price over the price at the mean
+    ratio = spread["spread_ratio"]
+    assert ratio == pytest.approx(gauge.spread_ratio(
+        Setup(), {}, _fitted(), Counter({1: 50, 3: 50}), 101.5))
+    assert spread["decode"] == pytest.approx(plain["decode"] / ratio)
+    # the prompt factor is read off a replay at the corrected decode speed
+    assert simulated[-1]["decode"]["scale"] == pytest.approx(0.9 * spread["decode"])
