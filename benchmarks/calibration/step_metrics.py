@@ -24,7 +24,9 @@ _PREFILL_TOKENS = "splitserve_worker_prefill_tokens_per_step_sum"
 SCRAPED_PREFIXES = ("splitserve_worker_steps_total",
                     "splitserve_worker_step_duration_seconds_sum",
                     "splitserve_worker_decode_batch_size_sum",
-                    "splitserve_worker_prefill_tokens_per_step_sum")
+                    "splitserve_worker_prefill_tokens_per_step_sum",
+                    # the spread of decode batches (kept for pricing over it; not read yet)
+                    "splitserve_worker_decode_batch_size_bucket")
 
 
 def measured(run: dict[str, Any]) -> dict[str, StepSummary] | None:
