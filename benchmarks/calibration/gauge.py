@@ -68,8 +68,8 @@ def factors(setup: Setup, topology: str, phase: dict[str, Any], profile: dict[st
     sim = fit_load.replay_fitted(setup, topology, phase["records"], profile,
                                  scaled(fitted, out["decode"], 1.0), rate)
     if spread and points:
-        batches = sum((c for role, c in sim["decode_batches"].items() if role != "prefill"),
-                      Counter())
+        batches: Counter[int] = sum(
+            (c for role, c in sim["decode_batches"].items() if role != "prefill"), Counter())
         ratio = spread_ratio(setup, profile, fitted, batches, fit_load.ctx_per_seq(
             phase["records"]))
         out["decode"] /= ratio
