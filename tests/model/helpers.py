@@ -52,3 +52,50 @@ def random_ids(num_tokens: int, seed: int, vocab_size: int = 384) -> list[int]:
     gen = torch.Generator().manual_seed(seed)
     # Skip ids 0-2 (pad/bos/eos) so generation does not stop on the prompt itself.
     return torch.randint(3, vocab_size, (num_tokens,), generator=gen).tolist()
+
+
+def bf16_runner(path: Any, use_native: bool, block_size: int = 8,
+                pack: bool = False) -> PagedRunner:
+    """A bfloat16 model with fused projections, on the native kernels or plain torch
+    (`pack`: its linears also laid out for the CPU GEMMs)."""
+    from splitserve.model import load_model
+
+    config, model = load_model(path, dtype="bfloat16")
+    model.fuse_projections()
+    if pack:
+        assert model.pack_for_cpu(max_num_tokens=256) > 0
+    model.use_native = use_native
+    return PagedRunner(config, model, block_size=block_size)
+
+
+def greedy_decode_error(runner: PagedRunner, hf_model: Any, prompts: list[list[int]],
+                        num_steps: int = 4, split_rows: bool = False) -> float:
+    """Largest |logit| difference from `hf_model` over the prompts' prefill and
+    `num_steps` greedy decode steps. `split_rows`: every other step decodes the first
+    sequence alone, the others in a second step (1-row and multi-row decodes)."""
+    tables = [runner.new_table(len(p) + num_steps) for p in prompts]
+    seqs = [list(p) for p in prompts]
+    ours = runner.step([(p, 0, t) for p, t in zip(prompts, tables, strict=True)])
+
+    def decode(rows: range) -> torch.Tensor:
+        return runner.step([([seqs[i][-1]], len(seqs[i]) - 1, tables[i]) for i in rows])
+
+    worst = 0.0
+    for step in range(num_steps):
+        for row, seq in zip(ours, seqs, strict=True):
+            worst = max(worst, (row - hf_logits(hf_model, seq)[-1]).abs().max().item())
+        for row, seq in zip(ours, seqs, strict=True):
+            seq.append(int(row.argmax()))
+        if split_rows and not step % 2:
+            ours = torch.cat([decode(range(1)), decode(range(1, len(seqs)))])
+        else:
+            ours = decode(range(len(seqs)))
+    return worst
+
+
+def hf_bf16_model(path: Any) -> Any:
+    """The reference: transformers' bfloat16 eager model of the checkpoint at `path`."""
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16,
+                                                attn_implementation="eager").eval()

@@ -94,32 +94,20 @@ def test_bad_shapes_are_refused() -> None:
 def test_bf16_model_native_path_tracks_transformers(tiny, arch: str) -> None:
     """bf16 end to end (prefill, then decode steps over the paged cache): the native path is
     no further from transformers' bf16 eager model than the pure-torch path is."""
-    from transformers import AutoModelForCausalLM
-
-    from splitserve.model import load_model
-    from tests.model.helpers import PagedRunner, hf_logits, random_ids
+    from tests.model.helpers import (
+        bf16_runner,
+        greedy_decode_error,
+        hf_bf16_model,
+        random_ids,
+    )
 
     path = tiny.path(arch)
-    hf_model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16,
-                                                    attn_implementation="eager").eval()
+    hf_model = hf_bf16_model(path)
     prompts = [random_ids(n, seed=n) for n in (40, 9, 23)]
     errors = {}
     for use_native in (False, True):
-        config, model = load_model(path, dtype="bfloat16")
-        model.fuse_projections()
-        model.use_native = use_native
-        runner = PagedRunner(config, model, block_size=8)
-        tables = [runner.new_table(len(p) + 4) for p in prompts]
-        seqs = [list(p) for p in prompts]
-        ours = runner.step([(p, 0, t) for p, t in zip(prompts, tables, strict=True)])
-        worst = 0.0
-        for _ in range(4):
-            for row, seq in zip(ours, seqs, strict=True):
-                worst = max(worst, (row - hf_logits(hf_model, seq)[-1]).abs().max().item())
-            for row, seq in zip(ours, seqs, strict=True):
-                seq.append(int(row.argmax()))
-            ours = runner.step([([s[-1]], len(s) - 1, t)
-                                for s, t in zip(seqs, tables, strict=True)])
+        runner = bf16_runner(path, use_native)
+        worst = greedy_decode_error(runner, hf_model, prompts)
         errors[use_native] = worst
     assert errors[True] <= 1.5 * errors[False] + 0.05, errors
 

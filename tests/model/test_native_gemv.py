@@ -13,10 +13,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from splitserve.model import load_model, native, native_gemv
+from splitserve.model import native, native_gemv
 from splitserve.model.layers import PackedLinear
 from tests.model.conftest import TinyModels
-from tests.model.helpers import PagedRunner, hf_logits, random_ids
+from tests.model.helpers import (
+    bf16_runner,
+    greedy_decode_error,
+    hf_bf16_model,
+    random_ids,
+)
 
 needs_gemv = pytest.mark.skipif(native_gemv.load() is None, reason="GEMV library unavailable")
 REPO = Path(__file__).resolve().parents[2]
@@ -242,34 +247,12 @@ def test_gemv_silu_mul_rejects_an_odd_weight() -> None:
 def test_packed_bf16_model_on_the_gemv_tracks_transformers(tiny: TinyModels, arch: str) -> None:
     """bf16 decode through the GEMV (and its fused silu), prefill through oneDNN: no
     further from transformers' bf16 eager model than the unpacked torch path is."""
-    from transformers import AutoModelForCausalLM
-
     path = tiny.path(arch)
-    hf_model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16,
-                                                    attn_implementation="eager").eval()
+    hf_model = hf_bf16_model(path)
     prompts = [random_ids(n, seed=n) for n in (40, 9, 23)]
     errors = {}
     for packed in (False, True):
-        config, model = load_model(path, dtype="bfloat16")
-        model.fuse_projections()
-        if packed:
-            assert model.pack_for_cpu(max_num_tokens=256) > 0
-        model.use_native = packed
-        runner = PagedRunner(config, model, block_size=8)
-        tables = [runner.new_table(len(p) + 4) for p in prompts]
-        seqs = [list(p) for p in prompts]
-        ours = runner.step([(p, 0, t) for p, t in zip(prompts, tables, strict=True)])
-        worst = 0.0
-        for step in range(4):
-            for row, seq in zip(ours, seqs, strict=True):
-                worst = max(worst, (row - hf_logits(hf_model, seq)[-1]).abs().max().item())
-            for row, seq in zip(ours, seqs, strict=True):
-                seq.append(int(row.argmax()))
-            live = range(len(seqs)) if step % 2 else range(1)  # 3-row and 1-row decodes
-            ours = runner.step([([seqs[i][-1]], len(seqs[i]) - 1, tables[i]) for i in live])
-            if not step % 2:  # the others catch up one token later
-                rest = runner.step([([seqs[i][-1]], len(seqs[i]) - 1, tables[i])
-                                    for i in range(1, len(seqs))])
-                ours = torch.cat([ours, rest])
+        runner = bf16_runner(path, use_native=packed, pack=packed)
+        worst = greedy_decode_error(runner, hf_model, prompts, split_rows=True)
         errors[packed] = worst
     assert errors[True] <= 1.5 * errors[False] + 0.05, errors

@@ -163,26 +163,19 @@ def test_bf16_model_with_kernel_tracks_transformers(tmp_path, monkeypatch: pytes
     """A bf16 model with head_dim 64 (the kernel's) end to end: fresh prompts, continuation
     chunks of a cached prefix that ends mid-block, then decodes. Its logits are no further
     from transformers' bf16 eager model than the SDPA path's are."""
-    from transformers import AutoModelForCausalLM
-
-    from splitserve.model import load_model
-    from tests.model.helpers import PagedRunner, hf_logits, random_ids
+    from tests.model.helpers import bf16_runner, hf_bf16_model, hf_logits, random_ids
     from tests.model.tiny import make_tiny_checkpoint
 
     path = make_tiny_checkpoint(arch, tmp_path / arch, hidden_size=256, num_attention_heads=4,
                                 num_key_value_heads=2, intermediate_size=256)
-    hf_model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16,
-                                                    attn_implementation="eager").eval()
+    hf_model = hf_bf16_model(path)
     calls = []
     real = native.paged_prefill
     monkeypatch.setattr(native, "paged_prefill", lambda *a, **k: calls.append(1) or real(*a, **k))
     long_, other = random_ids(90, seed=1), random_ids(37, seed=2)
     errors = {}
     for use_native in (False, True):
-        config, model = load_model(path, dtype="bfloat16")
-        model.fuse_projections()
-        model.use_native = use_native
-        runner = PagedRunner(config, model, block_size=16)
+        runner = bf16_runner(path, use_native, block_size=16)
         t_long, t_other = runner.new_table(95), runner.new_table(40)
         first = runner.step([(long_[:29], 0, t_long), (other, 0, t_other)], every_token=True)
         second = runner.step([(long_[29:70], 29, t_long)], every_token=True)
