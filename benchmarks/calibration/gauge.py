@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import copy
 from collections import Counter
+from collections.abc import Mapping
 from typing import Any
 
 from benchmarks.calibration import fit_load, step_metrics
@@ -48,11 +49,13 @@ def config(setup: Setup, url: str, base: dict[str, Any], rate: float, index: int
 
 
 def factors(setup: Setup, topology: str, phase: dict[str, Any], profile: dict[str, Any],
-            fitted: dict[str, Any], spread: bool = False) -> dict[str, Any]:
+            fitted: dict[str, Any], spread: bool = False, hist: bool = False,
+            ) -> dict[str, Any]:
     """The speed factors of `phase` against the `steps_load` fit (1.0 where the phase
     has too few steps of a kind to tell). `spread`: the decode factor divides by the
     phase's simulated `spread_ratio` (its price over the spread of batches, not at the
-    mean batch)."""
+    mean batch). `hist`: the same over the phase's measured spread of batches (its
+    workers' batch-size histogram; the simulated spread where it was not recorded)."""
     out: dict[str, Any] = {"decode": 1.0, "prompt": 1.0}
     measured = step_metrics.measured(phase)
     if not measured or contaminated(phase):
@@ -67,13 +70,15 @@ def factors(setup: Setup, topology: str, phase: dict[str, Any], profile: dict[st
     rate = fit_load.offered_rate(setup, topology, phase["records"], profile, fitted)
     sim = fit_load.replay_fitted(setup, topology, phase["records"], profile,
                                  scaled(fitted, out["decode"], 1.0), rate)
-    if spread and points:
-        batches: Counter[int] = sum(
+    if (spread or hist) and points:
+        real = step_metrics.decode_batch_histogram(phase) if hist else None
+        batches: Mapping[int, float] = real or sum(
             (c for role, c in sim["decode_batches"].items() if role != "prefill"), Counter())
         ratio = spread_ratio(setup, profile, fitted, batches, fit_load.ctx_per_seq(
             phase["records"]))
         out["decode"] /= ratio
         out["spread_ratio"] = ratio
+        out["spread_from"] = "measured" if real else "simulated"
         sim = fit_load.replay_fitted(setup, topology, phase["records"], profile,
                                      scaled(fitted, out["decode"], 1.0), rate)
     real_s, sim_s = fit_load.prompt_seconds(measured, sim)
@@ -84,7 +89,7 @@ def factors(setup: Setup, topology: str, phase: dict[str, Any], profile: dict[st
 
 
 def spread_ratio(setup: Setup, profile: dict[str, Any], fitted: dict[str, Any],
-                 batches: Counter[int], ctx_per_seq: float) -> float:
+                 batches: Mapping[int, float], ctx_per_seq: float) -> float:
     """The fit's mean decode price over steps of these batch sizes, over its price at
     their mean batch. Below 1 where the batches spread over the concave part of the
     price (here a step grows steeply up to 4 sequences, then flattens: the GEMV changes
@@ -117,12 +122,12 @@ def scaled(fitted: dict[str, Any], decode: float, prompt: float) -> dict[str, An
 
 def replay_run(setup: Setup, topology: str, run: dict[str, Any], profile: dict[str, Any],
                fitted: dict[str, Any], oracle: bool = False, spread: bool = False,
-               ) -> tuple[dict[str, Any], Any]:
+               hist: bool = False) -> tuple[dict[str, Any], Any]:
     """A judged run replayed at the speed its gauge measured (`oracle`: at the speed the
-    run itself had; `spread`: see `factors`). Without a gauge (raw files from before it)
-    it is `steps_load`."""
+    run itself had; `spread`, `hist`: see `factors`). Without a gauge (raw files from
+    before it) it is `steps_load`."""
     phase = run if oracle else run.get("gauge")
-    f = (factors(setup, topology, phase, profile, fitted, spread) if phase is not None
+    f = (factors(setup, topology, phase, profile, fitted, spread, hist) if phase is not None
          else {"decode": 1.0, "prompt": 1.0})
     sim, terms = fit_load.replay_run(setup, topology, run["records"], profile,
                                      scaled(fitted, f["decode"], f["prompt"]))

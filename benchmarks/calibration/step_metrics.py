@@ -11,6 +11,7 @@ different step duration (the cost profile and serving terms).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -20,12 +21,13 @@ _STEPS = "splitserve_worker_steps_total{kind=%s}"
 _SECONDS = "splitserve_worker_step_duration_seconds_sum{kind=%s}"
 _DECODE_SEQS = "splitserve_worker_decode_batch_size_sum"
 _PREFILL_TOKENS = "splitserve_worker_prefill_tokens_per_step_sum"
+_BATCH_BUCKET = "splitserve_worker_decode_batch_size_bucket{le="
 # what measure.py keeps of each worker's scrape for these (counts and sums, no buckets)
 SCRAPED_PREFIXES = ("splitserve_worker_steps_total",
                     "splitserve_worker_step_duration_seconds_sum",
                     "splitserve_worker_decode_batch_size_sum",
                     "splitserve_worker_prefill_tokens_per_step_sum",
-                    # the spread of decode batches (kept for pricing over it; not read yet)
+                    # the spread of decode batches (`decode_batch_histogram`)
                     "splitserve_worker_decode_batch_size_bucket")
 
 
@@ -47,6 +49,32 @@ def measured(run: dict[str, Any]) -> dict[str, StepSummary] | None:
                               round(get(_DECODE_SEQS)), round(get(_PREFILL_TOKENS)))
         by_role.setdefault(name.split("-")[0], []).append(summary)
     return {role: StepSummary.total(parts) for role, parts in by_role.items()}
+
+
+def decode_batch_histogram(run: dict[str, Any]) -> dict[int, float] | None:
+    """Steps per decode batch size on the roles that decode (a split's prefill role left
+    out), from the workers' cumulative batch-size buckets: a bucket wider than one size
+    spreads its steps evenly over its sizes. None if the run was recorded without them
+    (raw files from before the eleventh calibration measurement)."""
+    deltas: dict[str, float] = run.get("phase_metrics") or {}
+    by_worker: dict[str, dict[float, float]] = {}
+    for key, value in deltas.items():
+        name, metric = key.split(":", 1)
+        if metric.startswith(_BATCH_BUCKET) and not name.startswith("prefill"):
+            edge = float(metric[len(_BATCH_BUCKET):].rstrip("}"))
+            by_worker.setdefault(name, {})[edge] = value
+    if not by_worker:
+        return None
+    out: dict[int, float] = {}
+    for cumulative in by_worker.values():
+        below, prev = 0.0, 0
+        for edge in sorted(e for e in cumulative if math.isfinite(e)):
+            count = max(cumulative[edge] - below, 0.0)
+            sizes = range(prev + 1, int(edge) + 1)
+            for size in sizes:
+                out[size] = out.get(size, 0.0) + count / len(sizes)
+            below, prev = max(cumulative[edge], below), int(edge)
+    return {b: n for b, n in sorted(out.items()) if n > 0}
 
 
 def averaged(draws: list[dict[str, StepSummary]]) -> dict[str, StepSummary]:

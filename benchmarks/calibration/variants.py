@@ -57,8 +57,12 @@ FIT_STEPS_VARIANTS = ("steps", "steps_chunked", "steps_busy", "steps_metrics",
 # steps_load_spread: steps_load_local with the gauge's decode factor read against the
 # price over the gauge's (simulated) spread of batches instead of the price at its mean
 # batch (gauge.spread_ratio; designed after the ninth measurement, see docs/planner.md).
+# steps_load_hist: steps_load_spread over the gauge's measured spread of batches (its
+# workers' batch-size histogram, every size apart up to 32) instead of the simulated one,
+# with the profile refined where the step cost jumps between batch sizes (designed after
+# the tenth measurement; raw files without the histogram give steps_load_spread).
 VARIANTS = (*VARIANT_SPECS, *FIT_STEPS_VARIANTS, "steps_load", "steps_load_drift",
-            "steps_load_local", "steps_load_oracle", "steps_load_spread")
+            "steps_load_local", "steps_load_oracle", "steps_load_spread", "steps_load_hist")
 
 
 
@@ -106,10 +110,12 @@ def simulate_variant(setup: Setup, name: str, run: dict[str, Any], profile: dict
     """One variant's replay of one run: (per-request arrays, per-role step scale)."""
     if variant == "steps_load":
         return fit_load.replay_run(setup, name, run["records"], profile, by_key[variant])
-    if variant in ("steps_load_local", "steps_load_oracle", "steps_load_spread"):
+    if variant in ("steps_load_local", "steps_load_oracle", "steps_load_spread",
+                   "steps_load_hist"):
         return gauge.replay_run(setup, name, run, profile, by_key["steps_load"],
                                 oracle=variant == "steps_load_oracle",
-                                spread=variant == "steps_load_spread")
+                                spread=variant == "steps_load_spread",
+                                hist=variant == "steps_load_hist")
     if variant == "steps_load_drift":
         sim, factors = fit_load.replay_run(setup, name, run["records"], profile,
                                            with_drift(by_key[variant], run["rate_rps"]))

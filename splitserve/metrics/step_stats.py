@@ -28,10 +28,11 @@ STEP_SECONDS_BUCKETS: tuple[float, ...] = (
     0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075,
     0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 )
-# every size up to 8: a step's cost changes shape there on CPU (the GEMV switches kernels
-# at 5 rows), and pricing steps over the real spread of batches needs it
+# every size up to 32: a step's cost jumps between neighbouring sizes (here 18 ms at 16
+# sequences, 24 ms at 17: the CPU matmul switches kernels; on GPUs, CUDA-graph padding),
+# so pricing steps over the real spread of batches needs each size apart
 DECODE_BATCH_BUCKETS: tuple[float, ...] = (
-    1, 2, 3, 4, 5, 6, 7, 8, 12, 16, 24, 32, 48, 64, 128, 256, 512, 1024,
+    *range(1, 33), 40, 48, 56, 64, 96, 128, 192, 256, 384, 512, 1024,
 )
 PREFILL_TOKENS_BUCKETS: tuple[float, ...] = (
     16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768,

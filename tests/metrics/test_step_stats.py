@@ -58,6 +58,8 @@ def test_histogram_rejects_negative_and_nan() -> None:
 def test_bucket_edges_span_cpu_and_gpu_steps() -> None:
     assert STEP_SECONDS_BUCKETS[0] <= 0.001 and STEP_SECONDS_BUCKETS[-1] >= 5.0
     assert DECODE_BATCH_BUCKETS[0] == 1 and DECODE_BATCH_BUCKETS[-1] >= 256
+    # every batch up to 32 apart: a step's cost can jump from one size to the next
+    assert DECODE_BATCH_BUCKETS[:32] == tuple(range(1, 33))
     assert PREFILL_TOKENS_BUCKETS[-1] >= 8192
 
 

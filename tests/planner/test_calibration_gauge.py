@@ -103,8 +103,8 @@ def test_replay_uses_the_gauge_before_the_run_or_the_run_itself(
         monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[tuple[Any, dict[str, Any]]] = []
     monkeypatch.setattr(gauge, "factors", lambda setup, topology, phase, profile, fitted,
-                        spread=False: {"decode": 2.0 if phase is run["gauge"] else 3.0,
-                                       "prompt": 1.0})
+                        spread=False, hist=False: {
+                            "decode": 2.0 if phase is run["gauge"] else 3.0, "prompt": 1.0})
     monkeypatch.setattr(fit_load, "replay_run",
                         lambda setup, topology, records, profile, fitted: (
                             calls.append((records, fitted)) or {}, {"decode": 1.0}))
@@ -193,3 +193,22 @@ def test_spread_divides_the_decode_factor_by_the_gauges_spread_ratio(
     assert spread["decode"] == pytest.approx(plain["decode"] / ratio)
     # the prompt factor is read off a replay at the corrected decode speed
     assert simulated[-1]["decode"]["scale"] == pytest.approx(0.9 * spread["decode"])
+
+
+def test_hist_reads_the_spread_off_the_gauges_measured_batches(
+        simulated: list[dict[str, Any]]) -> None:
+    phase = _phase(1.40, 0.6)
+    w = "mixed-0:splitserve_worker_decode_batch_size_bucket{le=%s}"
+    # cumulative buckets: 100 decode steps of 2 sequences each - no spread at all
+    phase["phase_metrics"].update({w % "1.0": 0.0, w % "2.0": 100.0, w % "3.0": 100.0,
+                                   w % "+Inf": 100.0})
+    plain = gauge.factors(Setup(), "2 mixed", phase, {}, _fitted())
+    hist = gauge.factors(Setup(), "2 mixed", phase, {}, _fitted(), hist=True)
+    assert hist["spread_from"] == "measured"
+    assert hist["spread_ratio"] == pytest.approx(1.0)
+    assert hist["decode"] == pytest.approx(plain["decode"])
+    # without the histogram (raw files from before it): the simulated spread, as `spread`
+    bare = gauge.factors(Setup(), "2 mixed", _phase(1.40, 0.6), {}, _fitted(), hist=True)
+    spread = gauge.factors(Setup(), "2 mixed", _phase(1.40, 0.6), {}, _fitted(), spread=True)
+    assert bare["spread_from"] == "simulated"
+    assert bare["decode"] == pytest.approx(spread["decode"])

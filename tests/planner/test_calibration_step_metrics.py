@@ -65,6 +65,32 @@ def test_scraped_deltas_give_each_roles_steps_of_the_run_only(
     assert dec.mean_decode_batch == pytest.approx(12 / 3)
 
 
+def test_batch_histogram_counts_the_runs_decode_steps_per_batch_size(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    workers = {name: _worker(name) for name in ("prefill-1", "decode-1", "decode-2")}
+    pages = {f"http://{name}": m for name, (_, m) in workers.items()}
+    monkeypatch.setattr(snapshot, "_scrape", lambda url: snapshot.parse_exposition(
+        pages[url].render(0.0)[0].decode()) if url in pages else {})
+    cluster = SimpleNamespace(url="http://router", workers=lambda: [
+        SimpleNamespace(name=name, url=f"http://{name}") for name in workers])
+    prefill, dec1, dec2 = (workers[n][0] for n in ("prefill-1", "decode-1", "decode-2"))
+    _step(dec1, 0.02, 0, 5)  # before the run: not counted
+    before = snapshot.snapshot(cluster, {})
+    _step(prefill, 0.2, 128, 0)  # no decodes: not a batch
+    for batch in (16, 17, 17):  # each size apart up to 32, where steps jump in cost
+        _step(dec1, 0.02, 0, batch)
+    _step(dec2, 0.02, 0, 3)
+    _step(dec2, 0.05, 0, 40)  # bucket (32, 40]: spread over its 8 sizes
+    after = snapshot.snapshot(cluster, {})
+
+    got = step_metrics.decode_batch_histogram(snapshot.delta(before, after))
+    assert got == {3: 1.0, 16: 1.0, 17: 2.0, **{b: 1 / 8 for b in range(33, 41)}}
+    assert sum(got.values()) == pytest.approx(5.0)
+    # raw files from before the buckets were scraped
+    assert step_metrics.decode_batch_histogram({"phase_metrics": {
+        "decode-1:splitserve_worker_steps_total{kind=decode}": 3.0}}) is None
+
+
 def test_runs_recorded_without_step_metrics_give_none() -> None:
     assert step_metrics.measured({"phase_metrics": {
         "decode-1:splitserve_worker_phase_tokens_total{phase=decode}": 10.0}}) is None
