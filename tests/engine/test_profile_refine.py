@@ -4,6 +4,8 @@ latency functions with a known shape (a kernel-switch step, a straight line, noi
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
 from collections.abc import Callable
 
 import pytest
@@ -152,3 +154,9 @@ def test_chord_deviation_is_relative_to_the_chord_at_the_worst_column() -> None:
         chord_deviation(2, 2, 4, [1.0], [1.0], [1.0])
     with pytest.raises(ValueError, match="equal length"):
         chord_deviation(2, 3, 4, [1.0], [1.0, 2.0], [1.0])
+
+
+def test_policy_imports_without_torch() -> None:
+    code = ("import sys, splitserve.engine.profile_refine, splitserve.engine.profile_grid; "
+            "sys.exit('torch' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
