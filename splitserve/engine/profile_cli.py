@@ -49,6 +49,15 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--settle", type=int, default=None,
                    help="untimed calls of a cell right before each timed one (steady state; "
                         "default 3, 0 with --quick)")
+    p.add_argument("--refine-tol", type=float, default=None,
+                   help="after the grid, bisect the decode batch and prefill token axes "
+                        "until each midpoint lies within this relative distance of the "
+                        "straight line between its neighbours (kernel switches and padding "
+                        "to captured sizes make step cost jump between powers of two, which "
+                        "linear interpolation would misprice); 0 = off (default 0.05, 0 "
+                        "with --quick)")
+    p.add_argument("--max-refine-points", type=int, default=None,
+                   help="at most this many refined points per axis (default 32)")
     p.set_defaults(func=run)
 
 
@@ -67,7 +76,8 @@ def _grid(args: argparse.Namespace) -> ProfileGrid:
         if value is not None}
     counts = {name: value for name, value in (
         ("num_repeats", args.repeats), ("num_warmup", args.warmup),
-        ("num_settle", args.settle)) if value is not None}
+        ("num_settle", args.settle), ("refine_tol", args.refine_tol),
+        ("max_refine_points", args.max_refine_points)) if value is not None}
     config_path = Path(args.model) / "config.json"
     if not config_path.is_file():
         raise ValueError(f"model folder {args.model!r} has no config.json (not an HF model dir)")
@@ -102,6 +112,10 @@ def run(args: argparse.Namespace) -> int:
           f"{len(p['num_tokens'])}x{len(p['context_len'])} prefill and "
           f"{len(d['batch_size'])}x{len(d['context_tokens'])} decode cells, "
           f"{profile['wall_s']:.1f} s")
+    refined = profile["refined"]
+    if refined["prefill_tokens"] or refined["decode_batch"]:
+        print(f"refined (tol {profile['refine_tol']}): prefill tokens "
+              f"{refined['prefill_tokens']}, decode batch {refined['decode_batch']}")
     print(f"prefill {p['num_tokens'][0]} tokens: {p['latency_s'][0][0] * 1e3:.1f} ms, "
           f"{p['num_tokens'][-1]} tokens: {p['latency_s'][-1][0] * 1e3:.1f} ms; "
           f"decode batch {d['batch_size'][0]}: {d['latency_s'][0][0] * 1e3:.1f} ms, "

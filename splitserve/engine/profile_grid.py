@@ -2,7 +2,9 @@
 
 A grid names the prompt-step cells (new tokens x cached context of one sequence) and the
 decode-step cells (batch size x total context), and how many warm-up, settle and timed
-calls each cell gets (see `splitserve.engine.profiler` for why settle calls exist). The
+calls each cell gets (see `splitserve.engine.profiler` for why settle calls exist), and
+how finely the decode batch axis and the prefill token axis are refined between their
+points where the step cost is not linear (`splitserve.engine.profile_refine`). The
 default grid follows the planner's `suggested_axes`, so profile and planner agree on
 where the interpolation points lie. Importing this module does not import torch.
 """
@@ -35,6 +37,11 @@ class ProfileGrid:
     prefill_tokens x prefill_context: one sequence computing `n` new prompt tokens after
     `c` cached ones. decode_batch x decode_context: `b` sequences decoding one token each,
     whose KV holds `t` tokens in total, split evenly (at least 1 each).
+
+    refine_tol: after the grid, bisect decode_batch and prefill_tokens between adjacent
+    points until a midpoint lies within this relative distance of the straight line
+    between its neighbours, at every column (0 = measure the grid only).
+    max_refine_points: at most this many points added to each of the two axes.
     """
 
     prefill_tokens: tuple[int, ...]
@@ -44,6 +51,8 @@ class ProfileGrid:
     num_repeats: int = 5
     num_warmup: int = 1
     num_settle: int = 3  # untimed calls of a cell right before each timed one
+    refine_tol: float = 0.05
+    max_refine_points: int = 32
 
     def __post_init__(self) -> None:
         _check_axis("prefill_tokens", self.prefill_tokens, 1)
@@ -56,6 +65,14 @@ class ProfileGrid:
             raise ValueError(f"num_warmup must be >= 0, got {self.num_warmup}")
         if self.num_settle < 0:
             raise ValueError(f"num_settle must be >= 0, got {self.num_settle}")
+        tol = self.refine_tol
+        if isinstance(tol, bool) or not isinstance(tol, int | float) or not 0 <= tol < 1:
+            raise ValueError(f"refine_tol must be a number in [0, 1) (0 = no refinement), "
+                             f"got {tol!r}")
+        if (isinstance(self.max_refine_points, bool)
+                or not isinstance(self.max_refine_points, int) or self.max_refine_points < 0):
+            raise ValueError(f"max_refine_points must be an integer >= 0, "
+                             f"got {self.max_refine_points!r}")
 
     def check_fits(self, max_model_len: int) -> None:
         """ValueError if a cell needs a sequence longer than the model allows."""
@@ -88,8 +105,14 @@ class ProfileGrid:
         return trimmed
 
     def cells(self) -> list[Cell]:
-        prefill = [("prefill", n, c) for n in self.prefill_tokens for c in self.prefill_context]
-        decode = [("decode", b, t) for b in self.decode_batch for t in self.decode_context]
+        """Every cell of the grid (refinement adds cells later, see `refine_cells`)."""
+        return self.refine_cells(self.prefill_tokens, self.decode_batch)
+
+    def refine_cells(self, prefill_tokens: Sequence[int],
+                     decode_batch: Sequence[int]) -> list[Cell]:
+        """The cells of these prefill sizes and decode batches at every column."""
+        prefill = [("prefill", n, c) for n in prefill_tokens for c in self.prefill_context]
+        decode = [("decode", b, t) for b in decode_batch for t in self.decode_context]
         return prefill + decode
 
 
@@ -143,4 +166,5 @@ QUICK_GRID = ProfileGrid(
     num_repeats=3,
     num_warmup=1,
     num_settle=0,  # seconds matter more than steady state for a smoke profile
+    refine_tol=0.0,  # likewise: a smoke profile measures its grid only
 )

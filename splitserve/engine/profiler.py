@@ -18,6 +18,11 @@ prefill 24% longer with no settle call than with three (`settle_effect` in
 benchmarks/results/planner_calibration_quick.json); the 110M bfloat16 model showed no
 difference (planner_calibration.json).
 
+After the grid, the decode batch and prefill token axes are refined by bisection where
+the step cost leaves the straight line between two grid points (a kernel switch, padding
+to a captured batch size): the policy is `splitserve.engine.profile_refine`'s, and each
+round's new cells are measured the same way as the grid's (`_measure_cells`).
+
 The grids live in `splitserve.engine.profile_grid` (re-exported here). The result is the
 planner's measured-profile JSON (`splitserve.profile/v1`, built and validated by
 `splitserve.planner.profile_format.make_profile`).
@@ -25,13 +30,14 @@ planner's measured-profile JSON (`splitserve.profile/v1`, built and validated by
 
 from __future__ import annotations
 
+import itertools
 import os
 import platform
 import re
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -44,6 +50,7 @@ from splitserve.engine.profile_grid import (
     default_grid,
     default_grid_for,
 )
+from splitserve.engine.profile_refine import AxisRefiner
 
 __all__ = ["FULL_GRID", "QUICK_GRID", "ProfileGrid", "default_grid", "default_grid_for",
            "hardware_description", "profile_engine"]
@@ -74,11 +81,78 @@ def _cell_sequences(cell: Cell, block_size: int, vocab_size: int) -> list[Any]:
 
 
 def _blocks_needed(grid: ProfileGrid, block_size: int) -> int:
+    """KV blocks for the largest cell, refined ones included: refinement adds only prompt
+    sizes below the largest, but a batch between two grid points can need more blocks
+    than either (each sequence rounds up to whole blocks), so every batch size counts."""
     longest = grid.prefill_tokens[-1] + grid.prefill_context[-1]
     prefill = -(-longest // block_size)
+    batches: Sequence[int] = grid.decode_batch
+    if grid.refine_tol > 0 and grid.max_refine_points > 0:
+        batches = range(grid.decode_batch[0], grid.decode_batch[-1] + 1)
     decode = max(b * -(-max(1, t // b) // block_size)
-                 for b in grid.decode_batch for t in grid.decode_context)
+                 for b in batches for t in grid.decode_context)
     return max(prefill, decode)
+
+
+def _measure_cells(runner: Any, cells: list[Cell], grid: ProfileGrid, block_size: int,
+                   report: Callable[[str], None]) -> dict[Cell, float]:
+    """Median seconds of one engine step per cell: `num_warmup` untimed rounds, then
+    `num_repeats` timed ones, each round running every cell once (round-robin), each
+    timed call right after `num_settle` untimed calls of the same cell."""
+    import torch
+
+    from splitserve.engine.sampler import sample
+    from splitserve.engine.sampling_params import SamplingParams
+
+    greedy = SamplingParams(temperature=0.0, max_tokens=1)
+    inputs = {cell: _cell_sequences(cell, block_size, runner.vocab_size) for cell in cells}
+    timings: dict[Cell, list[float]] = {cell: [] for cell in cells}
+    num_rounds = grid.num_warmup + grid.num_repeats
+    for round_index in range(num_rounds):
+        timed = round_index >= grid.num_warmup
+        for cell in cells:
+            seqs = inputs[cell]
+            for _ in range(grid.num_settle if timed else 0):
+                sample(runner.forward(seqs, seqs), [greedy] * len(seqs), [0] * len(seqs),
+                       None, ())
+            t0 = time.perf_counter()
+            logits = runner.forward(seqs, seqs)
+            sample(logits, [greedy] * len(seqs), [0] * len(seqs), None, ())
+            if runner.device.type == "cuda":
+                torch.cuda.synchronize(runner.device)
+            elapsed_s = time.perf_counter() - t0
+            if timed:
+                timings[cell].append(elapsed_s)
+        report(f"{'repeat' if timed else 'warm-up'} round {round_index + 1}/{num_rounds} "
+               f"of {len(cells)} cells done")
+    return {cell: statistics.median(values) for cell, values in timings.items()}
+
+
+def _refine(grid: ProfileGrid, median: dict[Cell, float],
+            measure: Callable[[list[Cell], str], dict[Cell, float]],
+            ) -> tuple[list[int], list[int], dict[str, list[int]]]:
+    """Bisect the prefill token and decode batch axes where the measured step cost leaves
+    the straight line (`profile_refine`), measuring each round's midpoints at every column
+    and adding them to `median`. Returns both refined axes and the added points."""
+    columns = {"prefill": grid.prefill_context, "decode": grid.decode_context}
+    refiners = {table: AxisRefiner(axis, tol=grid.refine_tol, max_points=grid.max_refine_points)
+                for table, axis in (("prefill", grid.prefill_tokens),
+                                    ("decode", grid.decode_batch))}
+
+    def rows(table: str) -> dict[int, list[float]]:
+        values = sorted({row for name, row, _ in median if name == table})
+        return {row: [median[(table, row, c)] for c in columns[table]] for row in values}
+
+    for round_index in itertools.count(1):
+        points = {table: r.next_points(rows(table)) for table, r in refiners.items()}
+        if not points["prefill"] and not points["decode"]:
+            break
+        label = (f"refinement round {round_index} (prefill tokens {points['prefill']}, "
+                 f"decode batch {points['decode']})")
+        median.update(measure(grid.refine_cells(points["prefill"], points["decode"]), label))
+    refined = {"prefill_tokens": sorted(refiners["prefill"].added),
+               "decode_batch": sorted(refiners["decode"].added)}
+    return refiners["prefill"].axis, refiners["decode"].axis, refined
 
 
 def hardware_description(device: str, num_threads: int) -> dict[str, Any]:
@@ -112,7 +186,9 @@ def profile_engine(
     kv_cache_bytes: int | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Measure every cell of `grid` on the engine's runner; return a validated profile.
+    """Measure every cell of `grid` on the engine's runner, then refine its decode batch
+    and prefill token axes (`grid.refine_tol`); return a validated profile whose axes
+    include the refined points (listed in its `refined` field).
 
     grid: None = `default_grid` for the engine's default limits and this KV pool; a given
     grid must fit as is.
@@ -123,8 +199,6 @@ def profile_engine(
 
     from splitserve.engine.engine_config import EngineConfig
     from splitserve.engine.model_runner import ModelRunner
-    from splitserve.engine.sampler import sample
-    from splitserve.engine.sampling_params import SamplingParams
     from splitserve.model import ModelConfig, num_blocks_for_memory
     from splitserve.planner.profile_format import make_profile
 
@@ -148,40 +222,26 @@ def profile_engine(
         max_model_len=max_model_len, num_threads=num_threads, enable_prefix_caching=False)
     runner = ModelRunner(config)
     threads = torch.get_num_threads() if device == "cpu" else (num_threads or 0)
-    cells = grid.cells()
-    inputs = {cell: _cell_sequences(cell, block_size, runner.vocab_size) for cell in cells}
-    greedy = SamplingParams(temperature=0.0, max_tokens=1)
-    timings: dict[Cell, list[float]] = {cell: [] for cell in cells}
     load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
     started = time.perf_counter()
     cpu_started = time.process_time()
-    for round_index in range(grid.num_warmup + grid.num_repeats):
-        for cell in cells:
-            seqs = inputs[cell]
-            for _ in range(grid.num_settle if round_index >= grid.num_warmup else 0):
-                sample(runner.forward(seqs, seqs), [greedy] * len(seqs), [0] * len(seqs),
-                       None, ())
-            t0 = time.perf_counter()
-            logits = runner.forward(seqs, seqs)
-            sample(logits, [greedy] * len(seqs), [0] * len(seqs), None, ())
-            if runner.device.type == "cuda":
-                torch.cuda.synchronize(runner.device)
-            elapsed_s = time.perf_counter() - t0
-            if round_index >= grid.num_warmup:
-                timings[cell].append(elapsed_s)
-        if progress is not None:
-            phase = "warm-up" if round_index < grid.num_warmup else "repeat"
-            progress(f"{phase} round {round_index + 1}/{grid.num_warmup + grid.num_repeats} "
-                     f"done after {time.perf_counter() - started:.1f} s")
+
+    def measure(cells: list[Cell], label: str) -> dict[Cell, float]:
+        def report(line: str) -> None:
+            if progress is not None:
+                progress(f"{label}: {line} after {time.perf_counter() - started:.1f} s")
+        return _measure_cells(runner, cells, grid, block_size, report)
+
+    median = measure(grid.cells(), "grid")
+    prefill_axis, decode_axis, refined = _refine(grid, median, measure)
     wall_s = time.perf_counter() - started
     # CPU seconds per wall second of this process while measuring: about num_threads on an
     # idle machine, less when other processes took the cores (the timings include that)
     cpu_share = (time.process_time() - cpu_started) / wall_s
-    median = {cell: statistics.median(values) for cell, values in timings.items()}
     prefill_grid = [[median[("prefill", n, c)] for c in grid.prefill_context]
-                    for n in grid.prefill_tokens]
+                    for n in prefill_axis]
     decode_grid = [[median[("decode", b, t)] for t in grid.decode_context]
-                   for b in grid.decode_batch]
+                   for b in decode_axis]
     mc = runner.model_config
     capacity_blocks = num_blocks_for_memory(mc, block_size, mc.dtype, kv_bytes)
     if capacity_blocks <= 0:
@@ -193,13 +253,16 @@ def profile_engine(
         kv_capacity_tokens=capacity_blocks * block_size,
         kv_bytes_per_token=runner.cost.kv_bytes_per_token,
         num_layers=mc.num_layers,
-        prefill=(grid.prefill_tokens, grid.prefill_context, prefill_grid),
-        decode=(grid.decode_batch, grid.decode_context, decode_grid),
+        prefill=(prefill_axis, grid.prefill_context, prefill_grid),
+        decode=(decode_axis, grid.decode_context, decode_grid),
         extra={
             "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "repeats": grid.num_repeats,
             "warmup_rounds": grid.num_warmup,
             "settle_calls": grid.num_settle,
+            "refine_tol": grid.refine_tol,
+            "max_refine_points": grid.max_refine_points,
+            "refined": refined,
             "statistic": "median",
             "measured": "ModelRunner.forward + greedy sample per step",
             "wall_s": round(wall_s, 3),

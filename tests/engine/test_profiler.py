@@ -4,6 +4,7 @@ reads and prices. Only robust timing facts are asserted (the machine is shared).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
@@ -11,7 +12,13 @@ import numpy as np
 import pytest
 
 from splitserve.engine import profile_cli
-from splitserve.engine.profiler import FULL_GRID, QUICK_GRID, ProfileGrid
+from splitserve.engine.profiler import (
+    FULL_GRID,
+    QUICK_GRID,
+    ProfileGrid,
+    _blocks_needed,
+    profile_engine,
+)
 from splitserve.planner import Pool, ProfileLatencyModel, SchedulerConfig, load_profile, simulate
 from splitserve.planner.workload import fixed_workload, generate
 from tests.helpers.checkpoints import make_model_dir
@@ -59,6 +66,9 @@ def test_quick_profile_is_a_valid_planner_profile(profile_path: Path, model_dir:
     assert profile["model"]["dtype"] == "float32"
     assert len(profile["model"]["config_hash"]) == 64
     assert profile["repeats"] == QUICK_GRID.num_repeats
+    # a smoke profile measures its grid only
+    assert profile["refine_tol"] == 0
+    assert profile["refined"] == {"prefill_tokens": [], "decode_batch": []}
     # one thread cannot use more than about one core's worth of CPU per wall second
     assert 0 < profile["cpu_share"] <= 1.2
 
@@ -97,6 +107,10 @@ def test_missing_model_dir_is_a_clear_error(tmp_path: Path,
     (["--repeats", "0"], "num_repeats must be >= 1"),
     (["--num-threads", "0"], "--num-threads must be >= 1"),
     (["--device", "gpu"], "device must be cpu or cuda[:N]"),
+    (["--refine-tol", "1.5"], "refine_tol must be a number in [0, 1)"),
+    (["--refine-tol=-0.1"], "refine_tol must be a number in [0, 1)"),
+    (["--refine-tol", "nan"], "refine_tol must be a number in [0, 1)"),
+    (["--max-refine-points=-1"], "max_refine_points must be an integer >= 0"),
 ])
 def test_bad_grid_is_a_clear_error(model_dir: Path, tmp_path: Path, flags: list[str],
                                    message: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -110,6 +124,45 @@ def test_non_integer_grid_is_rejected_by_the_parser(capsys: pytest.CaptureFixtur
         run_profile("m", "--prefill-tokens", "8,lots")
     assert exc.value.code == 2
     assert "comma-separated integers" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        run_profile("m", "--refine-tol", "tight")
+    assert exc.value.code == 2
+    assert "invalid float value" in capsys.readouterr().err
+
+
+def test_refined_profile_holds_the_refined_points_in_its_tables(model_dir: Path) -> None:
+    # tol 1e-9: no measured midpoint is that close to the chord, so the first midpoints
+    # (12 and 2) are always measured and the rest refine up to the cap of 2 per axis
+    grid = ProfileGrid(prefill_tokens=(8, 16), prefill_context=(0, 16), decode_batch=(1, 4),
+                       decode_context=(0, 64), num_repeats=1, num_warmup=0, num_settle=0,
+                       refine_tol=1e-9, max_refine_points=2)
+    lines: list[str] = []
+    profile = profile_engine(model_dir, grid=grid, dtype="float32", num_threads=1,
+                             progress=lines.append)
+    ProfileLatencyModel(profile)  # the planner reads it (validates the schema)
+    refined = profile["refined"]
+    assert profile["refine_tol"] == 1e-9
+    assert 12 in refined["prefill_tokens"] and 2 in refined["decode_batch"]
+    for table, row_axis, col_axis, name, coarse in (
+            ("prefill", "num_tokens", "context_len", "prefill_tokens", grid.prefill_tokens),
+            ("decode", "batch_size", "context_tokens", "decode_batch", grid.decode_batch)):
+        rows, body = profile[table][row_axis], profile[table]
+        assert all(b > a for a, b in zip(rows, rows[1:], strict=False))
+        assert 1 <= len(refined[name]) <= 2
+        assert sorted(set(coarse) | set(refined[name])) == rows
+        assert all(coarse[0] < v < coarse[-1] for v in refined[name])
+        assert len(body["latency_s"]) == len(rows)
+        assert all(len(row) == len(body[col_axis]) for row in body["latency_s"])
+    assert any(line.startswith("refinement round 1") for line in lines)
+
+
+def test_kv_blocks_cover_batches_between_grid_points() -> None:
+    # batch 1 x 1024 tokens: 64 blocks; batch 64: 16 tokens each, 64 blocks; but batch 33
+    # (a refined point) holds 31 tokens each, 2 blocks each: 66
+    grid = ProfileGrid((8, 16), (0, 16), (1, 64), (0, 1024), refine_tol=0.0)
+    assert _blocks_needed(grid, 16) == 64
+    refining = dataclasses.replace(grid, refine_tol=0.05)
+    assert _blocks_needed(refining, 16) >= 66
 
 
 def test_builtin_grid_is_trimmed_to_a_short_model() -> None:
@@ -125,6 +178,15 @@ def test_builtin_grid_is_trimmed_to_a_short_model() -> None:
 def test_grid_validates_when_built_in_code() -> None:
     with pytest.raises(ValueError, match="num_warmup must be >= 0"):
         ProfileGrid((1, 2), (0, 1), (1, 2), (0, 1), num_warmup=-1)
+    for tol in (-0.01, 1.0, float("nan"), True, "0.1"):
+        with pytest.raises(ValueError, match=r"refine_tol must be a number in \[0, 1\)"):
+            ProfileGrid((1, 2), (0, 1), (1, 2), (0, 1), refine_tol=tol)  # type: ignore[arg-type]
+    for cap in (-1, 2.5):
+        with pytest.raises(ValueError, match="max_refine_points must be an integer >= 0"):
+            ProfileGrid((1, 2), (0, 1), (1, 2), (0, 1),
+                        max_refine_points=cap)  # type: ignore[arg-type]
+    assert ProfileGrid((1, 2), (0, 1), (1, 2), (0, 1)).refine_tol == 0.05
+    assert FULL_GRID.refine_tol > 0 and QUICK_GRID.refine_tol == 0
     grid = ProfileGrid((1, 2), (0, 1), (1, 2), (0, 8))
     grid.check_fits(8)
     with pytest.raises(ValueError, match="decode grid puts 8 tokens"):
