@@ -45,7 +45,7 @@ from benchmarks.calibration import fit_steps, step_metrics
 from benchmarks.calibration.fit import tiled
 from benchmarks.calibration.replay import Link, latency_model, real_arrays, replay
 from benchmarks.calibration.setup import Setup
-from splitserve.planner import ServingOverhead
+from splitserve.planner import HostShare, ServingOverhead
 from splitserve.planner.step_stats import StepSummary
 
 MIN_DECODE_STEPS = 50
@@ -165,8 +165,10 @@ def replay_fitted(setup: Setup, topology: str, records: list[dict[str, Any]],
             profile: dict[str, Any], fitted: dict[str, Any], rate: float,
             ) -> dict[str, Any]:
     t = terms(fitted, rate)
+    host = HostShare(**fitted["host"]) if fitted.get("host") else None
     return replay(setup, topology, records, profile, t["link"], t["overhead"],
-                  t["step_scale"], "polled", True, *t["gap"])
+                  t["step_scale"], "polled", True, step_gap_s=t["gap"][0],
+                  step_gap_per_seq_s=t["gap"][1], host=host)
 
 
 def offered_rate(setup: Setup, topology: str, records: list[dict[str, Any]],

@@ -50,12 +50,15 @@ def config(setup: Setup, url: str, base: dict[str, Any], rate: float, index: int
 
 def factors(setup: Setup, topology: str, phase: dict[str, Any], profile: dict[str, Any],
             fitted: dict[str, Any], spread: bool = False, hist: bool = False,
-            ) -> dict[str, Any]:
+            replayed: bool = False) -> dict[str, Any]:
     """The speed factors of `phase` against the `steps_load` fit (1.0 where the phase
     has too few steps of a kind to tell). `spread`: the decode factor divides by the
     phase's simulated `spread_ratio` (its price over the spread of batches, not at the
     mean batch). `hist`: the same over the phase's measured spread of batches (its
-    workers' batch-size histogram; the simulated spread where it was not recorded)."""
+    workers' batch-size histogram; the simulated spread where it was not recorded).
+    `replayed`: the decode factor is the measured mean decode step over the one in a
+    replay of the phase (twice: the factor changes the batches), as the prompt factor
+    is: whatever the fit's simulation adds to a step (a host share) is priced in."""
     out: dict[str, Any] = {"decode": 1.0, "prompt": 1.0}
     measured = step_metrics.measured(phase)
     if not measured or contaminated(phase):
@@ -70,6 +73,14 @@ def factors(setup: Setup, topology: str, phase: dict[str, Any], profile: dict[st
     rate = fit_load.offered_rate(setup, topology, phase["records"], profile, fitted)
     sim = fit_load.replay_fitted(setup, topology, phase["records"], profile,
                                  scaled(fitted, out["decode"], 1.0), rate)
+    if replayed and points:
+        for _ in range(2):
+            ratio = step_metrics.decode_factor(measured, sim)
+            if ratio is None:
+                break
+            out["decode"] *= ratio
+            sim = fit_load.replay_fitted(setup, topology, phase["records"], profile,
+                                         scaled(fitted, out["decode"], 1.0), rate)
     if (spread or hist) and points:
         real = step_metrics.decode_batch_histogram(phase) if hist else None
         batches: Mapping[int, float] = real or sum(
@@ -122,12 +133,13 @@ def scaled(fitted: dict[str, Any], decode: float, prompt: float) -> dict[str, An
 
 def replay_run(setup: Setup, topology: str, run: dict[str, Any], profile: dict[str, Any],
                fitted: dict[str, Any], oracle: bool = False, spread: bool = False,
-               hist: bool = False) -> tuple[dict[str, Any], Any]:
+               hist: bool = False, replayed: bool = False) -> tuple[dict[str, Any], Any]:
     """A judged run replayed at the speed its gauge measured (`oracle`: at the speed the
-    run itself had; `spread`, `hist`: see `factors`). Without a gauge (raw files from
-    before it) it is `steps_load`."""
+    run itself had; `spread`, `hist`, `replayed`: see `factors`). Without a gauge (raw
+    files from before it) it is `steps_load`."""
     phase = run if oracle else run.get("gauge")
-    f = (factors(setup, topology, phase, profile, fitted, spread, hist) if phase is not None
+    f = (factors(setup, topology, phase, profile, fitted, spread, hist, replayed)
+         if phase is not None
          else {"decode": 1.0, "prompt": 1.0})
     sim, terms = fit_load.replay_run(setup, topology, run["records"], profile,
                                      scaled(fitted, f["decode"], f["prompt"]))

@@ -47,7 +47,9 @@ MAX_EXTRA_REPEATS = 1
 
 def profile(setup: Setup, model_dir: Path, core: int) -> dict[str, Any]:
     """`splitserve profile`'s measurement, on one pinned core and one torch thread: what
-    each worker gets. Axes cover the runs' shapes (token budget, batch limit)."""
+    each worker gets. Axes cover the runs' shapes (token budget, batch limit), refined
+    where a step's cost jumps between grid points (the grid's default `refine_tol`;
+    since the eleventh measurement: 16 -> 17 decoding sequences cost 18 -> 24 ms)."""
     from splitserve.engine.profiler import ProfileGrid, profile_engine
 
     budget = setup.token_budget
@@ -78,7 +80,8 @@ def settle_effect(setup: Setup, model_dir: Path, core: int) -> list[dict[str, An
         for settle in (0, 1, 3):
             grid = ProfileGrid(prefill_tokens=(8, 512), prefill_context=(0, 1),
                                decode_batch=(1, 64), decode_context=(200, 4096),
-                               num_repeats=5, num_warmup=1, num_settle=settle)
+                               num_repeats=5, num_warmup=1, num_settle=settle,
+                               refine_tol=0.0)
             p = profile_engine(model_dir, grid=grid, dtype=setup.dtype, num_threads=1)
             out.append({"num_settle": settle,
                         "decode_1x200_s": p["decode"]["latency_s"][0][0],

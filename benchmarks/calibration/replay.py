@@ -13,6 +13,7 @@ import numpy as np
 from benchmarks.calibration.setup import TOPOLOGIES, Setup
 from benchmarks.calibration.step_metrics import averaged
 from splitserve.planner import (
+    HostShare,
     Pool,
     ProfileLatencyModel,
     Requests,
@@ -85,23 +86,25 @@ def replay(setup: Setup, topology: str, records: list[dict[str, Any]],
            profile: dict[str, Any], link: Link, overhead: ServingOverhead | None = None,
            step_scale: dict[str, float] | None = None, routing: str = "requests",
            chunk_prefill_role: bool = False, step_gap_s: float = 0.0,
-           step_gap_per_seq_s: float = 0.0) -> dict[str, Any]:
+           step_gap_per_seq_s: float = 0.0, host: HostShare | None = None) -> dict[str, Any]:
     """Simulate `records` (see `sent`); per-request arrays in that order, plus busy time.
     `step_scale[role]` replaces `overhead.step_scale` for that role's pool. `routing`:
     how the simulated router picks a mixed worker (see `Simulation`).
     `chunk_prefill_role`: the simulated prefill worker cuts prompts to its budget as the
     engine does (`SchedulerConfig.prefill_role_chunks`). `step_gap_s`: the engine loop's
     time between steps (`SchedulerConfig.step_gap_s`), `step_gap_per_seq_s` its part per
-    decoding sequence (`SchedulerConfig.step_gap_per_seq_s`)."""
+    decoding sequence (`SchedulerConfig.step_gap_per_seq_s`). `host`: the front end on
+    the workers' cores (`SchedulerConfig.host`)."""
     jitter = overhead is not None and overhead.prefill_jitter_cv > 0
     polled = routing == "polled" and TOPOLOGIES[topology][2] > 1
     if not jitter and not polled:
         return _replay_once(setup, topology, records, profile, link, overhead, step_scale,
-                            routing, 0.0, chunk_prefill_role, step_gap_s, step_gap_per_seq_s)
+                            routing, 0.0, chunk_prefill_role, step_gap_s, step_gap_per_seq_s,
+                            host)
     runs = [_replay_once(setup, topology, records, profile, link,
                          dataclasses.replace(overhead, jitter_seed=k) if overhead else None,
                          step_scale, routing, k * POLL_INTERVAL_S / NUM_DRAWS,
-                         chunk_prefill_role, step_gap_s, step_gap_per_seq_s)
+                         chunk_prefill_role, step_gap_s, step_gap_per_seq_s, host)
             for k in range(NUM_DRAWS)]
     out: dict[str, Any] = {key: np.concatenate([r[key] for r in runs])
                            for key in ("ttft_s", "tpot_s", "finished", "prefill_stage_s")}
@@ -123,7 +126,8 @@ def _replay_once(setup: Setup, topology: str, records: list[dict[str, Any]],
                  profile: dict[str, Any], link: Link, overhead: ServingOverhead | None,
                  step_scale: dict[str, float] | None, routing: str,
                  poll_offset_s: float, chunk_prefill_role: bool = False,
-                 step_gap_s: float = 0.0, step_gap_per_seq_s: float = 0.0) -> dict[str, Any]:
+                 step_gap_s: float = 0.0, step_gap_per_seq_s: float = 0.0,
+                 host: HostShare | None = None) -> dict[str, Any]:
     rows = sent(records)
     requests = Requests(
         arrival_s=np.array([r["send_s"] for r in rows], dtype=np.float64),
@@ -146,7 +150,7 @@ def _replay_once(setup: Setup, topology: str, records: list[dict[str, Any]],
                             prefill_token_budget=setup.token_budget,
                             max_num_seqs=setup.max_num_seqs, chunked_prefill=True,
                             prefill_role_chunks=chunk_prefill_role, step_gap_s=step_gap_s,
-                            step_gap_per_seq_s=step_gap_per_seq_s)
+                            step_gap_per_seq_s=step_gap_per_seq_s, host=host)
     # delivery delay only: the step terms are already inside the counters' models
     delivery = ServingOverhead(delivery_s=overhead.delivery_s) if overhead else None
     # the router picks the mixed worker with the fewest requests in it, then the least KV

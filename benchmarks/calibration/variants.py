@@ -5,7 +5,15 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from benchmarks.calibration import fit, fit_load, fit_steps, gauge, replay, speed_probe
+from benchmarks.calibration import (
+    fit,
+    fit_load,
+    fit_steps,
+    front_end,
+    gauge,
+    replay,
+    speed_probe,
+)
 from benchmarks.calibration.setup import TOPOLOGIES, Setup
 
 # benchmarks/results/kv_transfer.json: the TCP KV path moved a 1 MiB handoff at ~0.18 GB/s
@@ -61,8 +69,18 @@ FIT_STEPS_VARIANTS = ("steps", "steps_chunked", "steps_busy", "steps_metrics",
 # workers' batch-size histogram, every size apart up to 32) instead of the simulated one,
 # with the profile refined where the step cost jumps between batch sizes (designed after
 # the tenth measurement; raw files without the histogram give steps_load_spread).
+# steps_load_replayed: steps_load_local with the gauge's decode factor read against a
+# replay of the gauge (its measured mean decode step over the simulated one, as the prompt
+# factor already was) instead of the price at its mean batch: each simulated step priced
+# at its own batch, so no spread correction is needed.
+# steps_load_host: steps_load_replayed with the front end on the workers' cores
+# (`splitserve.planner.HostShare`): every step stretched by the share of a core the
+# router and the client take at the current token rate, at the CPU per token they used
+# on the probe (calibration/front_end.py). Both designed after the tenth measurement on
+# the seventh to tenth (see docs/planner.md).
 VARIANTS = (*VARIANT_SPECS, *FIT_STEPS_VARIANTS, "steps_load", "steps_load_drift",
-            "steps_load_local", "steps_load_oracle", "steps_load_spread", "steps_load_hist")
+            "steps_load_local", "steps_load_oracle", "steps_load_spread", "steps_load_hist",
+            "steps_load_replayed", "steps_load_host")
 
 
 
@@ -88,6 +106,12 @@ def fits(setup: Setup, name: str, probe: list[dict[str, Any]], profile: dict[str
                                                          DEFAULT_LINK, chunked=True,
                                                          prompt_from="metrics", step_gap=True)
     by_key["steps_load"] = fit_load.fit_by_load(setup, name, probe, profile, DEFAULT_LINK)
+    # `HostShare`'s fields: the front end's CPU per token on the probe, over the cores the
+    # workers run on (one each)
+    front = front_end.cpu_per_token(probe)
+    by_key["host"] = {"cpu_per_token_s": front["cpu_per_token_s"],
+                      "num_cores": sum(TOPOLOGIES[name])}
+    by_key["front_end"] = front
     # the speed probes are not judged requests: taken outside every judged run
     by_key["steps_load_drift"] = {
         **by_key["steps_load"],
@@ -111,11 +135,15 @@ def simulate_variant(setup: Setup, name: str, run: dict[str, Any], profile: dict
     if variant == "steps_load":
         return fit_load.replay_run(setup, name, run["records"], profile, by_key[variant])
     if variant in ("steps_load_local", "steps_load_oracle", "steps_load_spread",
-                   "steps_load_hist"):
-        return gauge.replay_run(setup, name, run, profile, by_key["steps_load"],
+                   "steps_load_hist", "steps_load_replayed", "steps_load_host"):
+        terms = by_key["steps_load"]
+        if variant == "steps_load_host":
+            terms = {**terms, "host": by_key["host"]}
+        return gauge.replay_run(setup, name, run, profile, terms,
                                 oracle=variant == "steps_load_oracle",
                                 spread=variant == "steps_load_spread",
-                                hist=variant == "steps_load_hist")
+                                hist=variant == "steps_load_hist",
+                                replayed=variant in ("steps_load_replayed", "steps_load_host"))
     if variant == "steps_load_drift":
         sim, factors = fit_load.replay_run(setup, name, run["records"], profile,
                                            with_drift(by_key[variant], run["rate_rps"]))

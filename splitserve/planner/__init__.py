@@ -8,6 +8,7 @@ models (`RooflineLatencyModel`, `ProfileLatencyModel`), workloads (`generate`,
 from splitserve.planner.cost_model import Efficiency, LatencyModel, RooflineLatencyModel
 from splitserve.planner.fleet import Pool, SchedulerConfig, TransferConfig
 from splitserve.planner.hardware import HARDWARE, HardwareProfile, get_hardware
+from splitserve.planner.host_share import HostShare
 from splitserve.planner.model_spec import ModelSpec, load_model_spec
 from splitserve.planner.overhead import OverheadLatencyModel, ServingOverhead
 from splitserve.planner.plan import run_plan
@@ -21,6 +22,7 @@ __all__ = [
     "HARDWARE",
     "Efficiency",
     "HardwareProfile",
+    "HostShare",
     "LatencyModel",
     "Layout",
     "ModelSpec",

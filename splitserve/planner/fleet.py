@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from splitserve.planner.cost_model import LatencyModel
+from splitserve.planner.host_share import HostShare
 
 Role = Literal["mixed", "prefill", "decode"]
 
@@ -33,6 +34,9 @@ class SchedulerConfig:
     loop hands every sampled token over between steps). Fitted on one CPU core, with
     decode steps priced per sequence: under 0.5 ms per step in all
     (docs/calibration_history.md, "Step prices fitted against load").
+    host: the serving front end sharing the instances' cores (`HostShare`): every step
+    stretched by the share of a core it takes at the current token rate. None (the
+    default, a real fleet): the front end runs elsewhere.
     """
 
     token_budget: int = 2048
@@ -42,6 +46,7 @@ class SchedulerConfig:
     prefill_role_chunks: bool = False
     step_gap_s: float = 0.0
     step_gap_per_seq_s: float = 0.0
+    host: HostShare | None = None
 
     def __post_init__(self) -> None:
         for name in ("token_budget", "prefill_token_budget", "max_num_seqs"):

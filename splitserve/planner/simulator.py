@@ -32,6 +32,7 @@ from splitserve.planner.fleet import (
     TransferConfig,
     make_instances,
 )
+from splitserve.planner.host_share import TokenRate
 from splitserve.planner.overhead import ServingOverhead, delayed, with_overhead
 from splitserve.planner.results import SimResult, Slo
 from splitserve.planner.routing import ROUTINGS, Router
@@ -85,6 +86,9 @@ class Simulation:
         self.tally = StepTally([inst.role for inst in self.instances])
         # before each step, outside its duration: fixed + per decoding sequence
         self.gap_s, self.gap_seq_s = self.sched.step_gap_s, self.sched.step_gap_per_seq_s
+        # the front end on the instances' cores (SchedulerConfig.host): the token rate
+        # it follows, None when it runs elsewhere
+        self.token_rate = TokenRate(self.sched.host) if self.sched.host else None
         self.slo = stop_after_misses[0] if stop_after_misses else None
         self.miss_budget = stop_after_misses[1] if stop_after_misses else len(requests)
         self.missed = [False] * n
@@ -164,6 +168,8 @@ class Simulation:
                 inst.busy = False
                 return
             step_s = inst.model.step_s(0, 0.0, 0, inst.num_running, inst.ctx_tokens)
+            if self.token_rate is not None:
+                step_s *= self.token_rate.stretch_at(now)
             inst.has_decode = True
             inst.step_s = step_s
             inst.busy = True
@@ -190,6 +196,8 @@ class Simulation:
                                    ctx)
         if num_joining and self.transfer is not None:
             step_s += num_joining * self.transfer.join_s
+        if self.token_rate is not None:
+            step_s *= self.token_rate.stretch_at(now)
         inst.chunks = chunks
         inst.has_decode = has_decode
         inst.step_s = step_s
@@ -199,6 +207,11 @@ class Simulation:
         self._push(now + self.gap_s + self.gap_seq_s * n_dec + step_s, _STEP_END, inst.idx)
 
     def _end_step(self, inst: Instance, now: float) -> None:
+        if self.token_rate is not None:
+            # the step's tokens: one per decoding sequence, one per prompt it completes
+            done = sum(1 for rid, take, _ in inst.chunks
+                       if self.done_tokens[rid] + take >= self.input_len[rid])
+            self.token_rate.add(now, (inst.num_running if inst.has_decode else 0) + done)
         if inst.has_decode:
             inst.decode_step += 1
             inst.ctx_tokens += inst.num_running
