@@ -212,3 +212,27 @@ def test_hist_reads_the_spread_off_the_gauges_measured_batches(
     spread = gauge.factors(Setup(), "2 mixed", _phase(1.40, 0.6), {}, _fitted(), spread=True)
     assert bare["spread_from"] == "simulated"
     assert bare["decode"] == pytest.approx(spread["decode"])
+
+
+def test_replayed_reads_the_decode_factor_against_the_gauges_replay(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # the simulated gauge's decode steps cost 10 ms x the fit's decode scale (whatever the
+    # simulation adds to a step, say a host share, is inside that mean): the factor must
+    # make them the measured 14 ms, not the price at the mean batch
+    def replay(setup: Setup, topology: str, records: Any, profile: Any,
+               fitted: dict[str, Any], rate: float) -> dict[str, Any]:
+        step_s = 0.010 * fitted["decode"]["scale"]
+        summary = StepSummary({"prefill": 8, "decode": 100},
+                              {"prefill": 1.0, "decode": 100 * step_s}, 200, 800)
+        return {"num_draws": 1, "step_stats": {"mixed": summary},
+                "decode_batches": {"mixed": Counter({2: 100})}}
+
+    monkeypatch.setattr(fit_load, "latency_model", lambda setup, profile: _Linear())
+    monkeypatch.setattr(fit_load, "replay_fitted", replay)
+    monkeypatch.setattr(fit_load, "offered_rate", lambda *args: 100.0)
+    plain = gauge.factors(Setup(), "2 mixed", _phase(1.40, 0.6), {}, _fitted())
+    got = gauge.factors(Setup(), "2 mixed", _phase(1.40, 0.6), {}, _fitted(), replayed=True)
+    assert got["decode"] == pytest.approx(0.014 / (0.010 * 0.9))
+    assert got["decode"] != pytest.approx(plain["decode"])
+    # the prompt factor is read off the replay at that decode speed
+    assert got["prompt"] == pytest.approx(0.6 / 1.0)
