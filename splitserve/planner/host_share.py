@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 MAX_SHARE = 0.9  # the front end never takes all of a core: a worker still progresses
 
@@ -47,13 +48,14 @@ class HostShare:
 class TokenRate:
     """Output tokens per second, exponentially averaged over the host's `window_s`, and
     the stretch it gives a step (O(1) per update: the simulator calls it once per
-    step)."""
+    step). `now_s`: the simulation's clock as of the step being priced."""
 
     def __init__(self, host: HostShare) -> None:
         self.host = host
         self.window_s = host.window_s
         self.rate = 0.0
         self.at_s = 0.0
+        self.now_s = 0.0
 
     def stretch_at(self, now: float) -> float:
         return self.host.stretch(self.at(now))
@@ -64,3 +66,21 @@ class TokenRate:
 
     def at(self, now: float) -> float:
         return self.rate * math.exp(-(now - self.at_s) / self.window_s)
+
+
+class StretchedModel:
+    """A latency model whose every step takes `rate.stretch_at(rate.now_s)` times the
+    base model's; every other attribute is the base model's."""
+
+    def __init__(self, base: Any, rate: TokenRate) -> None:
+        self.base = base
+        self.rate = rate
+
+    def step_s(self, num_prefill_tokens: int, prefill_attn_pairs: float,
+               prefill_kv_tokens: int, num_decode_seqs: int, decode_ctx_tokens: int) -> float:
+        return self.base.step_s(num_prefill_tokens, prefill_attn_pairs, prefill_kv_tokens,
+                                num_decode_seqs, decode_ctx_tokens) * self.rate.stretch_at(
+                                    self.rate.now_s)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.base, name)

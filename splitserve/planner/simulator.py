@@ -20,6 +20,7 @@ from __future__ import annotations
 import heapq
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -32,7 +33,7 @@ from splitserve.planner.fleet import (
     TransferConfig,
     make_instances,
 )
-from splitserve.planner.host_share import TokenRate
+from splitserve.planner.host_share import StretchedModel, TokenRate
 from splitserve.planner.overhead import ServingOverhead, delayed, with_overhead
 from splitserve.planner.results import SimResult, Slo
 from splitserve.planner.routing import ROUTINGS, Router
@@ -86,9 +87,6 @@ class Simulation:
         self.tally = StepTally([inst.role for inst in self.instances])
         # before each step, outside its duration: fixed + per decoding sequence
         self.gap_s, self.gap_seq_s = self.sched.step_gap_s, self.sched.step_gap_per_seq_s
-        # the front end on the instances' cores (SchedulerConfig.host): the token rate
-        # it follows, None when it runs elsewhere
-        self.token_rate = TokenRate(self.sched.host) if self.sched.host else None
         self.slo = stop_after_misses[0] if stop_after_misses else None
         self.miss_budget = stop_after_misses[1] if stop_after_misses else len(requests)
         self.missed = [False] * n
@@ -168,8 +166,6 @@ class Simulation:
                 inst.busy = False
                 return
             step_s = inst.model.step_s(0, 0.0, 0, inst.num_running, inst.ctx_tokens)
-            if self.token_rate is not None:
-                step_s *= self.token_rate.stretch_at(now)
             inst.has_decode = True
             inst.step_s = step_s
             inst.busy = True
@@ -196,8 +192,6 @@ class Simulation:
                                    ctx)
         if num_joining and self.transfer is not None:
             step_s += num_joining * self.transfer.join_s
-        if self.token_rate is not None:
-            step_s *= self.token_rate.stretch_at(now)
         inst.chunks = chunks
         inst.has_decode = has_decode
         inst.step_s = step_s
@@ -207,11 +201,6 @@ class Simulation:
         self._push(now + self.gap_s + self.gap_seq_s * n_dec + step_s, _STEP_END, inst.idx)
 
     def _end_step(self, inst: Instance, now: float) -> None:
-        if self.token_rate is not None:
-            # the step's tokens: one per decoding sequence, one per prompt it completes
-            done = sum(1 for rid, take, _ in inst.chunks
-                       if self.done_tokens[rid] + take >= self.input_len[rid])
-            self.token_rate.add(now, (inst.num_running if inst.has_decode else 0) + done)
         if inst.has_decode:
             inst.decode_step += 1
             inst.ctx_tokens += inst.num_running
@@ -256,6 +245,31 @@ class Simulation:
             self.num_missed += 1
 
 
+class HostSimulation(Simulation):
+    """A `Simulation` whose instances share their cores with the serving front end
+    (`SchedulerConfig.host`): every step stretched by the front end's share at the
+    output-token rate when it starts (`HostShare.stretch`). A subclass, so that a fleet
+    without it (every planner search) pays nothing per step."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        assert self.sched.host is not None
+        self.token_rate = TokenRate(self.sched.host)
+        for inst in self.instances:
+            inst.model = StretchedModel(inst.model, self.token_rate)
+
+    def _start_step(self, inst: Instance, now: float) -> None:
+        self.token_rate.now_s = now
+        super()._start_step(inst, now)
+
+    def _end_step(self, inst: Instance, now: float) -> None:
+        # the step's tokens: one per decoding sequence, one per prompt it completes
+        done = sum(1 for rid, take, _ in inst.chunks
+                   if self.done_tokens[rid] + take >= self.input_len[rid])
+        self.token_rate.add(now, (inst.num_running if inst.has_decode else 0) + done)
+        super()._end_step(inst, now)
+
+
 def simulate(
     requests: Requests, pools: Sequence[Pool], scheduler: SchedulerConfig | None = None,
     transfer: TransferConfig | None = None, local_prefill_max_len: int = 0,
@@ -274,7 +288,7 @@ def simulate(
             slo, k = stop_after_misses
             ttft_s = max(slo.ttft_s - overhead.delivery_s, 1e-12)
             stop_after_misses = (Slo(ttft_s, slo.tpot_s, slo.attainment), k)
-    result = Simulation(requests, pools, scheduler, transfer, local_prefill_max_len,
-                        prefix_cache, stop_after_misses, routing, poll_interval_s,
-                        poll_offset_s).run()
+    cls = HostSimulation if scheduler is not None and scheduler.host else Simulation
+    result = cls(requests, pools, scheduler, transfer, local_prefill_max_len, prefix_cache,
+                 stop_after_misses, routing, poll_interval_s, poll_offset_s).run()
     return delayed(result, overhead.delivery_s) if overhead is not None else result
