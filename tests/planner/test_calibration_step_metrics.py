@@ -35,15 +35,21 @@ def _step(counters: PhaseCounters, step_s: float, num_prefill: int, num_decode: 
     counters.record_step(step_s, (num_prefill, 1.0, 1.0), (num_decode, 1.0, 1.0))
 
 
-def test_scraped_deltas_give_each_roles_steps_of_the_run_only(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+def _cluster(monkeypatch: pytest.MonkeyPatch) -> tuple[Any, list[PhaseCounters]]:
+    """A 1-prefill / 2-decode cluster whose /metrics pages are real worker renders, and
+    the step counters of its prefill-1, decode-1 and decode-2."""
     workers = {name: _worker(name) for name in ("prefill-1", "decode-1", "decode-2")}
     pages = {f"http://{name}": m for name, (_, m) in workers.items()}
     monkeypatch.setattr(snapshot, "_scrape", lambda url: snapshot.parse_exposition(
         pages[url].render(0.0)[0].decode()) if url in pages else {})
     cluster = SimpleNamespace(url="http://router", workers=lambda: [
         SimpleNamespace(name=name, url=f"http://{name}") for name in workers])
-    prefill, dec1, dec2 = (workers[n][0] for n in ("prefill-1", "decode-1", "decode-2"))
+    return cluster, [workers[n][0] for n in ("prefill-1", "decode-1", "decode-2")]
+
+
+def test_scraped_deltas_give_each_roles_steps_of_the_run_only(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    cluster, (prefill, dec1, dec2) = _cluster(monkeypatch)
     _step(prefill, 0.5, 300, 0)  # before the run: not counted
     _step(dec1, 0.02, 0, 3)
     before = snapshot.snapshot(cluster, {})
@@ -67,13 +73,7 @@ def test_scraped_deltas_give_each_roles_steps_of_the_run_only(
 
 def test_batch_histogram_counts_the_runs_decode_steps_per_batch_size(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    workers = {name: _worker(name) for name in ("prefill-1", "decode-1", "decode-2")}
-    pages = {f"http://{name}": m for name, (_, m) in workers.items()}
-    monkeypatch.setattr(snapshot, "_scrape", lambda url: snapshot.parse_exposition(
-        pages[url].render(0.0)[0].decode()) if url in pages else {})
-    cluster = SimpleNamespace(url="http://router", workers=lambda: [
-        SimpleNamespace(name=name, url=f"http://{name}") for name in workers])
-    prefill, dec1, dec2 = (workers[n][0] for n in ("prefill-1", "decode-1", "decode-2"))
+    cluster, (prefill, dec1, dec2) = _cluster(monkeypatch)
     _step(dec1, 0.02, 0, 5)  # before the run: not counted
     before = snapshot.snapshot(cluster, {})
     _step(prefill, 0.2, 128, 0)  # no decodes: not a batch
