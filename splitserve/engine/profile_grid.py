@@ -120,8 +120,9 @@ def default_grid(max_model_len: int, max_num_seqs: int, kv_capacity_tokens: int,
                  max_batched_tokens: int) -> ProfileGrid:
     """The grid `splitserve profile` measures unless told otherwise: the planner's
     `suggested_axes` for the serving engine's limits (trimmed to fit the model), 3 repeats
-    per cell. A ~110M model takes a few minutes on one core here; the planner extrapolates
-    linearly beyond the last grid point."""
+    per cell. A ~110M model takes a few minutes on one core here, and refinement (on by
+    default) adds the points it bisects (the calibration's grid: 30 s -> ~2 min); the
+    planner extrapolates linearly beyond the last grid point."""
     from splitserve.planner.profile_format import suggested_axes
 
     axes = suggested_axes(max_model_len, max_num_seqs, kv_capacity_tokens, max_batched_tokens)
