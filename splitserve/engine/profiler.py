@@ -21,7 +21,8 @@ difference (planner_calibration.json).
 After the grid, the decode batch and prefill token axes are refined by bisection where
 the step cost leaves the straight line between two grid points (a kernel switch, padding
 to a captured batch size): the policy is `splitserve.engine.profile_refine`'s, and each
-round's new cells are measured the same way as the grid's (`_measure_cells`).
+round's cells are measured the same way as the grid's (`_measure_cells`); a midpoint off
+the line is measured once more and keeps the smaller median before it is believed.
 
 The grids live in `splitserve.engine.profile_grid` (re-exported here). The result is the
 planner's measured-profile JSON (`splitserve.profile/v1`, built and validated by
@@ -50,7 +51,7 @@ from splitserve.engine.profile_grid import (
     default_grid,
     default_grid_for,
 )
-from splitserve.engine.profile_refine import AxisRefiner
+from splitserve.engine.profile_refine import AxisRefiner, min_merged
 
 __all__ = ["FULL_GRID", "QUICK_GRID", "ProfileGrid", "default_grid", "default_grid_for",
            "hardware_description", "profile_engine"]
@@ -130,10 +131,11 @@ def _measure_cells(runner: Any, cells: list[Cell], grid: ProfileGrid, block_size
 
 def _refine(grid: ProfileGrid, median: dict[Cell, float],
             measure: Callable[[list[Cell], str], dict[Cell, float]],
-            ) -> tuple[list[int], list[int], dict[str, list[int]]]:
+            ) -> tuple[list[int], list[int], dict[str, dict[str, list[int]]]]:
     """Bisect the prefill token and decode batch axes where the measured step cost leaves
-    the straight line (`profile_refine`), measuring each round's midpoints at every column
-    and adding them to `median`. Returns both refined axes and the added points."""
+    the straight line (`profile_refine`), measuring each round's points at every column
+    into `median` (a re-measured cell keeps the smaller median: `min_merged`). Returns
+    both refined axes and the profile's `refined` and `remeasured` fields."""
     columns = {"prefill": grid.prefill_context, "decode": grid.decode_context}
     refiners = {table: AxisRefiner(axis, tol=grid.refine_tol, max_points=grid.max_refine_points)
                 for table, axis in (("prefill", grid.prefill_tokens),
@@ -147,12 +149,18 @@ def _refine(grid: ProfileGrid, median: dict[Cell, float],
         points = {table: r.next_points(rows(table)) for table, r in refiners.items()}
         if not points["prefill"] and not points["decode"]:
             break
+        again = {table: r.remeasuring for table, r in refiners.items()}
+        note = (f"; measured again, off the chord: prefill tokens {again['prefill']}, "
+                f"decode batch {again['decode']}" if any(again.values()) else "")
         label = (f"refinement round {round_index} (prefill tokens {points['prefill']}, "
-                 f"decode batch {points['decode']})")
-        median.update(measure(grid.refine_cells(points["prefill"], points["decode"]), label))
-    refined = {"prefill_tokens": sorted(refiners["prefill"].added),
-               "decode_batch": sorted(refiners["decode"].added)}
-    return refiners["prefill"].axis, refiners["decode"].axis, refined
+                 f"decode batch {points['decode']}{note})")
+        cells = measure(grid.refine_cells(points["prefill"], points["decode"]), label)
+        median.update(min_merged(median, cells))
+    p, d = refiners["prefill"], refiners["decode"]
+    fields = {"refined": {"prefill_tokens": sorted(p.added), "decode_batch": sorted(d.added)},
+              "remeasured": {"prefill_tokens": sorted(p.remeasured),
+                             "decode_batch": sorted(d.remeasured)}}
+    return p.axis, d.axis, fields
 
 
 def hardware_description(device: str, num_threads: int) -> dict[str, Any]:
@@ -188,7 +196,8 @@ def profile_engine(
 ) -> dict[str, Any]:
     """Measure every cell of `grid` on the engine's runner, then refine its decode batch
     and prefill token axes (`grid.refine_tol`); return a validated profile whose axes
-    include the refined points (listed in its `refined` field).
+    include the refined points (listed in its `refined` field, the points measured twice
+    before they were believed in `remeasured`).
 
     grid: None = `default_grid` for the engine's default limits and this KV pool; a given
     grid must fit as is.
@@ -233,7 +242,7 @@ def profile_engine(
         return _measure_cells(runner, cells, grid, block_size, report)
 
     median = measure(grid.cells(), "grid")
-    prefill_axis, decode_axis, refined = _refine(grid, median, measure)
+    prefill_axis, decode_axis, refine_fields = _refine(grid, median, measure)
     wall_s = time.perf_counter() - started
     # CPU seconds per wall second of this process while measuring: about num_threads on an
     # idle machine, less when other processes took the cores (the timings include that)
@@ -262,7 +271,7 @@ def profile_engine(
             "settle_calls": grid.num_settle,
             "refine_tol": grid.refine_tol,
             "max_refine_points": grid.max_refine_points,
-            "refined": refined,
+            **refine_fields,  # "refined" and "remeasured": {axis name: points}
             "statistic": "median",
             "measured": "ModelRunner.forward + greedy sample per step",
             "wall_s": round(wall_s, 3),

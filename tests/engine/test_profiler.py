@@ -12,11 +12,13 @@ import numpy as np
 import pytest
 
 from splitserve.engine import profile_cli
+from splitserve.engine.profile_grid import Cell
 from splitserve.engine.profiler import (
     FULL_GRID,
     QUICK_GRID,
     ProfileGrid,
     _blocks_needed,
+    _refine,
     profile_engine,
 )
 from splitserve.planner import Pool, ProfileLatencyModel, SchedulerConfig, load_profile, simulate
@@ -143,6 +145,13 @@ def test_refined_profile_holds_the_refined_points_in_its_tables(model_dir: Path)
     refined = profile["refined"]
     assert profile["refine_tol"] == 1e-9
     assert 12 in refined["prefill_tokens"] and 2 in refined["decode_batch"]
+    # ... and are off the chord by more than 1e-9 at their first measurement too, so each
+    # is measured once more; only added points are, each at most once
+    remeasured = profile["remeasured"]
+    assert 12 in remeasured["prefill_tokens"] and 2 in remeasured["decode_batch"]
+    for name in ("prefill_tokens", "decode_batch"):
+        assert set(remeasured[name]) <= set(refined[name])
+        assert len(set(remeasured[name])) == len(remeasured[name])
     for table, row_axis, col_axis, name, coarse in (
             ("prefill", "num_tokens", "context_len", "prefill_tokens", grid.prefill_tokens),
             ("decode", "batch_size", "context_tokens", "decode_batch", grid.decode_batch)):
@@ -154,6 +163,43 @@ def test_refined_profile_holds_the_refined_points_in_its_tables(model_dir: Path)
         assert len(body["latency_s"]) == len(rows)
         assert all(len(row) == len(body[col_axis]) for row in body["latency_s"])
     assert any(line.startswith("refinement round 1") for line in lines)
+    assert any(line.startswith("refinement round 2") and "measured again, off the chord"
+               in line for line in lines)
+
+
+def test_refinement_measures_an_outlier_again_and_keeps_the_faster_median() -> None:
+    # a pure stand-in for the measurement: straight lines, except that decode batch 24
+    # hits a burst of load at context 0 when first measured (20%) and at context 64 when
+    # measured again (3%): the table keeps the faster of the two at each
+    grid = ProfileGrid(prefill_tokens=(8, 16), prefill_context=(0, 16), decode_batch=(16, 32),
+                       decode_context=(0, 64), refine_tol=0.05, max_refine_points=8)
+    labels: list[str] = []
+    num_measured: dict[Cell, int] = {}
+
+    def cost(cell: Cell) -> float:
+        table, row, col = cell
+        base = 0.01 + 0.001 * row + 1e-5 * col if table == "prefill" else (
+            0.01 + 0.0004 * row + 2e-6 * col)
+        num_measured[cell] = num_measured.get(cell, 0) + 1
+        bursts = {("decode", 24, 0): (0.2, 0.0), ("decode", 24, 64): (0.0, 0.03)}
+        return base * (1 + bursts.get(cell, (0.0, 0.0))[num_measured[cell] - 1])
+
+    def measure(cells: list[Cell], label: str) -> dict[Cell, float]:
+        labels.append(label)
+        return {cell: cost(cell) for cell in cells}
+
+    median = measure(grid.cells(), "grid")
+    prefill_axis, decode_axis, fields = _refine(grid, median, measure)
+    assert (prefill_axis, decode_axis) == ([8, 12, 16], [16, 24, 32])
+    assert fields == {"refined": {"prefill_tokens": [12], "decode_batch": [24]},
+                      "remeasured": {"prefill_tokens": [], "decode_batch": [24]}}
+    assert labels[1:] == [
+        "refinement round 1 (prefill tokens [12], decode batch [24])",
+        "refinement round 2 (prefill tokens [], decode batch [24]; measured again, off the "
+        "chord: prefill tokens [], decode batch [24])"]
+    for t in grid.decode_context:  # the table keeps the on-the-line measurement
+        assert median[("decode", 24, t)] == pytest.approx(0.01 + 0.0004 * 24 + 2e-6 * t)
+        assert num_measured[("decode", 24, t)] == 2
 
 
 def test_kv_blocks_cover_batches_between_grid_points() -> None:
