@@ -116,6 +116,10 @@ def run(args: argparse.Namespace) -> int:
     if refined["prefill_tokens"] or refined["decode_batch"]:
         print(f"refined (tol {profile['refine_tol']}): prefill tokens "
               f"{refined['prefill_tokens']}, decode batch {refined['decode_batch']}")
+    again = profile.get("remeasured") or {}
+    if again.get("prefill_tokens") or again.get("decode_batch"):
+        print(f"measured again off the chord (the smaller kept): prefill tokens "
+              f"{again.get('prefill_tokens', [])}, decode batch {again.get('decode_batch', [])}")
     print(f"prefill {p['num_tokens'][0]} tokens: {p['latency_s'][0][0] * 1e3:.1f} ms, "
           f"{p['num_tokens'][-1]} tokens: {p['latency_s'][-1][0] * 1e3:.1f} ms; "
           f"decode batch {d['batch_size'][0]}: {d['latency_s'][0][0] * 1e3:.1f} ms, "
