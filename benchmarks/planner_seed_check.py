@@ -98,8 +98,8 @@ def main() -> None:
         print(f"round {r['round']} seed {r['seed']:>5} {r['duration_s']:5.1f} s: prompt "
               f"factor {r['prompt_factor']:.3f}, decode factor {r['decode_factor']:.3f}, "
               f"{r['output_tokens_per_s']:.0f} tokens/s")
-    Path(args.out).write_text(json.dumps({"rate_rps": raw["rate_rps"], "runs": rows},
-                                         indent=1) + "\n")
+    out = {"rate_rps": raw["rate_rps"], "note": raw.get("note"), "runs": rows}
+    Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
     print(f"wrote {args.out}")
 
 
