@@ -71,16 +71,19 @@ def factors(setup: Setup, topology: str, phase: dict[str, Any], profile: dict[st
         out["decode"] = p["real_s"] / price
         out["decode_point"] = {**p, "fitted_s": price}
     rate = fit_load.offered_rate(setup, topology, phase["records"], profile, fitted)
-    sim = fit_load.replay_fitted(setup, topology, phase["records"], profile,
-                                 scaled(fitted, out["decode"], 1.0), rate)
+
+    def replay_at(decode: float) -> dict[str, Any]:
+        return fit_load.replay_fitted(setup, topology, phase["records"], profile,
+                                      scaled(fitted, decode, 1.0), rate)
+
+    sim = replay_at(out["decode"])
     if replayed and points:
         for _ in range(2):
             ratio = step_metrics.decode_factor(measured, sim)
             if ratio is None:
                 break
             out["decode"] *= ratio
-            sim = fit_load.replay_fitted(setup, topology, phase["records"], profile,
-                                         scaled(fitted, out["decode"], 1.0), rate)
+            sim = replay_at(out["decode"])
     if (spread or hist) and points:
         real = step_metrics.decode_batch_histogram(phase) if hist else None
         batches: Mapping[int, float] = real or sum(
@@ -90,8 +93,7 @@ def factors(setup: Setup, topology: str, phase: dict[str, Any], profile: dict[st
         out["decode"] /= ratio
         out["spread_ratio"] = ratio
         out["spread_from"] = "measured" if real else "simulated"
-        sim = fit_load.replay_fitted(setup, topology, phase["records"], profile,
-                                     scaled(fitted, out["decode"], 1.0), rate)
+        sim = replay_at(out["decode"])
     real_s, sim_s = fit_load.prompt_seconds(measured, sim)
     if real_s >= MIN_PROMPT_S and sim_s > 0:
         out["prompt"] = real_s / sim_s

@@ -22,7 +22,7 @@ _SECONDS = "splitserve_worker_step_duration_seconds_sum{kind=%s}"
 _DECODE_SEQS = "splitserve_worker_decode_batch_size_sum"
 _PREFILL_TOKENS = "splitserve_worker_prefill_tokens_per_step_sum"
 _BATCH_BUCKET = "splitserve_worker_decode_batch_size_bucket{le="
-# what measure.py keeps of each worker's scrape for these (counts and sums, no buckets)
+# what measure.py keeps of each worker's scrape for these (counts, sums, batch buckets)
 SCRAPED_PREFIXES = ("splitserve_worker_steps_total",
                     "splitserve_worker_step_duration_seconds_sum",
                     "splitserve_worker_decode_batch_size_sum",

@@ -52,7 +52,6 @@ class TokenRate:
 
     def __init__(self, host: HostShare) -> None:
         self.host = host
-        self.window_s = host.window_s
         self.rate = 0.0
         self.at_s = 0.0
         self.now_s = 0.0
@@ -61,11 +60,11 @@ class TokenRate:
         return self.host.stretch(self.at(now))
 
     def add(self, now: float, num_tokens: int) -> None:
-        self.rate = self.at(now) + num_tokens / self.window_s
+        self.rate = self.at(now) + num_tokens / self.host.window_s
         self.at_s = now
 
     def at(self, now: float) -> float:
-        return self.rate * math.exp(-(now - self.at_s) / self.window_s)
+        return self.rate * math.exp(-(now - self.at_s) / self.host.window_s)
 
 
 class StretchedModel:

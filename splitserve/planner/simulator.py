@@ -50,6 +50,9 @@ _POLL = 2
 class Simulation:
     """One run; construct, call `run()` once."""
 
+    # whether this class prices `SchedulerConfig.host` (`HostSimulation` does)
+    prices_host = False
+
     def __init__(
         self, requests: Requests, pools: Sequence[Pool], scheduler: SchedulerConfig | None = None,
         transfer: TransferConfig | None = None, local_prefill_max_len: int = 0,
@@ -65,6 +68,8 @@ class Simulation:
             raise ValueError("a disaggregated fleet needs a TransferConfig")
         self.req = requests
         self.sched = scheduler or SchedulerConfig()
+        if self.sched.host is not None and not self.prices_host:
+            raise ValueError("SchedulerConfig.host needs HostSimulation (simulate() picks it)")
         self.transfer = transfer
         self.local_max_len = local_prefill_max_len
         use_prefix = prefix_cache and requests.hash_ids is not None
@@ -250,6 +255,8 @@ class HostSimulation(Simulation):
     (`SchedulerConfig.host`): every step stretched by the front end's share at the
     output-token rate when it starts (`HostShare.stretch`). A subclass, so that a fleet
     without it (every planner search) pays nothing per step."""
+
+    prices_host = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

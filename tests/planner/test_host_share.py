@@ -80,3 +80,11 @@ def test_a_prefill_instance_slows_while_another_instance_streams() -> None:
     stream = 1 / (d + c / 2)
     assert shared.ttft_s[1] == pytest.approx(0.1 * host.stretch(stream), rel=0.01)
     assert shared.tpot_s[0] == pytest.approx(d + c / 2, rel=0.01)
+
+
+def test_a_plain_simulation_refuses_a_host_it_would_ignore() -> None:
+    from splitserve.planner.simulator import Simulation
+
+    pools = [Pool("mixed", 1, ConstantLatency(0.1))]
+    with pytest.raises(ValueError, match="HostSimulation"):
+        Simulation(_one(10, 2), pools, SchedulerConfig(host=HostShare(0.001, 1)))
