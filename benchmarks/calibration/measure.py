@@ -213,18 +213,27 @@ def _gauge(setup: Setup, cluster: Any, pids: dict[str, int], base: dict[str, Any
     return run
 
 
-def _runs_at(setup: Setup, topology: str, cluster: Any, pids: dict[str, int],
-             base: dict[str, Any], rate: float, out: dict[str, Any]) -> None:
+def judged_config(setup: Setup, url: str, base: dict[str, Any], rate: float) -> Any:
+    """A judged run's bench config: Poisson at `rate`, or the setup's trace window (its
+    lengths scaled by the trace scaling, not again by the bench)."""
     from splitserve.bench import BenchConfig
 
+    if setup.trace is not None:
+        return BenchConfig(url=url, **{**base, "length_scale": 1.0}, arrival="trace",
+                           trace=setup.trace_scaling(), num_requests=setup.num_requests,
+                           duration_s=setup.duration_s, seed=setup.seed)
+    return BenchConfig(url=url, **base, rate_rps=rate, num_requests=setup.num_requests,
+                       duration_s=setup.duration_s, seed=setup.seed)
+
+
+def _runs_at(setup: Setup, topology: str, cluster: Any, pids: dict[str, int],
+             base: dict[str, Any], rate: float, out: dict[str, Any]) -> None:
     # one extra repeat when a repeat was contaminated (it stays in the raw file, flagged
     # by the analysis and left out of the reference)
     num_clean = repeat = 0
     while num_clean < setup.num_repeats and repeat < setup.num_repeats + MAX_EXTRA_REPEATS:
-        config = BenchConfig(url=cluster.url, **base, rate_rps=rate,
-                             num_requests=setup.num_requests,
-                             duration_s=setup.duration_s, seed=setup.seed)
-        speed = _gauge(setup, cluster, pids, base, rate, len(out["runs"]))
+        config = judged_config(setup, cluster.url, base, rate)
+        speed = _gauge(setup, cluster, pids, base, setup.gauge_rate or rate, len(out["runs"]))
         run = {**_bench(cluster, pids, config), "gauge": speed}
         num_clean += not contaminated(run)
         out["runs"].append({"topology": topology, "rate_rps": rate, "repeat": repeat, **run})

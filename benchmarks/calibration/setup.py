@@ -1,4 +1,11 @@
-"""What a calibration measures: model, workload, engine/router flags, topologies, rates."""
+"""What a calibration measures: model, workload, engine/router flags, topologies, rates.
+
+The judged runs are Poisson arrivals of `workload` at each of `rates`, or, with `trace`,
+a window of a production trace replayed as the goodput benchmark replays it
+(benchmarks/goodput_compare.py: its arrival times, its lengths / `length_scale`). The
+calibration probe is the same either way (the chat workload): a trace setup asks
+whether terms fitted on one workload carry over to another.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +16,9 @@ from typing import Any
 # name -> (bench_models base size, vocabulary). The bench tokenizer has 8,192 tokens: with
 # the 32k-vocab checkpoints most random-weight samples decode to no text (no SSE output).
 MODEL_SIZES = {"llama-25m-v8k": ("llama-25m", 8192), "llama-110m-v8k": ("llama-110m", 8192)}
+# ../shared/traces beside the main checkout; a worktree sits one level deeper
+REPO = Path(__file__).resolve().parents[2]
+TRACE_DIRS = (REPO.parent / "shared" / "traces", REPO.parent.parent / "shared" / "traces")
 # (prefill, decode, mixed) workers
 TOPOLOGIES = {"1P1D": (1, 1, 0), "2 mixed": (0, 0, 2)}
 
@@ -41,6 +51,14 @@ class Setup:
     # spread between identical real runs is the noise floor of the comparison, and the
     # simulation is judged against all repeats' requests pooled (a p90 of 3x the samples)
     num_repeats: int = 3
+    # a trace file in ../shared/traces (None: Poisson arrivals at `rates`), its window in
+    # trace seconds and time compression. `rates` then holds one rate: the mean rate of
+    # the window's requests, the judged point's label and its speed probe's.
+    trace: str | None = None
+    trace_window_s: tuple[float, float] = (0.0, 120.0)
+    trace_speed: float = 1.0
+    # the speed gauge's Poisson rate before each judged repeat (None: the judged rate)
+    gauge_rate: float | None = None
 
     def __post_init__(self) -> None:
         if self.model not in MODEL_SIZES:
@@ -52,6 +70,10 @@ class Setup:
             raise ValueError(f"rates must be > 0, got {self.rates}")
         if self.num_repeats < 1:
             raise ValueError(f"num_repeats must be >= 1, got {self.num_repeats}")
+        if self.trace is not None and len(self.rates) != 1:
+            raise ValueError(f"a trace setup has one rate (its label), got {self.rates}")
+        if self.gauge_rate is not None and self.gauge_rate <= 0:
+            raise ValueError(f"gauge_rate must be > 0, got {self.gauge_rate}")
 
     def worker_args(self) -> tuple[str, ...]:
         # prefix caching off: every rate replays the same seeded prompts on one cluster,
@@ -76,6 +98,18 @@ class Setup:
         return Workload("uniform", LengthDist("uniform", (ilo + ihi) / 2, ilo, ihi),
                         LengthDist("uniform", (olo + ohi) / 2, olo, ohi),
                         description=f"uniform input {ilo}:{ihi}, output {olo}:{ohi}")
+
+    def trace_scaling(self) -> Any:
+        """The goodput benchmark's `TraceScaling` of `trace` (which must be set)."""
+        from splitserve.bench.arrivals import TraceScaling
+
+        if self.trace is None:
+            raise ValueError("not a trace setup")
+        found = [d / self.trace for d in TRACE_DIRS if (d / self.trace).is_file()]
+        if not found:
+            raise FileNotFoundError(f"trace {self.trace!r} not in {[str(d) for d in TRACE_DIRS]}")
+        start, duration = self.trace_window_s
+        return TraceScaling(str(found[0]), start, duration, self.length_scale, self.trace_speed)
 
     def model_dir(self) -> Path:
         from benchmarks.bench_models import SIZES, make_bench_model
