@@ -53,6 +53,7 @@ from benchmarks.calibration import (
     step_metrics,
     steps,
     tail,
+    twins,
     variants,
 )
 from benchmarks.calibration.rawfile import (
@@ -180,9 +181,11 @@ def analyse(raw: dict[str, Any]) -> dict[str, Any]:
     baseline = gauge.measured_baseline([r for t in raw["topologies"] for r in t["runs"]],
                                        groups, setup.slo)
     judged = {v: pooled.summarize(groups, v) for v in VARIANTS}
+    held_out = twins.summarize(twins.differences(rows, arrays, VARIANTS))
     summary = {v: summarize_errors(rows, v) for v in VARIANTS}
     tables = {f"judged_{v}": pooled.markdown(groups, v) for v in VARIANTS}
     tables["judged_slos"] = pooled.slo_markdown(groups)
+    tables["twins"] = twins.markdown(held_out)
     tables["gauge_baseline"] = gauge.baseline_markdown(baseline)
     tables["real_steps"] = steps.steps_markdown(rows)
     tables.update({v: markdown(rows, v) for v in VARIANTS})
@@ -197,7 +200,7 @@ def analyse(raw: dict[str, Any]) -> dict[str, Any]:
             "profile_wall_s": profile["wall_s"], "settle_effect": raw.get("settle_effect"),
             "default_link": dataclasses.asdict(DEFAULT_LINK), "fit": fits,
             "judged": {"verdict": {v: pooled.verdict(judged[v]) for v in VARIANTS},
-                       "errors": judged, "groups": groups},
+                       "errors": judged, "groups": groups, "twins": held_out},
             "errors": summary, "verdict": {v: verdict(summary[v]) for v in VARIANTS},
             "gauge_baseline": baseline, "real_repeatability": repeats, "step_metrics": step_groups, "rows": rows,
             "tables_markdown": tables}
@@ -259,6 +262,8 @@ def main() -> None:
         print(f"\n{variant}, repeats pooled: {result['judged']['verdict'][variant]}\n"
               f"{result['tables_markdown']['judged_' + variant]}")
     print("\nSLOs at the pooled real quantiles:\n" + result["tables_markdown"]["judged_slos"])
+    print("\neach repeat against its twins (twins.py; the noise floor):\n"
+          + result["tables_markdown"]["twins"])
     if result["gauge_baseline"]:
         print("\nthe gauges' own latencies as the forecast (pooled, against the judged):\n"
               + result["tables_markdown"]["gauge_baseline"])
