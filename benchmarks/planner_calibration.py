@@ -178,8 +178,10 @@ def analyse(raw: dict[str, Any]) -> dict[str, Any]:
                 row["ttft_breakdown"] = tail.analyse_run(setup, run, profile, steady, scale)
             rows.append(row)
     groups = pooled.judge(rows, arrays, VARIANTS, setup.slo)
-    baseline = gauge.measured_baseline([r for t in raw["topologies"] for r in t["runs"]],
-                                       groups, setup.slo)
+    # the gauges' latencies forecast a judged run only where they run its workload at its
+    # rate (not before a trace window)
+    baseline = [] if setup.trace or setup.gauge_rate else gauge.measured_baseline(
+        [r for t in raw["topologies"] for r in t["runs"]], groups, setup.slo)
     judged = {v: pooled.summarize(groups, v) for v in VARIANTS}
     held_out = twins.summarize(twins.differences(rows, arrays, VARIANTS))
     summary = {v: summarize_errors(rows, v) for v in VARIANTS}
