@@ -6,11 +6,12 @@ between steps, and receive per-request events on an asyncio queue fed with
 work, so an idle worker uses no CPU.
 
 A step holds the engine lock while it schedules and while it samples and updates, but
-not during the forward pass. The decode side's KV handoff calls (reserve blocks, activate
-or fail a transfer) take the lock from their own thread (`call_concurrent`) and so run
-during a forward pass instead of waiting for it: they touch only blocks no scheduled
-sequence uses, and an activated request joins the very next step. This takes up to two
-step times off the gap between the first and second token of a disaggregated request.
+not during the forward pass. The KV handoff calls (prefill side: read a HELD request's
+blocks for the offer; decode side: reserve blocks, activate or fail a transfer) take the
+lock from their own thread (`call_concurrent`) and so run during a forward pass instead
+of waiting for it: they touch only blocks no scheduled sequence uses, and an activated
+request joins the very next step. This takes up to three step times off the gap between
+the first and second token of a disaggregated request.
 Everything else (abort above all: it frees blocks a forward pass may be writing) stays
 between steps.
 """
