@@ -144,6 +144,55 @@ def prompt_seconds(measured: dict[str, StepSummary], sim: dict[str, Any]) -> tup
             sum(seconds(sim["step_stats"][r]) for r in roles) / sim["num_draws"])
 
 
+def prompt_steps(measured: dict[str, StepSummary], sim: dict[str, Any]) -> tuple[int, float]:
+    """Prompt steps (prefill and mixed kinds) measured and simulated (per draw), on the
+    roles `prompt_seconds` sums."""
+    roles = [r for r in measured if r != "decode" and r in sim["step_stats"]]
+
+    def count(s: StepSummary) -> int:
+        return s.num_steps.get("prefill", 0) + s.num_steps.get("mixed", 0)
+
+    return (sum(count(measured[r]) for r in roles),
+            sum(count(sim["step_stats"][r]) for r in roles) / sim["num_draws"])
+
+
+def fit_prompt_affine(setup: Setup, lone: list[dict[str, Any]],
+                      profile: dict[str, Any]) -> dict[str, Any] | None:
+    """Prompt steps priced `scale * profile + step_s` (`prefill_scale`, `prefill_step_s`),
+    fitted on lone requests (each alone on its worker, one chunk): the engine's first
+    scheduled -> first token against the profile's price of that prompt step, least
+    squares, both >= 0. None unless the prompts span steps priced at least 2:1 apart
+    (the `lone_long` probe phase): over the short lone prompts alone a factor and a
+    fixed part cannot be told apart.
+
+    Why: the chat runs' prompt steps (~190 tokens, priced ~57 ms) took 1.3-1.5x their
+    price, the azure-code trace's (~460 tokens, 126 ms) 1.2x. A factor fitted on short
+    prompts priced the trace's chunks ~40% too dear; a fixed part alone (fitted over the
+    probe's phases, which span prices of only 48-91 ms) priced chat's tails too cheap."""
+    model = latency_model(setup, profile)
+    xs, ys = [], []
+    for r in lone:
+        tl = r.get("timeline") or {}
+        if not r["success"] or r["input_len"] > setup.token_budget:
+            continue
+        for role in ("full", "prefill"):
+            start = tl.get(f"{role}.engine_first_scheduled_s")
+            first = tl.get(f"{role}.engine_first_token_s")
+            if start is not None and first is not None:
+                n = r["input_len"]
+                xs.append(model.step_s(n, n * (n + 1) / 2, n, 0, 0))
+                ys.append(first - start)
+                break
+    if len(xs) < 4 or max(xs) < 2 * min(xs):
+        return None
+    x = np.array([[v, 1.0] for v in xs])
+    beta = nonneg_lstsq(x, np.array(ys), np.ones(len(xs)))
+    if beta[0] <= 0:  # never a free prompt: a pure factor
+        beta = np.array([float(np.array(ys) @ x[:, 0]) / float(x[:, 0] @ x[:, 0]), 0.0])
+    return {"scale": float(beta[0]), "step_s": float(beta[1]), "num_requests": len(xs),
+            "price_range_s": (min(xs), max(xs))}
+
+
 def terms(fitted: dict[str, Any], rate: float) -> dict[str, Any]:
     """The simulator's inputs for a run offering `rate` output tokens per second: the
     base fit's link, handoff and join read at the rate, this fit's step prices and gap."""
@@ -151,9 +200,11 @@ def terms(fitted: dict[str, Any], rate: float) -> dict[str, Any]:
     base = fit_steps.terms_at(fitted["base"], ServingOverhead.from_dict(fitted["overhead"]),
                               link, rate)
     dec = fitted["decode"]
+    # the speed factors (gauge.scaled) scale a prompt step's fixed part with its price
     overhead = dataclasses.replace(
         base["overhead"], per_seq_s=dec["per_seq_s"],
-        prefill_scale=fitted["overhead"]["prefill_scale"] * fitted["prompt_factor"])
+        prefill_scale=fitted["overhead"]["prefill_scale"] * fitted["prompt_factor"],
+        prefill_step_s=fitted["overhead"].get("prefill_step_s", 0.0) * fitted["prompt_factor"])
     scale = {role: 1.0 if role == "prefill" else dec["scale"] for role in base["step_scale"]}
     return {"overhead": overhead, "step_scale": scale, "link": base["link"],
             "gap": (fitted["gap"]["gap_s"], fitted["gap"]["per_seq_s"]),
@@ -213,8 +264,12 @@ def _fit_gap(setup: Setup, topology: str, phases: list[dict[str, Any]],
 
 
 def fit_by_load(setup: Setup, topology: str, probe: list[dict[str, Any]],
-                profile: dict[str, Any], default_link: Link) -> dict[str, Any]:
-    """The `steps_load` terms for `topology` from its probe (see the module docstring)."""
+                profile: dict[str, Any], default_link: Link, affine: bool = False,
+                ) -> dict[str, Any]:
+    """The `steps_load` terms for `topology` from its probe (see the module docstring).
+    `affine`: the lone requests' prompt price is `fit_prompt_affine`'s factor and fixed
+    part (where the probe has long lone prompts) instead of `prefill_scale` alone; the
+    Poisson phases' factor goes on top of both, as before."""
     base = fit_steps.fit_by_steps(setup, topology, probe, profile, default_link,
                                   chunked=True, prompt_from="metrics")
     kept, _ = fit_steps.clean_phases(probe)
@@ -224,6 +279,14 @@ def fit_by_load(setup: Setup, topology: str, probe: list[dict[str, Any]],
                               "decode": {**fit_decode(points), "points": points},
                               "prompt_factor": 1.0, "gap": {"gap_s": 0.0, "per_seq_s": 0.0}}
     rates = {p["phase"]: offered_rate(setup, topology, p["records"], profile, fitted) for p in kept}
+    if affine:
+        lone_all = [r for p in kept if p["phase"] in ("lone", "lone_long") for r in p["records"]]
+        prompt = fit_prompt_affine(setup, lone_all, profile)
+        fitted["prompt_affine"] = prompt
+        if prompt is not None:
+            fitted["overhead"] = base["overhead"] = {
+                **base["overhead"], "prefill_scale": prompt["scale"],
+                "prefill_step_s": prompt["step_s"]}
     real_s = sim_s = 0.0
     for phase in kept:
         measured = step_metrics.measured(phase)

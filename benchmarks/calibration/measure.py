@@ -38,6 +38,11 @@ PROBE = (
     ("poisson3", "poisson", 3.0, 1, 60, None, "run"),
     ("poisson5", "poisson", 5.0, 1, 100, None, "run"),
     ("poisson7", "poisson", 7.0, 1, 140, None, "run"),
+    # since the fifteenth measurement: lone prompts of 320-512 tokens (up to the budget:
+    # one chunk each), so the lone requests span prompt steps priced ~40-150 ms and the
+    # prompt price's fixed part can be told from its factor (fit_load.fit_prompt_affine).
+    # Last, so the phases before keep their seeds.
+    ("lone_long", "constant", 4.0, 1, 8, 1, "probe_long"),
 )
 # A contaminated probe phase or gauge (snapshot.contaminated) is measured again (up to
 # MAX_PROBE_RETRIES times); a contaminated validation repeat gets one extra repeat.
@@ -165,8 +170,13 @@ def _probe(setup: Setup, topology: str, cluster: Any, pids: dict[str, int],
     # bursts are batches of like requests
     probe_workload = Workload("probe", LengthDist("uniform", 144, 32, 256),
                               LengthDist("uniform", 40, 16, 64), description="probe")
+    hi = setup.token_budget
+    long_workload = Workload("probe_long", LengthDist("uniform", (hi * 5 // 8 + hi) / 2,
+                                                      hi * 5 // 8, hi),
+                             LengthDist("uniform", 24, 16, 32), description="probe_long")
+    workloads = {"probe": probe_workload, "probe_long": long_workload}
     for i, (name, arrival, rate, burst, count, conc, kind) in enumerate(PROBE):
-        lengths = ({"workload": probe_workload, "length_scale": 1.0} if kind == "probe"
+        lengths = ({"workload": workloads[kind], "length_scale": 1.0} if kind in workloads
                    else {})
         config = BenchConfig(url=cluster.url, **{**base, **lengths},
                              arrival=arrival, rate_rps=rate, burst_size=burst,

@@ -78,9 +78,15 @@ FIT_STEPS_VARIANTS = ("steps", "steps_chunked", "steps_busy", "steps_metrics",
 # router and the client take at the current token rate, at the CPU per token they used
 # on the probe (calibration/front_end.py). Both designed after the tenth measurement on
 # the seventh to tenth (see docs/planner.md).
+# steps_load_affine: steps_load_host with the lone requests' prompt price a factor and a
+# fixed part per prompt step (fit_load.fit_prompt_affine, on short and long lone prompts:
+# the lone_long probe phase, from the fifteenth measurement) instead of a factor alone;
+# designed after the azure-code trace calibration, whose 512-token chunks the factor
+# fitted on short prompts priced ~40% too dear. Raw files without lone_long give
+# steps_load_host.
 VARIANTS = (*VARIANT_SPECS, *FIT_STEPS_VARIANTS, "steps_load", "steps_load_drift",
             "steps_load_local", "steps_load_oracle", "steps_load_spread", "steps_load_hist",
-            "steps_load_replayed", "steps_load_host")
+            "steps_load_replayed", "steps_load_host", "steps_load_affine")
 
 
 
@@ -106,6 +112,8 @@ def fits(setup: Setup, name: str, probe: list[dict[str, Any]], profile: dict[str
                                                          DEFAULT_LINK, chunked=True,
                                                          prompt_from="metrics", step_gap=True)
     by_key["steps_load"] = fit_load.fit_by_load(setup, name, probe, profile, DEFAULT_LINK)
+    by_key["steps_load_affine"] = fit_load.fit_by_load(setup, name, probe, profile,
+                                                       DEFAULT_LINK, affine=True)
     # `HostShare`'s fields: the front end's CPU per token on the probe, over the cores the
     # workers run on (one each)
     front = front_end.cpu_per_token(probe)
@@ -135,15 +143,17 @@ def simulate_variant(setup: Setup, name: str, run: dict[str, Any], profile: dict
     if variant == "steps_load":
         return fit_load.replay_run(setup, name, run["records"], profile, by_key[variant])
     if variant in ("steps_load_local", "steps_load_oracle", "steps_load_spread",
-                   "steps_load_hist", "steps_load_replayed", "steps_load_host"):
-        terms = by_key["steps_load"]
-        if variant == "steps_load_host":
+                   "steps_load_hist", "steps_load_replayed", "steps_load_host",
+                   "steps_load_affine"):
+        terms = by_key["steps_load_affine" if variant == "steps_load_affine" else "steps_load"]
+        if variant in ("steps_load_host", "steps_load_affine"):
             terms = {**terms, "host": by_key["host"]}
         return gauge.replay_run(setup, name, run, profile, terms,
                                 oracle=variant == "steps_load_oracle",
                                 spread=variant == "steps_load_spread",
                                 hist=variant == "steps_load_hist",
-                                replayed=variant in ("steps_load_replayed", "steps_load_host"))
+                                replayed=variant in ("steps_load_replayed", "steps_load_host",
+                                                     "steps_load_affine"))
     if variant == "steps_load_drift":
         sim, factors = fit_load.replay_run(setup, name, run["records"], profile,
                                            with_drift(by_key[variant], run["rate_rps"]))

@@ -12,6 +12,10 @@ router and its SSE stream to the client. `ServingOverhead` names those costs:
   that also decodes included). Measured here: a lone prompt's step in a serving worker
   took 1.3-1.4x the profile's back-to-back time of the same shape, while decode steps
   took ~1x, so one `step_scale` per pool cannot price both;
+- `prefill_step_s`: fixed seconds added to every step that computes prompt tokens, on top
+  of `prefill_scale`. A factor alone prices a short prompt's step and a 512-token chunk
+  alike; measured here, serving added ~40% to the former and ~10% to the latter, a
+  cost that is closer to fixed per prompt step than proportional to it;
 - `step_s`: fixed seconds added to every engine step that does any work;
 - `per_seq_s`: seconds added per decoding sequence in the step (detokenize, emit, relay);
 - `prefill_jitter_cv`: coefficient of variation of a mean-1 lognormal factor drawn for
@@ -53,9 +57,10 @@ class ServingOverhead:
     prefill_jitter_cv: float = 0.0
     jitter_seed: int = 0
     prefill_scale: float = 1.0
+    prefill_step_s: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("step_s", "per_seq_s", "delivery_s"):
+        for name in ("step_s", "per_seq_s", "delivery_s", "prefill_step_s"):
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:
                 raise ValueError(f"{name} must be a finite number >= 0 seconds, got {value}")
@@ -70,7 +75,8 @@ class ServingOverhead:
     @property
     def changes_steps(self) -> bool:
         return (self.step_s != 0 or self.per_seq_s != 0 or self.step_scale != 1
-                or self.prefill_jitter_cv != 0 or self.prefill_scale != 1)
+                or self.prefill_jitter_cv != 0 or self.prefill_scale != 1
+                or self.prefill_step_s != 0)
 
     def to_dict(self) -> dict[str, float]:
         return dataclasses.asdict(self)
@@ -86,10 +92,11 @@ class ServingOverhead:
 
 
 class OverheadLatencyModel:
-    """A `LatencyModel` whose step takes `(base * step_scale * p + step_s + per_seq_s *
+    """A `LatencyModel` whose step takes `(base * step_scale * p + step_s + q + per_seq_s *
     num_decode_seqs) * jitter` for every step of `base` that does work (an empty step
-    stays 0 s); p is `prefill_scale` for a step with prompt tokens, else 1; jitter is 1
-    for pure decode steps and unless `prefill_jitter_cv` > 0."""
+    stays 0 s); p is `prefill_scale` and q `prefill_step_s` for a step with prompt
+    tokens, else 1 and 0; jitter is 1 for pure decode steps and unless
+    `prefill_jitter_cv` > 0."""
 
     def __init__(self, base: LatencyModel, overhead: ServingOverhead) -> None:
         self.base = base
@@ -119,6 +126,8 @@ class OverheadLatencyModel:
         o = self.overhead
         scale = o.step_scale * (o.prefill_scale if num_prefill_tokens > 0 else 1.0)
         seconds = seconds * scale + o.step_s + o.per_seq_s * num_decode_seqs
+        if num_prefill_tokens > 0:
+            seconds += o.prefill_step_s
         if self._sigma > 0 and num_prefill_tokens > 0:
             seconds *= self._rng.lognormvariate(self._mu, self._sigma)
         return seconds

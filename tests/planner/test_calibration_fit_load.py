@@ -70,3 +70,38 @@ def test_decode_fit_never_makes_a_step_free() -> None:
               {"profile_s": 0.04, "batch": 8.0, "num_steps": 10, "real_s": 0.031}]
     got = fit_load.fit_decode(points)
     assert got["scale"] > 0 and got["per_seq_s"] >= 0
+
+
+class _PromptLinear:
+    """A prompt step of n tokens: 1 ms + 0.25 ms per token."""
+
+    def step_s(self, num_prefill_tokens: int, prefill_attn_pairs: float,
+               prefill_kv_tokens: int, num_decode_seqs: int, decode_ctx_tokens: int) -> float:
+        return 0.001 + 0.00025 * num_prefill_tokens
+
+
+def _lone(n: int, stage_s: float, role: str = "prefill") -> dict[str, object]:
+    return {"success": True, "input_len": n,
+            "timeline": {f"{role}.engine_first_scheduled_s": 10.0,
+                         f"{role}.engine_first_token_s": 10.0 + stage_s}}
+
+
+def test_prompt_price_splits_into_factor_and_fixed_part(monkeypatch: pytest.MonkeyPatch) -> None:
+    from benchmarks.calibration.setup import Setup
+
+    monkeypatch.setattr(fit_load, "latency_model", lambda setup, profile: _PromptLinear())
+    price = _PromptLinear().step_s
+    # real = 1.1 x price + 20 ms, over prompts priced 9 ms .. 129 ms; one over the budget
+    # (two chunks) and one failed are not lone one-chunk prompt steps
+    lengths = (32, 64, 128, 256, 400, 512)
+    lone = [_lone(n, 1.1 * price(n, 0, n, 0, 0) + 0.020, "full" if n < 100 else "prefill")
+            for n in lengths]
+    lone += [_lone(600, 5.0), {**_lone(64, 5.0), "success": False}]
+    fit = fit_load.fit_prompt_affine(Setup(), lone, {})
+    assert fit is not None
+    assert fit["scale"] == pytest.approx(1.1)
+    assert fit["step_s"] == pytest.approx(0.020)
+    assert fit["num_requests"] == len(lengths)
+    # prompts priced within 2:1 of each other (17-33 ms) cannot tell the two apart
+    narrow = [_lone(n, 0.05) for n in (64, 80, 100, 128)]
+    assert fit_load.fit_prompt_affine(Setup(), narrow, {}) is None

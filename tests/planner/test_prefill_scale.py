@@ -57,3 +57,18 @@ def test_first_scheduled_is_when_the_prompt_starts_computing() -> None:
     assert res.first_scheduled_s is not None
     np.testing.assert_allclose(res.first_scheduled_s, [0.0, 0.05])
     np.testing.assert_allclose(res.first_token_s - res.first_scheduled_s, [0.05, 0.05])
+
+
+def test_prefill_step_s_adds_to_prompt_steps_only_after_the_factor() -> None:
+    # prompt step 50 ms * 1.2 + 8 ms = 68 ms; the 4 decode steps stay 10 ms
+    pools = [Pool("mixed", 1, ConstantLatency(0.05, 0.01))]
+    over = ServingOverhead(prefill_scale=1.2, prefill_step_s=0.008)
+    res = simulate(_reqs([0.0], 5), pools, overhead=over)
+    assert res.first_token_s[0] == pytest.approx(0.068)
+    assert res.finish_s[0] == pytest.approx(0.068 + 4 * 0.01)
+
+
+@pytest.mark.parametrize("value", [-0.001, float("nan")])
+def test_bad_prefill_step_s_is_rejected(value: float) -> None:
+    with pytest.raises(ValueError, match="prefill_step_s"):
+        ServingOverhead(prefill_step_s=value)
