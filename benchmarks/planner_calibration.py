@@ -88,6 +88,11 @@ PRESETS = {
     # The probe is the chat one; the gauges run chat at 4 req/s (the probe's middle).
     "azure-code": Setup(trace="azure_llm_2023_code.csv", trace_window_s=(0.0, 120.0),
                         rates=(1.6,), gauge_rate=4.0),
+    # the same, each judged repeat right after a gauge that replays the window itself: the
+    # machine's speed on this workload's step mix (a saturated prefill worker's prompt
+    # steps run back to back at ~1.2x the profile, lone ones after idle at ~1.3-1.5x)
+    "azure-code-self-gauge": Setup(trace="azure_llm_2023_code.csv",
+                                   trace_window_s=(0.0, 120.0), rates=(1.6,)),
     "quick": Setup(model="llama-25m-v8k", dtype="float32", workload="uniform",
                    length_scale=1.0, num_requests=50, duration_s=None, short_prompt_len=0,
                    slo=(0.5, 0.08)),

@@ -214,7 +214,11 @@ def _gauge(setup: Setup, cluster: Any, pids: dict[str, int], base: dict[str, Any
     MAX_PROBE_RETRIES times) while other people's processes contaminate it."""
     from benchmarks.calibration import gauge
 
-    config = gauge.config(setup, cluster.url, base, rate, index)
+    # a trace setup without its own gauge rate gauges with the trace window itself (its
+    # prompt steps run back to back, which a chat gauge never shows)
+    config = (judged_config(setup, cluster.url, base, rate)
+              if setup.trace is not None and setup.gauge_rate is None
+              else gauge.config(setup, cluster.url, base, rate, index))
     run = _bench(cluster, pids, config)
     for _ in range(MAX_PROBE_RETRIES):
         if not contaminated(run):

@@ -57,7 +57,8 @@ class Setup:
     trace: str | None = None
     trace_window_s: tuple[float, float] = (0.0, 120.0)
     trace_speed: float = 1.0
-    # the speed gauge's Poisson rate before each judged repeat (None: the judged rate)
+    # the speed gauge's Poisson rate before each judged repeat (None: the judged rate;
+    # with a trace, None gauges with the trace window itself)
     gauge_rate: float | None = None
 
     def __post_init__(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -77,3 +78,18 @@ def test_azure_code_preset_is_the_goodput_benchmarks_scenario() -> None:
     assert scenario.trace.speed == setup.trace_speed
     both = goodput_compare.SLOS["both"]
     assert (both.ttft_s, both.tpot_s) == setup.slo
+
+
+def test_self_gauged_trace_preset_gauges_with_the_window(trace_dir: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    setup = Setup(trace="t.csv", trace_window_s=(0.0, 10.0), rates=(0.3,))
+    seen: list[object] = []
+    monkeypatch.setattr(measure, "_bench", lambda cluster, pids, config: seen.append(config)
+                        or {"foreign_cpu_s": 0.0, "duration_s": 1.0})
+    base = {"tokenizer_dir": "unused", "workload": setup.make_workload(), "timeout_s": 9.0,
+            "length_scale": setup.length_scale}
+    cluster = type("C", (), {"url": "http://127.0.0.1:1"})()
+    measure._gauge(setup, cluster, {}, base, 0.3, 0)
+    measure._gauge(dataclasses.replace(setup, gauge_rate=4.0), cluster, {}, base, 0.3, 0)
+    assert [c.arrival for c in seen] == ["trace", "poisson"]  # type: ignore[attr-defined]
+    assert "azure-code-self-gauge" in planner_calibration.PRESETS
