@@ -206,7 +206,10 @@ def terms(fitted: dict[str, Any], rate: float) -> dict[str, Any]:
         prefill_scale=fitted["overhead"]["prefill_scale"] * fitted["prompt_factor"],
         prefill_step_s=fitted["overhead"].get("prefill_step_s", 0.0) * fitted["prompt_factor"])
     scale = {role: 1.0 if role == "prefill" else dec["scale"] for role in base["step_scale"]}
-    return {"overhead": overhead, "step_scale": scale, "link": base["link"],
+    h = fitted.get("handoff_factor", 1.0)  # gauge.scaled: the KV link's speed of the moment
+    link = (base["link"] if h == 1.0 else
+            Link(base["link"].bytes_s / h, base["link"].latency_s * h, base["link"].join_s))
+    return {"overhead": overhead, "step_scale": scale, "link": link,
             "gap": (fitted["gap"]["gap_s"], fitted["gap"]["per_seq_s"]),
             "factors": {**base["factors"], "decode": dec["scale"],
                         "prompt": fitted["prompt_factor"]}}

@@ -38,6 +38,7 @@ from benchmarks.calibration.snapshot import contaminated
 DURATION_S = 20.0
 SEED_OFFSET = 700  # on top of the probe seed: never a judged run's (nor a speed probe's)
 MIN_PROMPT_S = 0.2  # prompt-step seconds a factor needs (~4 prompt steps)
+MIN_HANDOFFS = 10
 
 
 def config(setup: Setup, url: str, base: dict[str, Any], rate: float, index: int) -> Any:
@@ -50,7 +51,7 @@ def config(setup: Setup, url: str, base: dict[str, Any], rate: float, index: int
 
 def factors(setup: Setup, topology: str, phase: dict[str, Any], profile: dict[str, Any],
             fitted: dict[str, Any], spread: bool = False, hist: bool = False,
-            replayed: bool = False) -> dict[str, Any]:
+            replayed: bool = False, handoff: bool = False) -> dict[str, Any]:
     """The speed factors of `phase` against the `steps_load` fit (1.0 where the phase
     has too few steps of a kind to tell). `spread`: the decode factor divides by the
     phase's simulated `spread_ratio` (its price over the spread of batches, not at the
@@ -58,7 +59,8 @@ def factors(setup: Setup, topology: str, phase: dict[str, Any], profile: dict[st
     workers' batch-size histogram; the simulated spread where it was not recorded).
     `replayed`: the decode factor is the measured mean decode step over the one in a
     replay of the phase (twice: the factor changes the batches), as the prompt factor
-    is: whatever the fit's simulation adds to a step (a host share) is priced in."""
+    is: whatever the fit's simulation adds to a step (a host share) is priced in.
+    `handoff`: also a KV handoff factor (`handoff_factor`; 1 on a colocated fleet)."""
     out: dict[str, Any] = {"decode": 1.0, "prompt": 1.0}
     measured = step_metrics.measured(phase)
     if not measured or contaminated(phase):
@@ -98,7 +100,29 @@ def factors(setup: Setup, topology: str, phase: dict[str, Any], profile: dict[st
     if real_s >= MIN_PROMPT_S and sim_s > 0:
         out["prompt"] = real_s / sim_s
         out["prompt_seconds"] = {"measured_s": real_s, "simulated_s": sim_s}
+    if handoff:
+        out["handoff"] = handoff_factor(phase["records"], profile,
+                                        fit_load.terms(fitted, rate)["link"])
     return out
+
+
+def handoff_factor(records: list[dict[str, Any]], profile: dict[str, Any], link: Any) -> float:
+    """The phase's KV handoffs (the decode worker's KV arrival after the prefill engine's
+    first token), summed, over the fit's price of the same handoffs (link latency + KV
+    bytes / bandwidth); 1 with fewer than MIN_HANDOFFS. The probe's lone requests price
+    a small KV on an idle prefill worker; a saturated one sends a trace's 20-MB KV at a
+    fraction of that bandwidth."""
+    per_token = int(profile["kv_bytes_per_token"])
+    real = price = 0.0
+    num = 0
+    for r in records:
+        tl = r.get("timeline") or {}
+        first, landed = tl.get("prefill.engine_first_token_s"), tl.get("decode.kv_transfer_end_s")
+        if r["success"] and first is not None and landed is not None:
+            real += landed - first
+            price += link.latency_s + r["input_len"] * per_token / link.bytes_s
+            num += 1
+    return real / price if num >= MIN_HANDOFFS and price > 0 else 1.0
 
 
 def spread_ratio(setup: Setup, profile: dict[str, Any], fitted: dict[str, Any],
@@ -122,9 +146,12 @@ def spread_ratio(setup: Setup, profile: dict[str, Any], fitted: dict[str, Any],
     return sum(n * price(b) for b, n in batches.items()) / num / price(mean_batch)
 
 
-def scaled(fitted: dict[str, Any], decode: float, prompt: float) -> dict[str, Any]:
-    """The `steps_load` fit with its step prices scaled by the speed factors."""
+def scaled(fitted: dict[str, Any], decode: float, prompt: float,
+           handoff: float = 1.0) -> dict[str, Any]:
+    """The `steps_load` fit with its step prices scaled by the speed factors (`handoff`:
+    the KV link's latency and time per byte)."""
     out = copy.deepcopy(fitted)
+    out["handoff_factor"] = out.get("handoff_factor", 1.0) * handoff
     out["decode"]["scale"] *= decode
     out["decode"]["per_seq_s"] *= decode
     out["gap"]["gap_s"] *= decode
@@ -135,17 +162,19 @@ def scaled(fitted: dict[str, Any], decode: float, prompt: float) -> dict[str, An
 
 def replay_run(setup: Setup, topology: str, run: dict[str, Any], profile: dict[str, Any],
                fitted: dict[str, Any], oracle: bool = False, spread: bool = False,
-               hist: bool = False, replayed: bool = False) -> tuple[dict[str, Any], Any]:
+               hist: bool = False, replayed: bool = False,
+               handoff: bool = False) -> tuple[dict[str, Any], Any]:
     """A judged run replayed at the speed its gauge measured (`oracle`: at the speed the
     run itself had; `spread`, `hist`, `replayed`: see `factors`). Without a gauge (raw
     files from before it) it is `steps_load`."""
     phase = run if oracle else run.get("gauge")
-    f = (factors(setup, topology, phase, profile, fitted, spread, hist, replayed)
+    f = (factors(setup, topology, phase, profile, fitted, spread, hist, replayed, handoff)
          if phase is not None
          else {"decode": 1.0, "prompt": 1.0})
     sim, terms = fit_load.replay_run(setup, topology, run["records"], profile,
-                                     scaled(fitted, f["decode"], f["prompt"]))
-    return sim, {**terms, "speed": {k: f[k] for k in ("decode", "prompt")}}
+                                     scaled(fitted, f["decode"], f["prompt"],
+                                            f.get("handoff", 1.0)))
+    return sim, {**terms, "speed": {k: f[k] for k in ("decode", "prompt", "handoff") if k in f}}
 
 
 

@@ -84,9 +84,16 @@ FIT_STEPS_VARIANTS = ("steps", "steps_chunked", "steps_busy", "steps_metrics",
 # designed after the azure-code trace calibration, whose 512-token chunks the factor
 # fitted on short prompts priced ~40% too dear. Raw files without lone_long give
 # steps_load_host.
+# steps_load_handoff: steps_load_host with the KV link's latency and time per byte scaled
+# by the gauge's handoffs over their price (gauge.handoff_factor; a split fleet only):
+# designed after the self-gauged trace measurement, where a saturated prefill worker
+# sent 20-MB KV several times slower than the probe's lone requests priced it.
 VARIANTS = (*VARIANT_SPECS, *FIT_STEPS_VARIANTS, "steps_load", "steps_load_drift",
             "steps_load_local", "steps_load_oracle", "steps_load_spread", "steps_load_hist",
-            "steps_load_replayed", "steps_load_host", "steps_load_affine")
+            "steps_load_replayed", "steps_load_host", "steps_load_affine",
+            "steps_load_handoff")
+GAUGED = ("steps_load_local", "steps_load_oracle", "steps_load_spread", "steps_load_hist",
+          "steps_load_replayed", "steps_load_host", "steps_load_affine", "steps_load_handoff")
 
 
 
@@ -142,18 +149,17 @@ def simulate_variant(setup: Setup, name: str, run: dict[str, Any], profile: dict
     """One variant's replay of one run: (per-request arrays, per-role step scale)."""
     if variant == "steps_load":
         return fit_load.replay_run(setup, name, run["records"], profile, by_key[variant])
-    if variant in ("steps_load_local", "steps_load_oracle", "steps_load_spread",
-                   "steps_load_hist", "steps_load_replayed", "steps_load_host",
-                   "steps_load_affine"):
+    if variant in GAUGED:
         terms = by_key["steps_load_affine" if variant == "steps_load_affine" else "steps_load"]
-        if variant in ("steps_load_host", "steps_load_affine"):
+        if variant in ("steps_load_host", "steps_load_affine", "steps_load_handoff"):
             terms = {**terms, "host": by_key["host"]}
         return gauge.replay_run(setup, name, run, profile, terms,
                                 oracle=variant == "steps_load_oracle",
                                 spread=variant == "steps_load_spread",
                                 hist=variant == "steps_load_hist",
                                 replayed=variant in ("steps_load_replayed", "steps_load_host",
-                                                     "steps_load_affine"))
+                                                     "steps_load_affine", "steps_load_handoff"),
+                                handoff=variant == "steps_load_handoff")
     if variant == "steps_load_drift":
         sim, factors = fit_load.replay_run(setup, name, run["records"], profile,
                                            with_drift(by_key[variant], run["rate_rps"]))
