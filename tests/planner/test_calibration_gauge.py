@@ -103,7 +103,7 @@ def test_replay_uses_the_gauge_before_the_run_or_the_run_itself(
         monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[tuple[Any, dict[str, Any]]] = []
     monkeypatch.setattr(gauge, "factors", lambda setup, topology, phase, profile, fitted,
-                        spread=False, hist=False, replayed=False: {
+                        spread=False, hist=False, replayed=False, handoff=False: {
                             "decode": 2.0 if phase is run["gauge"] else 3.0, "prompt": 1.0})
     monkeypatch.setattr(fit_load, "replay_run",
                         lambda setup, topology, records, profile, fitted: (
