@@ -151,7 +151,8 @@ def scaled(fitted: dict[str, Any], decode: float, prompt: float,
     """The `steps_load` fit with its step prices scaled by the speed factors (`handoff`:
     the KV link's latency and time per byte)."""
     out = copy.deepcopy(fitted)
-    out["handoff_factor"] = out.get("handoff_factor", 1.0) * handoff
+    if handoff != 1.0:
+        out["handoff_factor"] = out.get("handoff_factor", 1.0) * handoff
     out["decode"]["scale"] *= decode
     out["decode"]["per_seq_s"] *= decode
     out["gap"]["gap_s"] *= decode
