@@ -147,26 +147,34 @@ def solve_nonneg(rows: list[tuple[float, float]], y: list[float]) -> tuple[float
     return best
 
 
-def fit_prefill_scale(setup: Setup, lone: list[dict[str, Any]], profile: dict[str, Any],
-                      step_s: float = 0.0) -> dict[str, Any]:
-    """Median over the lone probe requests (each alone on its worker) of the engine's
-    first-scheduled -> first-token time (router timeline), less a fixed per-step cost
-    `step_s` priced apart, against the profile's time of that one-chunk prompt step. 1
-    when no timeline came back."""
-    model, token_budget = latency_model(setup, profile), setup.token_budget
-    ratios = []
+def lone_prompt_stages(setup: Setup, lone: list[dict[str, Any]],
+                       model: Any) -> list[tuple[float, float]]:
+    """(profiled price, measured seconds) of each lone one-chunk prompt step: the
+    engine's first scheduled -> first token (router timeline) of every successful lone
+    request whose prompt fits the budget."""
+    out = []
     for r in lone:
         tl = r.get("timeline") or {}
-        if not r["success"] or r["input_len"] > token_budget:
+        if not r["success"] or r["input_len"] > setup.token_budget:
             continue
         for role in ("full", "prefill"):
             start = tl.get(f"{role}.engine_first_scheduled_s")
             first = tl.get(f"{role}.engine_first_token_s")
             if start is not None and first is not None:
                 n = r["input_len"]
-                ratios.append((first - start - step_s)
-                              / model.step_s(n, n * (n + 1) / 2, n, 0, 0))
+                out.append((model.step_s(n, n * (n + 1) / 2, n, 0, 0), first - start))
                 break
+    return out
+
+
+def fit_prefill_scale(setup: Setup, lone: list[dict[str, Any]], profile: dict[str, Any],
+                      step_s: float = 0.0) -> dict[str, Any]:
+    """Median over the lone probe requests (each alone on its worker) of the engine's
+    first-scheduled -> first-token time (router timeline), less a fixed per-step cost
+    `step_s` priced apart, against the profile's time of that one-chunk prompt step. 1
+    when no timeline came back."""
+    stages = lone_prompt_stages(setup, lone, latency_model(setup, profile))
+    ratios = [(stage - step_s) / price for price, stage in stages]
     scale = float(np.median(ratios)) if ratios else 1.0
     return {"prefill_scale": max(scale, 0.5), "num_requests": len(ratios),
             "ratios": [round(x, 3) for x in ratios]}

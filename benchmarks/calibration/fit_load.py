@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.calibration import fit_steps, step_metrics
-from benchmarks.calibration.fit import tiled
+from benchmarks.calibration.fit import lone_prompt_stages, tiled
 from benchmarks.calibration.replay import Link, latency_model, real_arrays, replay
 from benchmarks.calibration.setup import Setup
 from splitserve.planner import HostShare, ServingOverhead
@@ -169,20 +169,8 @@ def fit_prompt_affine(setup: Setup, lone: list[dict[str, Any]],
     price, the azure-code trace's (~460 tokens, 126 ms) 1.2x. A factor fitted on short
     prompts priced the trace's chunks ~40% too dear; a fixed part alone (fitted over the
     probe's phases, which span prices of only 48-91 ms) priced chat's tails too cheap."""
-    model = latency_model(setup, profile)
-    xs, ys = [], []
-    for r in lone:
-        tl = r.get("timeline") or {}
-        if not r["success"] or r["input_len"] > setup.token_budget:
-            continue
-        for role in ("full", "prefill"):
-            start = tl.get(f"{role}.engine_first_scheduled_s")
-            first = tl.get(f"{role}.engine_first_token_s")
-            if start is not None and first is not None:
-                n = r["input_len"]
-                xs.append(model.step_s(n, n * (n + 1) / 2, n, 0, 0))
-                ys.append(first - start)
-                break
+    stages = lone_prompt_stages(setup, lone, latency_model(setup, profile))
+    xs, ys = [p for p, _ in stages], [s for _, s in stages]
     if len(xs) < 4 or max(xs) < 2 * min(xs):
         return None
     x = np.array([[v, 1.0] for v in xs])
