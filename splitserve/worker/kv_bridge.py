@@ -95,7 +95,7 @@ class KVBridge:
             raise RuntimeError("this worker has no KV server (role=decode)")
         # A HELD request is in no step: read its blocks during a forward pass rather than
         # after it. Under a queue of prompts the prefill engine starts its next step at
-        # once, and waiting for it held back a quarter of the handoffs of the azure-code
+        # once, and waiting for it held back a fifth of the handoffs of the azure-code
         # trace by a whole prompt step (~130-170 ms of their second token's gap).
         held = self.thread.call_concurrent(lambda: self.engine.held_kv(out.request_id))
         block_ids = list(held.block_ids)
