@@ -144,18 +144,6 @@ def prompt_seconds(measured: dict[str, StepSummary], sim: dict[str, Any]) -> tup
             sum(seconds(sim["step_stats"][r]) for r in roles) / sim["num_draws"])
 
 
-def prompt_steps(measured: dict[str, StepSummary], sim: dict[str, Any]) -> tuple[int, float]:
-    """Prompt steps (prefill and mixed kinds) measured and simulated (per draw), on the
-    roles `prompt_seconds` sums."""
-    roles = [r for r in measured if r != "decode" and r in sim["step_stats"]]
-
-    def count(s: StepSummary) -> int:
-        return s.num_steps.get("prefill", 0) + s.num_steps.get("mixed", 0)
-
-    return (sum(count(measured[r]) for r in roles),
-            sum(count(sim["step_stats"][r]) for r in roles) / sim["num_draws"])
-
-
 def fit_prompt_affine(setup: Setup, lone: list[dict[str, Any]],
                       profile: dict[str, Any]) -> dict[str, Any] | None:
     """Prompt steps priced `scale * profile + step_s` (`prefill_scale`, `prefill_step_s`),
@@ -165,10 +153,8 @@ def fit_prompt_affine(setup: Setup, lone: list[dict[str, Any]],
     (the `lone_long` probe phase): over the short lone prompts alone a factor and a
     fixed part cannot be told apart.
 
-    Why: the chat runs' prompt steps (~190 tokens, priced ~57 ms) took 1.3-1.5x their
-    price, the azure-code trace's (~460 tokens, 126 ms) 1.2x. A factor fitted on short
-    prompts priced the trace's chunks ~40% too dear; a fixed part alone (fitted over the
-    probe's phases, which span prices of only 48-91 ms) priced chat's tails too cheap."""
+    Why: chat's prompt steps (~190 tokens) took 1.3-1.5x their price, the azure-code
+    trace's (~460) 1.2x (docs/planner.md, "A production trace")."""
     stages = lone_prompt_stages(setup, lone, latency_model(setup, profile))
     xs, ys = [p for p, _ in stages], [s for _, s in stages]
     if len(xs) < 4 or max(xs) < 2 * min(xs):

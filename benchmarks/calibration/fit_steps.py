@@ -60,15 +60,21 @@ def clean_phases(probe: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], lis
     return kept, dropped
 
 
-def _handoff_latencies(records: list[dict[str, Any]], kv_bytes_per_token: int,
-                       bytes_s: float) -> list[float]:
+def handoffs(records: list[dict[str, Any]]) -> list[tuple[float, int]]:
+    """(seconds from the prefill engine's first token to the KV landing on the decode
+    worker, prompt tokens) of every successful disaggregated request."""
     out = []
     for r in records:
         tl = r.get("timeline") or {}
         first, landed = tl.get("prefill.engine_first_token_s"), tl.get("decode.kv_transfer_end_s")
         if r["success"] and first is not None and landed is not None:
-            out.append(landed - first - r["input_len"] * kv_bytes_per_token / bytes_s)
+            out.append((landed - first, r["input_len"]))
     return out
+
+
+def _handoff_latencies(records: list[dict[str, Any]], kv_bytes_per_token: int,
+                       bytes_s: float) -> list[float]:
+    return [s - n * kv_bytes_per_token / bytes_s for s, n in handoffs(records)]
 
 
 def _prompt_logs(setup: Setup, topology: str, records: list[dict[str, Any]],

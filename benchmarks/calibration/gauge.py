@@ -31,7 +31,7 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
-from benchmarks.calibration import fit_load, step_metrics
+from benchmarks.calibration import fit_load, fit_steps, step_metrics
 from benchmarks.calibration.setup import Setup
 from benchmarks.calibration.snapshot import contaminated
 
@@ -113,16 +113,10 @@ def handoff_factor(records: list[dict[str, Any]], profile: dict[str, Any], link:
     a small KV on an idle prefill worker; a saturated one sends a trace's 20-MB KV at a
     fraction of that bandwidth."""
     per_token = int(profile["kv_bytes_per_token"])
-    real = price = 0.0
-    num = 0
-    for r in records:
-        tl = r.get("timeline") or {}
-        first, landed = tl.get("prefill.engine_first_token_s"), tl.get("decode.kv_transfer_end_s")
-        if r["success"] and first is not None and landed is not None:
-            real += landed - first
-            price += link.latency_s + r["input_len"] * per_token / link.bytes_s
-            num += 1
-    return real / price if num >= MIN_HANDOFFS and price > 0 else 1.0
+    pairs = fit_steps.handoffs(records)
+    real = sum(s for s, _ in pairs)
+    price = sum(link.latency_s + n * per_token / link.bytes_s for _, n in pairs)
+    return real / price if len(pairs) >= MIN_HANDOFFS and price > 0 else 1.0
 
 
 def spread_ratio(setup: Setup, profile: dict[str, Any], fitted: dict[str, Any],

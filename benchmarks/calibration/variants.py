@@ -92,8 +92,18 @@ VARIANTS = (*VARIANT_SPECS, *FIT_STEPS_VARIANTS, "steps_load", "steps_load_drift
             "steps_load_local", "steps_load_oracle", "steps_load_spread", "steps_load_hist",
             "steps_load_replayed", "steps_load_host", "steps_load_affine",
             "steps_load_handoff")
-GAUGED = ("steps_load_local", "steps_load_oracle", "steps_load_spread", "steps_load_hist",
-          "steps_load_replayed", "steps_load_host", "steps_load_affine", "steps_load_handoff")
+# the variants replayed at a gauge's speed: variant -> (fit, gauge.replay_run's options;
+# "host": the front end's share of the workers' cores in the simulation)
+GAUGED: dict[str, tuple[str, frozenset[str]]] = {
+    "steps_load_local": ("steps_load", frozenset()),
+    "steps_load_oracle": ("steps_load", frozenset({"oracle"})),
+    "steps_load_spread": ("steps_load", frozenset({"spread"})),
+    "steps_load_hist": ("steps_load", frozenset({"hist"})),
+    "steps_load_replayed": ("steps_load", frozenset({"replayed"})),
+    "steps_load_host": ("steps_load", frozenset({"replayed", "host"})),
+    "steps_load_affine": ("steps_load_affine", frozenset({"replayed", "host"})),
+    "steps_load_handoff": ("steps_load", frozenset({"replayed", "host", "handoff"})),
+}
 
 
 
@@ -150,16 +160,12 @@ def simulate_variant(setup: Setup, name: str, run: dict[str, Any], profile: dict
     if variant == "steps_load":
         return fit_load.replay_run(setup, name, run["records"], profile, by_key[variant])
     if variant in GAUGED:
-        terms = by_key["steps_load_affine" if variant == "steps_load_affine" else "steps_load"]
-        if variant in ("steps_load_host", "steps_load_affine", "steps_load_handoff"):
+        key, options = GAUGED[variant]
+        terms = by_key[key]
+        if "host" in options:
             terms = {**terms, "host": by_key["host"]}
         return gauge.replay_run(setup, name, run, profile, terms,
-                                oracle=variant == "steps_load_oracle",
-                                spread=variant == "steps_load_spread",
-                                hist=variant == "steps_load_hist",
-                                replayed=variant in ("steps_load_replayed", "steps_load_host",
-                                                     "steps_load_affine", "steps_load_handoff"),
-                                handoff=variant == "steps_load_handoff")
+                                **{o: True for o in options - {"host"}})
     if variant == "steps_load_drift":
         sim, factors = fit_load.replay_run(setup, name, run["records"], profile,
                                            with_drift(by_key[variant], run["rate_rps"]))
