@@ -93,6 +93,14 @@ PRESETS = {
     # steps run back to back at ~1.2x the profile, lone ones after idle at ~1.3-1.5x)
     "azure-code-self-gauge": Setup(trace="azure_llm_2023_code.csv",
                                    trace_window_s=(0.0, 120.0), rates=(1.6,)),
+    # the goodput benchmark's mixed-long scenario (chat plus 5% prompts of 2-4k tokens
+    # after scaling) at its rates: a workload the chat probe has no long prompts of
+    "goodput-mixed-long": Setup(workload="mixed-long", rates=(1.0, 2.0, 4.0, 6.0)),
+    # the goodput benchmark's azure-conv scenario: the conversation trace's first 30 s (59
+    # requests within 30 s, 2.0 req/s; ~180 input, ~31 output tokens after / 4), each
+    # judged repeat right after a gauge replaying the window
+    "azure-conv": Setup(trace="azure_llm_2023_conv.csv", trace_window_s=(0.0, 30.0),
+                        rates=(2.0,)),
     "quick": Setup(model="llama-25m-v8k", dtype="float32", workload="uniform",
                    length_scale=1.0, num_requests=50, duration_s=None, short_prompt_len=0,
                    slo=(0.5, 0.08)),

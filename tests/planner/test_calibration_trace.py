@@ -14,6 +14,7 @@ from benchmarks.calibration import setup as setup_mod
 from benchmarks.calibration.rawfile import setup_from_dict
 from benchmarks.calibration.setup import Setup
 from splitserve.bench.arrivals import read_trace
+from splitserve.engine.engine_config import EngineConfig
 
 TRACE = """TIMESTAMP,ContextTokens,GeneratedTokens
 2023-11-16 18:17:03.0000000,400,10
@@ -67,15 +68,37 @@ def test_raw_file_setup_round_trips() -> None:
     assert setup_from_dict(setup.to_dict()) == setup
 
 
-def test_azure_code_preset_is_the_goodput_benchmarks_scenario() -> None:
+@pytest.mark.parametrize("preset,scenario_name", [
+    ("azure-code", "azure-code"), ("azure-code-self-gauge", "azure-code"),
+    ("azure-conv", "azure-conv")])
+def test_trace_presets_are_the_goodput_benchmarks_scenarios(preset: str,
+                                                           scenario_name: str) -> None:
     """The issue asks for the goodput benchmark's own runs: same file, window, scaling."""
-    setup = planner_calibration.PRESETS["azure-code"]
-    scenario = next(s for s in goodput_compare.scenarios() if s.name == "azure-code")
+    setup = planner_calibration.PRESETS[preset]
+    scenario = next(s for s in goodput_compare.scenarios() if s.name == scenario_name)
     assert scenario.trace is not None and setup.trace is not None
     assert os.path.basename(scenario.trace.path) == setup.trace
     assert (scenario.trace.start_s, scenario.trace.duration_s) == setup.trace_window_s
     assert scenario.trace.length_scale == setup.length_scale
     assert scenario.trace.speed == setup.trace_speed
+    both = goodput_compare.SLOS["both"]
+    assert (both.ttft_s, both.tpot_s) == setup.slo
+
+
+@pytest.mark.parametrize("preset,scenario_name", [
+    ("goodput-chat", "chat"), ("goodput-mixed-long", "mixed-long")])
+def test_poisson_presets_are_the_goodput_benchmarks_scenarios(preset: str,
+                                                             scenario_name: str) -> None:
+    setup = planner_calibration.PRESETS[preset]
+    scenario = next(s for s in goodput_compare.scenarios() if s.name == scenario_name)
+    assert setup.trace is None and scenario.trace is None
+    assert (setup.workload, setup.rates) == (scenario.workload, scenario.rates)
+    assert setup.length_scale == goodput_compare.LENGTH_SCALE
+    # the same worker flags; the calibration also spells out the engine's default batch cap
+    extra = set(setup.worker_args()) - set(goodput_compare.WORKER_ARGS)
+    assert extra == {f"--max-num-seqs={setup.max_num_seqs}"}
+    assert setup.max_num_seqs == EngineConfig.__dataclass_fields__["max_num_seqs"].default
+    assert setup.router_args() == goodput_compare.ROUTER_ARGS
     both = goodput_compare.SLOS["both"]
     assert (both.ttft_s, both.tpot_s) == setup.slo
 
