@@ -83,8 +83,8 @@ STEP_TABLES = ("profile", "steps_busy", "steps_metrics", "steps_metrics_gap", "s
 PRESETS = {
     "goodput-chat": Setup(),
     # the goodput benchmark's azure-code scenario: the code trace's first 120 s (63
-    # requests within 39 s, 1.6 req/s; prompts ~590 tokens / 4 scaled, ~6 output tokens),
-    # prefill-bound and past saturation: attainment at the goodput SLO is far from 100%.
+    # requests within 39 s, 1.6 req/s; prompts ~590 tokens after / 4, ~6 output tokens),
+    # prefill-bound: the prefill worker runs 512-token chunks back to back for seconds.
     # The probe is the chat one; the gauges run chat at 4 req/s (the probe's middle).
     "azure-code": Setup(trace="azure_llm_2023_code.csv", trace_window_s=(0.0, 120.0),
                         rates=(1.6,), gauge_rate=4.0),
