@@ -201,7 +201,8 @@ class LLMEngine:
         outputs = []
         for req, tok, lp in zip(reqs, result.token_ids, result.logprobs, strict=True):
             outputs.append(self._emit(req, tok, lp, req.seq.request_id in held))
-        self._account(plan.sched.scheduled, time.perf_counter() - plan.started_s)
+        self.phase_counters.record_step(time.perf_counter() - plan.started_s,
+                                        *self.runner.cost.split_step(plan.sched.scheduled))
         return outputs
 
     def _emit(self, req: _Request, token_id: int, logprob: Any, held: bool) -> StepOutput:
@@ -239,25 +240,6 @@ class LLMEngine:
                                    logprobs=None, finished=True, finish_reason="error",
                                    stop_reason=message))
         return outs
-
-    def _account(self, scheduled: Any, step_s: float) -> None:
-        cost = self.runner.cost
-        p_tokens = d_tokens = 0
-        p_flops = d_flops = 0.0
-        d_ctx = []
-        for item in scheduled:
-            flops = cost.prefill_flops(item.num_new_tokens, item.context_len)
-            if item.num_new_tokens == 1 and item.num_computed_tokens > 0:
-                d_tokens += 1
-                d_flops += flops
-                d_ctx.append(item.context_len)
-            else:
-                p_tokens += item.num_new_tokens
-                p_flops += flops
-        d_bytes = cost.decode_bytes(d_ctx) if d_ctx else 0.0
-        p_bytes = float(cost.weight_bytes) if p_tokens else 0.0
-        self.phase_counters.record_step(step_s, (p_tokens, p_flops, p_bytes),
-                                        (d_tokens, d_flops, d_bytes))
 
     def device_peaks(self) -> tuple[float, float]:
         return self.runner.device_peaks()

@@ -1,4 +1,5 @@
-"""Request lifecycle half of the Scheduler: registration, ending, and the P/D handoff.
+"""Request lifecycle half of the Scheduler: registration, ending, the P/D handoff, and its
+bookkeeping (stats, invariant checks).
 
 Split out of scheduler.py so each file holds one job; `Scheduler` inherits these methods
 and owns the attributes declared below.
@@ -29,7 +30,7 @@ from splitserve.engine.handoff import (
     PrefillState,
     ReleaseReason,
 )
-from splitserve.engine.sched_output import HeldBlocks
+from splitserve.engine.sched_output import HeldBlocks, SchedulerStats
 from splitserve.engine.sequence import Sequence, SequenceStatus
 
 _INCOMING = (DecodeState.RESERVED, DecodeState.RECEIVING, DecodeState.VERIFIED)
@@ -56,6 +57,41 @@ class LifecycleOps:
     _prefill_handoffs: dict[str, PrefillHandoff]
     _decode_handoffs: dict[str, DecodeHandoff]
     _next_arrival: int
+
+    # ---- bookkeeping ----------------------------------------------------------------
+
+    def stats(self) -> SchedulerStats:
+        bm = self.block_manager
+        return SchedulerStats(
+            num_waiting=len(self._waiting),
+            num_running=len(self._running),
+            num_held=self._num_held(),
+            num_reserved=self._num_reserved(),
+            num_free_blocks=bm.num_free_blocks,
+            num_used_blocks=bm.num_used_blocks,
+            num_cached_blocks=bm.num_cached_blocks,
+            num_total_blocks=bm.num_total_blocks,
+            num_prefix_query_tokens=bm.num_prefix_query_tokens,
+            num_prefix_hit_tokens=bm.num_prefix_hit_tokens,
+        )
+
+    def check_invariants(self) -> None:
+        """Raise if the queues or the block accounting are inconsistent (tests, debug)."""
+        queued = [s for s in self._seqs.values() if s.status.is_queued]
+        running = [s for s in self._seqs.values() if s.status is SequenceStatus.RUNNING]
+        if sorted(map(id, queued)) != sorted(map(id, self._waiting)):
+            raise AssertionError("waiting queue differs from queued sequences")
+        if sorted(map(id, running)) != sorted(map(id, self._running)):
+            raise AssertionError("running queue differs from running sequences")
+        for queue in (self._waiting, self._running):
+            if [s.arrival_index for s in queue] != sorted(s.arrival_index for s in queue):
+                raise AssertionError("a queue is out of arrival order")
+        for seq in self._seqs.values():
+            if seq.status.is_queued and (seq.block_ids or seq.num_computed_tokens):
+                raise AssertionError(f"{seq.request_id} is queued but holds blocks")
+            if seq.num_computed_tokens > seq.num_tokens:
+                raise AssertionError(f"{seq.request_id} computed more tokens than it has")
+        self.block_manager.check_consistency(s.block_ids for s in self._seqs.values())
 
     # ---- prefill side ---------------------------------------------------------------
 

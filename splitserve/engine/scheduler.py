@@ -59,7 +59,6 @@ from splitserve.engine.sched_lifecycle import LifecycleOps
 from splitserve.engine.sched_output import (
     ScheduledSequence,
     SchedulerOutput,
-    SchedulerStats,
     UpdateResult,
 )
 from splitserve.engine.sequence import FinishReason, Sequence, SequenceStatus, as_token_id
@@ -219,39 +218,6 @@ class Scheduler(LifecycleOps):
     def has_work(self) -> bool:
         """Whether `schedule()` can produce work now (something queued or running)."""
         return bool(self._waiting or self._running)
-
-    def stats(self) -> SchedulerStats:
-        bm = self.block_manager
-        return SchedulerStats(
-            num_waiting=len(self._waiting),
-            num_running=len(self._running),
-            num_held=self._num_held(),
-            num_reserved=self._num_reserved(),
-            num_free_blocks=bm.num_free_blocks,
-            num_used_blocks=bm.num_used_blocks,
-            num_cached_blocks=bm.num_cached_blocks,
-            num_total_blocks=bm.num_total_blocks,
-            num_prefix_query_tokens=bm.num_prefix_query_tokens,
-            num_prefix_hit_tokens=bm.num_prefix_hit_tokens,
-        )
-
-    def check_invariants(self) -> None:
-        """Raise if the queues or the block accounting are inconsistent (tests, debug)."""
-        queued = [s for s in self._seqs.values() if s.status.is_queued]
-        running = [s for s in self._seqs.values() if s.status is SequenceStatus.RUNNING]
-        if sorted(map(id, queued)) != sorted(map(id, self._waiting)):
-            raise AssertionError("waiting queue differs from queued sequences")
-        if sorted(map(id, running)) != sorted(map(id, self._running)):
-            raise AssertionError("running queue differs from running sequences")
-        for queue in (self._waiting, self._running):
-            if [s.arrival_index for s in queue] != sorted(s.arrival_index for s in queue):
-                raise AssertionError("a queue is out of arrival order")
-        for seq in self._seqs.values():
-            if seq.status.is_queued and (seq.block_ids or seq.num_computed_tokens):
-                raise AssertionError(f"{seq.request_id} is queued but holds blocks")
-            if seq.num_computed_tokens > seq.num_tokens:
-                raise AssertionError(f"{seq.request_id} computed more tokens than it has")
-        self.block_manager.check_consistency(s.block_ids for s in self._seqs.values())
 
     # ---- internals ----------------------------------------------------------------------
 

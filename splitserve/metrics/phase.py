@@ -9,9 +9,14 @@ step reads every weight once plus the KV of every context token.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from splitserve.metrics.step_stats import StepStats
+
+# (tokens, FLOPs, bytes read) of one phase's part of a step
+PhaseWork = tuple[int, float, float]
 
 
 @dataclass(frozen=True)
@@ -35,6 +40,26 @@ class ModelCost:
         """Bytes a decode step over these sequences reads (weights once + all KV)."""
         return float(self.weight_bytes + self.kv_bytes_per_token * sum(context_lens))
 
+    def split_step(self, scheduled: Iterable[Any]) -> tuple[PhaseWork, PhaseWork]:
+        """A step's (tokens, FLOPs, bytes read) of its prefill part and its decode part.
+        `scheduled`: the step's items (`num_new_tokens`, `num_computed_tokens`,
+        `context_len`); an item computing one token after others is a decode."""
+        p_tokens = d_tokens = 0
+        p_flops = d_flops = 0.0
+        d_ctx = []
+        for item in scheduled:
+            flops = self.prefill_flops(item.num_new_tokens, item.context_len)
+            if item.num_new_tokens == 1 and item.num_computed_tokens > 0:
+                d_tokens += 1
+                d_flops += flops
+                d_ctx.append(item.context_len)
+            else:
+                p_tokens += item.num_new_tokens
+                p_flops += flops
+        d_bytes = self.decode_bytes(d_ctx) if d_ctx else 0.0
+        p_bytes = float(self.weight_bytes) if p_tokens else 0.0
+        return (p_tokens, p_flops, p_bytes), (d_tokens, d_flops, d_bytes)
+
 
 @dataclass
 class PhaseCounters:
@@ -52,8 +77,8 @@ class PhaseCounters:
     def record_step(
         self,
         step_s: float,
-        prefill: tuple[int, float, float],
-        decode: tuple[int, float, float],
+        prefill: PhaseWork,
+        decode: PhaseWork,
     ) -> None:
         """Add one step: (tokens, flops, bytes) per phase; time split by FLOP share.
 
