@@ -23,6 +23,7 @@ from splitserve.planner import (
     simulate,
 )
 from splitserve.planner.overhead import with_overhead
+from splitserve.router.policies import PolicyConfig
 
 BLOCK_SIZE = 16
 
@@ -160,7 +161,10 @@ def _replay_once(setup: Setup, topology: str, records: list[dict[str, Any]],
     result = simulate(requests, pools, sched, transfer,
                       local_prefill_max_len=0 if num_mixed else setup.short_prompt_len,
                       overhead=delivery, routing=routing, poll_interval_s=POLL_INTERVAL_S,
-                      poll_offset_s=poll_offset_s)
+                      poll_offset_s=poll_offset_s,
+                      # the router's overflow rule (found on the mixed-long calibration: a
+                      # saturated prefill worker sent 16-18 prompts per run to the decode one)
+                      saturated_num_waiting=PolicyConfig().saturated_num_waiting)
     done = result.finished
     span_s = float(np.max(result.finish_s[done]) - np.min(result.arrival_s)) if done.any() else 0.0
     assert result.first_scheduled_s is not None

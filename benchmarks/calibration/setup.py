@@ -86,7 +86,8 @@ class Setup:
 
     def router_args(self) -> tuple[str, ...]:
         # The router's other fallback (prefill locally while every prefill worker has 8
-        # waiting) is not simulated; measure.py records the route counts to show it idle.
+        # waiting) is simulated too (`saturated_num_waiting`); measure.py records the
+        # route counts.
         return (f"--short-prompt-len={self.short_prompt_len}",)
 
     def make_workload(self) -> Any:

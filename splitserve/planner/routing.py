@@ -12,7 +12,11 @@ Mixed (colocated) pools have three policies, named by `ROUTINGS`:
 A disaggregated fleet sends a prompt to the prefill instance with the fewest queued
 prompt tokens (or, under conditional disaggregation, to the least-loaded decode
 instance), and a prefilled request to the decode instance with the fewest sequences
-running, arriving or waiting for KV space.
+running, arriving or waiting for KV space. Conditional disaggregation has the router's two
+rules: a prompt of at most `local_prefill_max_len` tokens, and any prompt while every
+prefill instance has at least `saturated_num_waiting` requests waiting (not yet admitted;
+as last polled under "polled", else live), are prefilled on the decode instance
+(`splitserve.router.policies`: `local_prefill_short`, `local_prefill_saturated`).
 """
 
 from __future__ import annotations
@@ -33,7 +37,8 @@ class Router:
     """
 
     def __init__(self, routing: str, poll_interval_s: float, poll_offset_s: float,
-                 num_instances: int, input_len: Sequence[int]) -> None:
+                 num_instances: int, input_len: Sequence[int],
+                 admitted: Sequence[bool] = ()) -> None:
         if routing not in ROUTINGS:
             raise ValueError(f"routing must be one of {ROUTINGS}, got {routing!r}")
         if not math.isfinite(poll_interval_s) or poll_interval_s <= 0:
@@ -45,9 +50,11 @@ class Router:
         self.poll_interval_s = poll_interval_s
         self.poll_offset_s = poll_offset_s
         self.input_len = input_len
+        self.admitted = admitted  # the simulation's per-request flags, read live
         # (requests, KV tokens in use) per instance at the last poll; before the first
         # poll the router knows nothing (zeros)
         self.polled: list[tuple[int, int]] = [(0, 0)] * num_instances
+        self.polled_waiting: list[int] = [0] * num_instances
 
     def pick_mixed(self, pool: Sequence[Instance]) -> Instance:
         if self.routing == "requests":
@@ -74,6 +81,21 @@ class Router:
         in_step = sum(1 for rid, take, cached in inst.chunks if cached + take >= input_len[rid])
         return len(inst.waiting) + inst.num_running + in_step
 
+    def num_waiting(self, inst: Instance) -> int:
+        """Requests queued on `inst` and not yet admitted (the engine's `num_waiting`): a
+        cut prompt at the queue head was admitted and is running."""
+        n = len(inst.waiting)
+        return n - 1 if n and self.admitted[inst.waiting[0]] else n
+
+    def prefill_saturated(self, pool: Sequence[Instance], num_waiting: int) -> bool:
+        """Every prefill instance has at least `num_waiting` requests waiting (the
+        router's `prefill_pool_saturated`), as last polled under "polled"."""
+        if self.routing == "polled":
+            return all(self.polled_waiting[x.idx] >= num_waiting for x in pool)
+        return all(self.num_waiting(x) >= num_waiting for x in pool)
+
     def poll(self, pool: Sequence[Instance]) -> None:
         for inst in pool:
             self.polled[inst.idx] = (self.num_requests(inst), inst.kv_used)
+            if inst.role == "prefill":
+                self.polled_waiting[inst.idx] = self.num_waiting(inst)

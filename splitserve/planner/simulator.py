@@ -58,12 +58,17 @@ class Simulation:
         transfer: TransferConfig | None = None, local_prefill_max_len: int = 0,
         prefix_cache: bool = True, stop_after_misses: tuple[Slo, int] | None = None,
         routing: str = "tokens", poll_interval_s: float = 0.5, poll_offset_s: float = 0.0,
+        saturated_num_waiting: int = 0,
     ) -> None:
         """stop_after_misses=(slo, k): end the run early once k + 1 requests missed the
         SLO (the search only needs to know the target is out of reach); the requests not
         yet finished are then reported unfinished. routing: how an arrival picks a mixed
         instance, one of `ROUTINGS` ("polled" with `poll_interval_s` and `poll_offset_s`);
-        see `splitserve.planner.routing`."""
+        see `splitserve.planner.routing`. saturated_num_waiting > 0: a prompt arriving
+        while every prefill instance has that many requests waiting is prefilled on a
+        decode instance (the router's `local_prefill_saturated`; 0: never)."""
+        if saturated_num_waiting < 0:
+            raise ValueError(f"saturated_num_waiting must be >= 0, got {saturated_num_waiting}")
         if transfer is None and any(p.role == "prefill" for p in pools):
             raise ValueError("a disaggregated fleet needs a TransferConfig")
         self.req = requests
@@ -98,8 +103,10 @@ class Simulation:
         self.num_missed = 0
         self.arrival: list[float] = requests.arrival_s.tolist()
         self.router = Router(routing, poll_interval_s, poll_offset_s, len(self.instances),
-                             self.input_len)
-        if routing == "polled" and "mixed" in self.by_role and n:
+                             self.input_len, self.admitted)
+        self.saturated_num_waiting = (saturated_num_waiting if "prefill" in self.by_role
+                                      else 0)
+        if routing == "polled" and ("mixed" in self.by_role or self.saturated_num_waiting) and n:
             self._push(poll_offset_s, _POLL, 0)
 
     # -- event plumbing ---------------------------------------------------------------
@@ -136,7 +143,9 @@ class Simulation:
         input_len = self.input_len[rid]
         if "mixed" in self.by_role:
             inst = self.router.pick_mixed(self.by_role["mixed"])
-        elif input_len <= self.local_max_len:
+        elif input_len <= self.local_max_len or (
+                self.saturated_num_waiting and self.router.prefill_saturated(
+                    self.by_role["prefill"], self.saturated_num_waiting)):
             inst = self.router.pick_decode(self.by_role["decode"])
             self.num_local += 1
         else:
@@ -154,7 +163,7 @@ class Simulation:
             self._start_step(inst, now)
 
     def _poll(self, now: float, more_arrivals: bool) -> None:
-        self.router.poll(self.by_role["mixed"])
+        self.router.poll(self.instances)
         if more_arrivals:  # polls only matter to arrivals still to come
             self._push(now + self.router.poll_interval_s, _POLL, 0)
 
@@ -282,7 +291,7 @@ def simulate(
     transfer: TransferConfig | None = None, local_prefill_max_len: int = 0,
     prefix_cache: bool = True, stop_after_misses: tuple[Slo, int] | None = None,
     overhead: ServingOverhead | None = None, routing: str = "tokens",
-    poll_interval_s: float = 0.5, poll_offset_s: float = 0.0,
+    poll_interval_s: float = 0.5, poll_offset_s: float = 0.0, saturated_num_waiting: int = 0,
 ) -> SimResult:
     """Run one simulation; see `Simulation`. `overhead`: serving-path costs on top of
     every pool's latency model and token delivery (see `splitserve.planner.overhead`);
@@ -297,5 +306,6 @@ def simulate(
             stop_after_misses = (Slo(ttft_s, slo.tpot_s, slo.attainment), k)
     cls = HostSimulation if scheduler is not None and scheduler.host else Simulation
     result = cls(requests, pools, scheduler, transfer, local_prefill_max_len, prefix_cache,
-                 stop_after_misses, routing, poll_interval_s, poll_offset_s).run()
+                 stop_after_misses, routing, poll_interval_s, poll_offset_s,
+                 saturated_num_waiting).run()
     return delayed(result, overhead.delivery_s) if overhead is not None else result
