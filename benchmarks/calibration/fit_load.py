@@ -196,7 +196,8 @@ def replay_fitted(setup: Setup, topology: str, records: list[dict[str, Any]],
     host = HostShare(**fitted["host"]) if fitted.get("host") else None
     return replay(setup, topology, records, profile, t["link"], t["overhead"],
                   t["step_scale"], "polled", True, step_gap_s=t["gap"][0],
-                  step_gap_per_seq_s=t["gap"][1], host=host)
+                  step_gap_per_seq_s=t["gap"][1], host=host,
+                  saturated_num_waiting=fitted.get("saturated_num_waiting", 0))
 
 
 def offered_rate(setup: Setup, topology: str, records: list[dict[str, Any]],

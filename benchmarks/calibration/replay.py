@@ -81,13 +81,16 @@ def latency_model(setup: Setup, profile: dict[str, Any]) -> ProfileLatencyModel:
 # (both unknown: the statistics are over their distribution)
 NUM_DRAWS = 4
 POLL_INTERVAL_S = 0.5  # splitserve/router/config.py RouterConfig.poll_interval_s
+# the router's overflow rule: every prefill worker has this many requests waiting
+ROUTER_SATURATED_NUM_WAITING = PolicyConfig().saturated_num_waiting
 
 
 def replay(setup: Setup, topology: str, records: list[dict[str, Any]],
            profile: dict[str, Any], link: Link, overhead: ServingOverhead | None = None,
            step_scale: dict[str, float] | None = None, routing: str = "requests",
            chunk_prefill_role: bool = False, step_gap_s: float = 0.0,
-           step_gap_per_seq_s: float = 0.0, host: HostShare | None = None) -> dict[str, Any]:
+           step_gap_per_seq_s: float = 0.0, host: HostShare | None = None,
+           saturated_num_waiting: int = 0) -> dict[str, Any]:
     """Simulate `records` (see `sent`); per-request arrays in that order, plus busy time.
     `step_scale[role]` replaces `overhead.step_scale` for that role's pool. `routing`:
     how the simulated router picks a mixed worker (see `Simulation`).
@@ -95,17 +98,19 @@ def replay(setup: Setup, topology: str, records: list[dict[str, Any]],
     engine does (`SchedulerConfig.prefill_role_chunks`). `step_gap_s`: the engine loop's
     time between steps (`SchedulerConfig.step_gap_s`), `step_gap_per_seq_s` its part per
     decoding sequence (`SchedulerConfig.step_gap_per_seq_s`). `host`: the front end on
-    the workers' cores (`SchedulerConfig.host`)."""
+    the workers' cores (`SchedulerConfig.host`). `saturated_num_waiting`: the router's
+    overflow rule (`simulate`'s; 0: off, `ROUTER_SATURATED_NUM_WAITING`: the router's)."""
     jitter = overhead is not None and overhead.prefill_jitter_cv > 0
     polled = routing == "polled" and TOPOLOGIES[topology][2] > 1
     if not jitter and not polled:
         return _replay_once(setup, topology, records, profile, link, overhead, step_scale,
                             routing, 0.0, chunk_prefill_role, step_gap_s, step_gap_per_seq_s,
-                            host)
+                            host, saturated_num_waiting)
     runs = [_replay_once(setup, topology, records, profile, link,
                          dataclasses.replace(overhead, jitter_seed=k) if overhead else None,
                          step_scale, routing, k * POLL_INTERVAL_S / NUM_DRAWS,
-                         chunk_prefill_role, step_gap_s, step_gap_per_seq_s, host)
+                         chunk_prefill_role, step_gap_s, step_gap_per_seq_s, host,
+                         saturated_num_waiting)
             for k in range(NUM_DRAWS)]
     out: dict[str, Any] = {key: np.concatenate([r[key] for r in runs])
                            for key in ("ttft_s", "tpot_s", "finished", "prefill_stage_s")}
@@ -128,7 +133,8 @@ def _replay_once(setup: Setup, topology: str, records: list[dict[str, Any]],
                  step_scale: dict[str, float] | None, routing: str,
                  poll_offset_s: float, chunk_prefill_role: bool = False,
                  step_gap_s: float = 0.0, step_gap_per_seq_s: float = 0.0,
-                 host: HostShare | None = None) -> dict[str, Any]:
+                 host: HostShare | None = None, saturated_num_waiting: int = 0,
+                 ) -> dict[str, Any]:
     rows = sent(records)
     requests = Requests(
         arrival_s=np.array([r["send_s"] for r in rows], dtype=np.float64),
@@ -161,10 +167,7 @@ def _replay_once(setup: Setup, topology: str, records: list[dict[str, Any]],
     result = simulate(requests, pools, sched, transfer,
                       local_prefill_max_len=0 if num_mixed else setup.short_prompt_len,
                       overhead=delivery, routing=routing, poll_interval_s=POLL_INTERVAL_S,
-                      poll_offset_s=poll_offset_s,
-                      # the router's overflow rule (found on the mixed-long calibration: a
-                      # saturated prefill worker sent 16-18 prompts per run to the decode one)
-                      saturated_num_waiting=PolicyConfig().saturated_num_waiting)
+                      poll_offset_s=poll_offset_s, saturated_num_waiting=saturated_num_waiting)
     done = result.finished
     span_s = float(np.max(result.finish_s[done]) - np.min(result.arrival_s)) if done.any() else 0.0
     assert result.first_scheduled_s is not None

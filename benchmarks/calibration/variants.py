@@ -88,10 +88,15 @@ FIT_STEPS_VARIANTS = ("steps", "steps_chunked", "steps_busy", "steps_metrics",
 # by the gauge's handoffs over their price (gauge.handoff_factor; a split fleet only):
 # designed after the self-gauged trace measurement, where a saturated prefill worker
 # sent 20-MB KV several times slower than the probe's lone requests priced it.
+# steps_load_overflow: steps_load_host with the router's overflow rule simulated in the
+# gauge's replay and the judged run's (a prompt arriving while the prefill worker has 8
+# requests waiting is prefilled on the decode worker; `simulate(saturated_num_waiting=)`);
+# designed after the mixed-long calibration, whose saturated prefill worker overflowed
+# 16-18 prompts per run at 6 req/s. The probe fits stay without it.
 VARIANTS = (*VARIANT_SPECS, *FIT_STEPS_VARIANTS, "steps_load", "steps_load_drift",
             "steps_load_local", "steps_load_oracle", "steps_load_spread", "steps_load_hist",
             "steps_load_replayed", "steps_load_host", "steps_load_affine",
-            "steps_load_handoff")
+            "steps_load_handoff", "steps_load_overflow")
 # the variants replayed at a gauge's speed: variant -> (fit, gauge.replay_run's options;
 # "host": the front end's share of the workers' cores in the simulation)
 GAUGED: dict[str, tuple[str, frozenset[str]]] = {
@@ -103,6 +108,7 @@ GAUGED: dict[str, tuple[str, frozenset[str]]] = {
     "steps_load_host": ("steps_load", frozenset({"replayed", "host"})),
     "steps_load_affine": ("steps_load_affine", frozenset({"replayed", "host"})),
     "steps_load_handoff": ("steps_load", frozenset({"replayed", "host", "handoff"})),
+    "steps_load_overflow": ("steps_load", frozenset({"replayed", "host", "overflow"})),
 }
 
 
@@ -164,8 +170,10 @@ def simulate_variant(setup: Setup, name: str, run: dict[str, Any], profile: dict
         terms = by_key[key]
         if "host" in options:
             terms = {**terms, "host": by_key["host"]}
+        if "overflow" in options:
+            terms = {**terms, "saturated_num_waiting": replay.ROUTER_SATURATED_NUM_WAITING}
         return gauge.replay_run(setup, name, run, profile, terms,
-                                **{o: True for o in options - {"host"}})
+                                **{o: True for o in options - {"host", "overflow"}})
     if variant == "steps_load_drift":
         sim, factors = fit_load.replay_run(setup, name, run["records"], profile,
                                            with_drift(by_key[variant], run["rate_rps"]))

@@ -134,6 +134,7 @@ class Instance:
         "chunks",
         "has_decode",
         "step_s",
+        "step_started_s",
         "prefix_cache",
         "prefix_capacity",
     )
@@ -158,6 +159,7 @@ class Instance:
         self.chunks: list[tuple[int, int, int]] = []  # (request, new tokens, cached before)
         self.has_decode = False
         self.step_s = 0.0
+        self.step_started_s = 0.0
         self.prefix_cache: OrderedDict[int, None] | None = (
             OrderedDict() if prefix_blocks > 0 else None
         )

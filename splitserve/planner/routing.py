@@ -14,15 +14,16 @@ prompt tokens (or, under conditional disaggregation, to the least-loaded decode
 instance), and a prefilled request to the decode instance with the fewest sequences
 running, arriving or waiting for KV space. Conditional disaggregation has the router's two
 rules: a prompt of at most `local_prefill_max_len` tokens, and any prompt while every
-prefill instance has at least `saturated_num_waiting` requests waiting (not yet admitted;
-as last polled under "polled", else live), are prefilled on the decode instance
+prefill instance has at least `saturated_num_waiting` requests waiting (what its engine
+reports: taken in between steps and not yet admitted; as last polled under "polled", else
+live), are prefilled on the decode instance
 (`splitserve.router.policies`: `local_prefill_short`, `local_prefill_saturated`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from splitserve.planner.fleet import Instance
 
@@ -38,7 +39,7 @@ class Router:
 
     def __init__(self, routing: str, poll_interval_s: float, poll_offset_s: float,
                  num_instances: int, input_len: Sequence[int],
-                 admitted: Sequence[bool] = ()) -> None:
+                 num_waiting: Callable[[Instance], int] | None = None) -> None:
         if routing not in ROUTINGS:
             raise ValueError(f"routing must be one of {ROUTINGS}, got {routing!r}")
         if not math.isfinite(poll_interval_s) or poll_interval_s <= 0:
@@ -50,7 +51,8 @@ class Router:
         self.poll_interval_s = poll_interval_s
         self.poll_offset_s = poll_offset_s
         self.input_len = input_len
-        self.admitted = admitted  # the simulation's per-request flags, read live
+        # requests an instance's engine has queued and not admitted (its `num_waiting`)
+        self.num_waiting = num_waiting or (lambda inst: len(inst.waiting))
         # (requests, KV tokens in use) per instance at the last poll; before the first
         # poll the router knows nothing (zeros)
         self.polled: list[tuple[int, int]] = [(0, 0)] * num_instances
@@ -80,12 +82,6 @@ class Router:
         input_len = self.input_len
         in_step = sum(1 for rid, take, cached in inst.chunks if cached + take >= input_len[rid])
         return len(inst.waiting) + inst.num_running + in_step
-
-    def num_waiting(self, inst: Instance) -> int:
-        """Requests queued on `inst` and not yet admitted (the engine's `num_waiting`): a
-        cut prompt at the queue head was admitted and is running."""
-        n = len(inst.waiting)
-        return n - 1 if n and self.admitted[inst.waiting[0]] else n
 
     def prefill_saturated(self, pool: Sequence[Instance], num_waiting: int) -> bool:
         """Every prefill instance has at least `num_waiting` requests waiting (the

@@ -103,7 +103,7 @@ class Simulation:
         self.num_missed = 0
         self.arrival: list[float] = requests.arrival_s.tolist()
         self.router = Router(routing, poll_interval_s, poll_offset_s, len(self.instances),
-                             self.input_len, self.admitted)
+                             self.input_len, self._engine_waiting)
         self.saturated_num_waiting = (saturated_num_waiting if "prefill" in self.by_role
                                       else 0)
         if routing == "polled" and ("mixed" in self.by_role or self.saturated_num_waiting) and n:
@@ -162,6 +162,20 @@ class Simulation:
         if not inst.busy:
             self._start_step(inst, now)
 
+    def _engine_waiting(self, inst: Instance) -> int:
+        """Requests queued on `inst` that its engine took in and has not admitted (what a
+        worker reports as `num_waiting`): a worker hands new requests to its engine between
+        steps, so those that arrived during the current step are not in yet; a cut prompt
+        at the queue head was admitted."""
+        waiting, arrival = inst.waiting, self.arrival
+        n = len(waiting) - (1 if waiting and self.admitted[waiting[0]] else 0)
+        if inst.busy:
+            for rid in reversed(waiting):
+                if arrival[rid] <= inst.step_started_s:
+                    break
+                n -= 1
+        return max(n, 0)
+
     def _poll(self, now: float, more_arrivals: bool) -> None:
         self.router.poll(self.instances)
         if more_arrivals:  # polls only matter to arrivals still to come
@@ -183,6 +197,7 @@ class Simulation:
             inst.has_decode = True
             inst.step_s = step_s
             inst.busy = True
+            inst.step_started_s = now
             self.num_steps += 1
             self.tally.add(inst.idx, 0, inst.num_running, step_s)
             self.seq += 1
@@ -210,6 +225,7 @@ class Simulation:
         inst.has_decode = has_decode
         inst.step_s = step_s
         inst.busy = True
+        inst.step_started_s = now
         self.num_steps += 1
         self.tally.add(inst.idx, batch.num_tokens, n_dec, step_s)
         self._push(now + self.gap_s + self.gap_seq_s * n_dec + step_s, _STEP_END, inst.idx)

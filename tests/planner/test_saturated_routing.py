@@ -62,3 +62,17 @@ def test_overflowed_requests_finish_sooner_and_nothing_is_lost() -> None:
 def test_negative_threshold_is_rejected() -> None:
     with pytest.raises(ValueError, match="saturated_num_waiting"):
         _run("requests", -1)
+
+
+def test_prompts_arriving_during_a_step_count_once_the_engine_took_them_in() -> None:
+    # a worker hands new requests to its engine between steps: r1-r4 arrive during r0's
+    # step (0.0-1.0 s) and are not waiting yet, so r4 still goes to the prefill instance;
+    # from 1.0 s (r1's step) r2-r4 wait, and r5 (1.1 s) overflows
+    requests = Requests(arrival_s=np.array([0.0, 0.2, 0.2, 0.2, 0.3, 1.1]),
+                        input_len=np.full(6, 100), output_len=np.full(6, 4))
+    pools = [Pool("prefill", 1, ConstantLatency(1.0, 0.01)),
+             Pool("decode", 1, ConstantLatency(1.0, 0.01))]
+    sim = Simulation(requests, pools, SchedulerConfig(prefill_token_budget=100),
+                     TransferConfig(1e9), routing="requests", saturated_num_waiting=3)
+    sim.run()
+    assert sim.home == [0, 0, 0, 0, 0, 1]
