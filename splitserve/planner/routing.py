@@ -23,7 +23,7 @@ live), are prefilled on the decode instance
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from splitserve.planner.fleet import Instance
 
@@ -39,7 +39,9 @@ class Router:
 
     def __init__(self, routing: str, poll_interval_s: float, poll_offset_s: float,
                  num_instances: int, input_len: Sequence[int],
-                 num_waiting: Callable[[Instance], int] | None = None) -> None:
+                 arrival: Sequence[float] = (), admitted: Sequence[bool] = ()) -> None:
+        """`arrival`, `admitted`: the simulation's per-request arrays (read live), for
+        `num_waiting`."""
         if routing not in ROUTINGS:
             raise ValueError(f"routing must be one of {ROUTINGS}, got {routing!r}")
         if not math.isfinite(poll_interval_s) or poll_interval_s <= 0:
@@ -51,8 +53,8 @@ class Router:
         self.poll_interval_s = poll_interval_s
         self.poll_offset_s = poll_offset_s
         self.input_len = input_len
-        # requests an instance's engine has queued and not admitted (its `num_waiting`)
-        self.num_waiting = num_waiting or (lambda inst: len(inst.waiting))
+        self.arrival = arrival
+        self.admitted = admitted
         # (requests, KV tokens in use) per instance at the last poll; before the first
         # poll the router knows nothing (zeros)
         self.polled: list[tuple[int, int]] = [(0, 0)] * num_instances
@@ -82,6 +84,20 @@ class Router:
         input_len = self.input_len
         in_step = sum(1 for rid, take, cached in inst.chunks if cached + take >= input_len[rid])
         return len(inst.waiting) + inst.num_running + in_step
+
+    def num_waiting(self, inst: Instance) -> int:
+        """Requests queued on `inst` that its engine took in and has not admitted (what a
+        worker reports as `num_waiting`): a worker hands new requests to its engine between
+        steps, so those that arrived during the current step are not in yet; a cut prompt
+        at the queue head was admitted."""
+        waiting, arrival = inst.waiting, self.arrival
+        n = len(waiting) - (1 if waiting and self.admitted[waiting[0]] else 0)
+        if inst.busy:
+            for rid in reversed(waiting):
+                if arrival[rid] <= inst.step_started_s:
+                    break
+                n -= 1
+        return max(n, 0)
 
     def prefill_saturated(self, pool: Sequence[Instance], num_waiting: int) -> bool:
         """Every prefill instance has at least `num_waiting` requests waiting (the

@@ -20,7 +20,6 @@ from __future__ import annotations
 import heapq
 import math
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 
@@ -33,7 +32,6 @@ from splitserve.planner.fleet import (
     TransferConfig,
     make_instances,
 )
-from splitserve.planner.host_share import StretchedModel, TokenRate
 from splitserve.planner.overhead import ServingOverhead, delayed, with_overhead
 from splitserve.planner.results import SimResult, Slo
 from splitserve.planner.routing import ROUTINGS, Router
@@ -74,7 +72,7 @@ class Simulation:
         self.req = requests
         self.sched = scheduler or SchedulerConfig()
         if self.sched.host is not None and not self.prices_host:
-            raise ValueError("SchedulerConfig.host needs HostSimulation (simulate() picks it)")
+            raise ValueError("SchedulerConfig.host needs HostSimulation (host_simulation.py; simulate() picks it)")
         self.transfer = transfer
         self.local_max_len = local_prefill_max_len
         use_prefix = prefix_cache and requests.hash_ids is not None
@@ -103,7 +101,7 @@ class Simulation:
         self.num_missed = 0
         self.arrival: list[float] = requests.arrival_s.tolist()
         self.router = Router(routing, poll_interval_s, poll_offset_s, len(self.instances),
-                             self.input_len, self._engine_waiting)
+                             self.input_len, self.arrival, self.admitted)
         self.saturated_num_waiting = (saturated_num_waiting if "prefill" in self.by_role
                                       else 0)
         if routing == "polled" and ("mixed" in self.by_role or self.saturated_num_waiting) and n:
@@ -161,20 +159,6 @@ class Simulation:
         inst.queued_prefill_tokens += input_len - self.done_tokens[rid]
         if not inst.busy:
             self._start_step(inst, now)
-
-    def _engine_waiting(self, inst: Instance) -> int:
-        """Requests queued on `inst` that its engine took in and has not admitted (what a
-        worker reports as `num_waiting`): a worker hands new requests to its engine between
-        steps, so those that arrived during the current step are not in yet; a cut prompt
-        at the queue head was admitted."""
-        waiting, arrival = inst.waiting, self.arrival
-        n = len(waiting) - (1 if waiting and self.admitted[waiting[0]] else 0)
-        if inst.busy:
-            for rid in reversed(waiting):
-                if arrival[rid] <= inst.step_started_s:
-                    break
-                n -= 1
-        return max(n, 0)
 
     def _poll(self, now: float, more_arrivals: bool) -> None:
         self.router.poll(self.instances)
@@ -275,33 +259,6 @@ class Simulation:
             self.num_missed += 1
 
 
-class HostSimulation(Simulation):
-    """A `Simulation` whose instances share their cores with the serving front end
-    (`SchedulerConfig.host`): every step stretched by the front end's share at the
-    output-token rate when it starts (`HostShare.stretch`). A subclass, so that a fleet
-    without it (every planner search) pays nothing per step."""
-
-    prices_host = True
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        assert self.sched.host is not None
-        self.token_rate = TokenRate(self.sched.host)
-        for inst in self.instances:
-            inst.model = StretchedModel(inst.model, self.token_rate)
-
-    def _start_step(self, inst: Instance, now: float) -> None:
-        self.token_rate.now_s = now
-        super()._start_step(inst, now)
-
-    def _end_step(self, inst: Instance, now: float) -> None:
-        # the step's tokens: one per decoding sequence, one per prompt it completes
-        done = sum(1 for rid, take, _ in inst.chunks
-                   if self.done_tokens[rid] + take >= self.input_len[rid])
-        self.token_rate.add(now, (inst.num_running if inst.has_decode else 0) + done)
-        super()._end_step(inst, now)
-
-
 def simulate(
     requests: Requests, pools: Sequence[Pool], scheduler: SchedulerConfig | None = None,
     transfer: TransferConfig | None = None, local_prefill_max_len: int = 0,
@@ -320,7 +277,11 @@ def simulate(
             slo, k = stop_after_misses
             ttft_s = max(slo.ttft_s - overhead.delivery_s, 1e-12)
             stop_after_misses = (Slo(ttft_s, slo.tpot_s, slo.attainment), k)
-    cls = HostSimulation if scheduler is not None and scheduler.host else Simulation
+    cls: type[Simulation] = Simulation
+    if scheduler is not None and scheduler.host:
+        from splitserve.planner.host_simulation import HostSimulation  # it subclasses this
+
+        cls = HostSimulation
     result = cls(requests, pools, scheduler, transfer, local_prefill_max_len, prefix_cache,
                  stop_after_misses, routing, poll_interval_s, poll_offset_s,
                  saturated_num_waiting).run()
