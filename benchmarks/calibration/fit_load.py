@@ -41,8 +41,9 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.calibration import fit_steps, step_metrics
-from benchmarks.calibration.fit import lone_prompt_stages, tiled
+from benchmarks.calibration import fit_prompt, fit_steps, step_metrics
+from benchmarks.calibration.fit import tiled
+from benchmarks.calibration.fit_prompt import nonneg_lstsq
 from benchmarks.calibration.replay import Link, latency_model, real_arrays, replay
 from benchmarks.calibration.setup import Setup
 from splitserve.planner import HostShare, ServingOverhead
@@ -102,25 +103,6 @@ def decode_points(setup: Setup, phases: list[dict[str, Any]], profile: dict[str,
     return out
 
 
-def nonneg_lstsq(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """Weighted least squares y ~ x @ beta with beta >= 0 (two columns at most: the
-    columns left out one at a time when the unconstrained fit goes negative)."""
-    sw = np.sqrt(w)[:, None]
-    beta = np.linalg.lstsq(x * sw, y * sw[:, 0], rcond=None)[0]
-    if (beta >= 0).all():
-        return beta
-    best: np.ndarray = np.zeros(x.shape[1])
-    best_err = float(w @ y**2)
-    for j in range(x.shape[1]):
-        col = x[:, j]
-        denom = float(w @ col**2)
-        b = max(float(w @ (col * y)) / denom, 0.0) if denom > 0 else 0.0
-        err = float(w @ (y - b * col) ** 2)
-        if err < best_err:
-            best, best_err = np.eye(x.shape[1])[j] * b, err
-    return best
-
-
 def fit_decode(points: list[dict[str, Any]]) -> dict[str, float]:
     """D = scale * P + per_seq_s * B over the points (scale 1, per-seq 0 without any)."""
     if not points:
@@ -142,29 +124,6 @@ def prompt_seconds(measured: dict[str, StepSummary], sim: dict[str, Any]) -> tup
 
     return (sum(seconds(measured[r]) for r in roles),
             sum(seconds(sim["step_stats"][r]) for r in roles) / sim["num_draws"])
-
-
-def fit_prompt_affine(setup: Setup, lone: list[dict[str, Any]],
-                      profile: dict[str, Any]) -> dict[str, Any] | None:
-    """Prompt steps priced `scale * profile + step_s` (`prefill_scale`, `prefill_step_s`),
-    fitted on lone requests (each alone on its worker, one chunk): the engine's first
-    scheduled -> first token against the profile's price of that prompt step, least
-    squares, both >= 0. None unless the prompts span steps priced at least 2:1 apart
-    (the `lone_long` probe phase): over the short lone prompts alone a factor and a
-    fixed part cannot be told apart.
-
-    Why: chat's prompt steps (~190 tokens) took 1.3-1.5x their price, the azure-code
-    trace's (~460) 1.2x (docs/planner.md, "A production trace")."""
-    stages = lone_prompt_stages(setup, lone, latency_model(setup, profile))
-    xs, ys = [p for p, _ in stages], [s for _, s in stages]
-    if len(xs) < 4 or max(xs) < 2 * min(xs):
-        return None
-    x = np.array([[v, 1.0] for v in xs])
-    beta = nonneg_lstsq(x, np.array(ys), np.ones(len(xs)))
-    if beta[0] <= 0:  # never a free prompt: a pure factor
-        beta = np.array([float(np.array(ys) @ x[:, 0]) / float(x[:, 0] @ x[:, 0]), 0.0])
-    return {"scale": float(beta[0]), "step_s": float(beta[1]), "num_requests": len(xs),
-            "price_range_s": (min(xs), max(xs))}
 
 
 def terms(fitted: dict[str, Any], rate: float) -> dict[str, Any]:
@@ -197,7 +156,8 @@ def replay_fitted(setup: Setup, topology: str, records: list[dict[str, Any]],
     return replay(setup, topology, records, profile, t["link"], t["overhead"],
                   t["step_scale"], "polled", True, step_gap_s=t["gap"][0],
                   step_gap_per_seq_s=t["gap"][1], host=host,
-                  saturated_num_waiting=fitted.get("saturated_num_waiting", 0))
+                  saturated_num_waiting=fitted.get("saturated_num_waiting", 0),
+                  continuation_prompt_scale=fitted.get("continuation_prompt_scale", 1.0))
 
 
 def offered_rate(setup: Setup, topology: str, records: list[dict[str, Any]],
@@ -243,11 +203,13 @@ def _fit_gap(setup: Setup, topology: str, phases: list[dict[str, Any]],
 
 def fit_by_load(setup: Setup, topology: str, probe: list[dict[str, Any]],
                 profile: dict[str, Any], default_link: Link, affine: bool = False,
-                ) -> dict[str, Any]:
+                continuation: bool = False) -> dict[str, Any]:
     """The `steps_load` terms for `topology` from its probe (see the module docstring).
-    `affine`: the lone requests' prompt price is `fit_prompt_affine`'s factor and fixed
+    `affine`: the lone requests' prompt price is `fit_prompt.fit_prompt_affine`'s factor and fixed
     part (where the probe has long lone prompts) instead of `prefill_scale` alone; the
-    Poisson phases' factor goes on top of both, as before."""
+    Poisson phases' factor goes on top of both, as before. `continuation`: steps that only
+    continue started prompts priced at `fit_prompt.fit_continuation_scale`'s factor of the
+    lone price (where the probe has the `lone_chunked` phase), in every replay after it."""
     base = fit_steps.fit_by_steps(setup, topology, probe, profile, default_link,
                                   chunked=True, prompt_from="metrics")
     kept, _ = fit_steps.clean_phases(probe)
@@ -259,12 +221,19 @@ def fit_by_load(setup: Setup, topology: str, probe: list[dict[str, Any]],
     rates = {p["phase"]: offered_rate(setup, topology, p["records"], profile, fitted) for p in kept}
     if affine:
         lone_all = [r for p in kept if p["phase"] in ("lone", "lone_long") for r in p["records"]]
-        prompt = fit_prompt_affine(setup, lone_all, profile)
+        prompt = fit_prompt.fit_prompt_affine(setup, lone_all, profile)
         fitted["prompt_affine"] = prompt
         if prompt is not None:
             fitted["overhead"] = base["overhead"] = {
                 **base["overhead"], "prefill_scale": prompt["scale"],
                 "prefill_step_s": prompt["step_s"]}
+    chunked = [r for p in probe if p["phase"] == "lone_chunked" for r in p["records"]]
+    cont = (fit_prompt.fit_continuation_scale(setup, chunked, profile,
+                                              base["overhead"]["prefill_scale"])
+            if continuation else None)
+    if cont is not None:
+        fitted["continuation"] = cont
+        fitted["continuation_prompt_scale"] = cont["continuation_prompt_scale"]
     real_s = sim_s = 0.0
     for phase in kept:
         measured = step_metrics.measured(phase)

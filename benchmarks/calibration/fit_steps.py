@@ -49,9 +49,12 @@ _KEYS = ("decode_factor", "prompt_factor", "handoff_latency_s", "join_s")
 
 def clean_phases(probe: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
     """The probe phases the fit uses, and the names of those left out (the lone phase is
-    always kept: everything is priced relative to it)."""
+    always kept: everything is priced relative to it; `lone_chunked` is read only by
+    `fit_prompt.fit_continuation_scale`, so every other fit stays as it was before the phase)."""
     kept, dropped = [], []
     for phase in probe:
+        if phase["phase"] == "lone_chunked":
+            continue
         if contaminated(phase) and phase["phase"] != "lone":
             dropped.append(f"{phase['phase']} (foreign CPU {phase['foreign_cpu_s']:.1f} s, "
                            f"{foreign_share(phase):.0%} of a core)")

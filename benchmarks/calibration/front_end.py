@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.calibration.fit_load import nonneg_lstsq
+from benchmarks.calibration.fit_prompt import nonneg_lstsq
 from benchmarks.calibration.snapshot import contaminated
 
 FRONT_END = ("router", "bench client")

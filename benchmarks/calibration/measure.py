@@ -40,9 +40,13 @@ PROBE = (
     ("poisson7", "poisson", 7.0, 1, 140, None, "run"),
     # since the fifteenth measurement: lone prompts of 320-512 tokens (up to the budget:
     # one chunk each), so the lone requests span prompt steps priced ~40-150 ms and the
-    # prompt price's fixed part can be told from its factor (fit_load.fit_prompt_affine).
+    # prompt price's fixed part can be told from its factor (fit_prompt.fit_prompt_affine).
     # Last, so the phases before keep their seeds.
     ("lone_long", "constant", 4.0, 1, 8, 1, "probe_long"),
+    # since the mixed-long measurements: lone prompts of 2.25-3.75 budgets (3-4 chunks), so
+    # the price of chunks run back to back can be told from a lone chunk's
+    # (fit_prompt.fit_continuation_scale). Last, so the phases before keep their seeds.
+    ("lone_chunked", "constant", 4.0, 1, 6, 1, "probe_chunked"),
 )
 # A contaminated probe phase or gauge (snapshot.contaminated) is measured again (up to
 # MAX_PROBE_RETRIES times); a contaminated validation repeat gets one extra repeat.
@@ -174,7 +178,11 @@ def _probe(setup: Setup, topology: str, cluster: Any, pids: dict[str, int],
     long_workload = Workload("probe_long", LengthDist("uniform", (hi * 5 // 8 + hi) / 2,
                                                       hi * 5 // 8, hi),
                              LengthDist("uniform", 24, 16, 32), description="probe_long")
-    workloads = {"probe": probe_workload, "probe_long": long_workload}
+    chunked_workload = Workload("probe_chunked", LengthDist("uniform", 3 * hi, hi * 9 // 4,
+                                                           hi * 15 // 4),
+                                LengthDist("uniform", 24, 16, 32), description="probe_chunked")
+    workloads = {"probe": probe_workload, "probe_long": long_workload,
+                 "probe_chunked": chunked_workload}
     for i, (name, arrival, rate, burst, count, conc, kind) in enumerate(PROBE):
         lengths = ({"workload": workloads[kind], "length_scale": 1.0} if kind in workloads
                    else {})

@@ -90,7 +90,7 @@ def replay(setup: Setup, topology: str, records: list[dict[str, Any]],
            step_scale: dict[str, float] | None = None, routing: str = "requests",
            chunk_prefill_role: bool = False, step_gap_s: float = 0.0,
            step_gap_per_seq_s: float = 0.0, host: HostShare | None = None,
-           saturated_num_waiting: int = 0) -> dict[str, Any]:
+           saturated_num_waiting: int = 0, continuation_prompt_scale: float = 1.0) -> dict[str, Any]:
     """Simulate `records` (see `sent`); per-request arrays in that order, plus busy time.
     `step_scale[role]` replaces `overhead.step_scale` for that role's pool. `routing`:
     how the simulated router picks a mixed worker (see `Simulation`).
@@ -99,18 +99,19 @@ def replay(setup: Setup, topology: str, records: list[dict[str, Any]],
     time between steps (`SchedulerConfig.step_gap_s`), `step_gap_per_seq_s` its part per
     decoding sequence (`SchedulerConfig.step_gap_per_seq_s`). `host`: the front end on
     the workers' cores (`SchedulerConfig.host`). `saturated_num_waiting`: the router's
-    overflow rule (`simulate`'s; 0: off, `ROUTER_SATURATED_NUM_WAITING`: the router's)."""
+    overflow rule (`simulate`'s; 0: off, `ROUTER_SATURATED_NUM_WAITING`: the router's).
+    `continuation_prompt_scale`: `SchedulerConfig.continuation_prompt_scale`."""
     jitter = overhead is not None and overhead.prefill_jitter_cv > 0
     polled = routing == "polled" and TOPOLOGIES[topology][2] > 1
     if not jitter and not polled:
         return _replay_once(setup, topology, records, profile, link, overhead, step_scale,
                             routing, 0.0, chunk_prefill_role, step_gap_s, step_gap_per_seq_s,
-                            host, saturated_num_waiting)
+                            host, saturated_num_waiting, continuation_prompt_scale)
     runs = [_replay_once(setup, topology, records, profile, link,
                          dataclasses.replace(overhead, jitter_seed=k) if overhead else None,
                          step_scale, routing, k * POLL_INTERVAL_S / NUM_DRAWS,
                          chunk_prefill_role, step_gap_s, step_gap_per_seq_s, host,
-                         saturated_num_waiting)
+                         saturated_num_waiting, continuation_prompt_scale)
             for k in range(NUM_DRAWS)]
     out: dict[str, Any] = {key: np.concatenate([r[key] for r in runs])
                            for key in ("ttft_s", "tpot_s", "finished", "prefill_stage_s")}
@@ -134,7 +135,7 @@ def _replay_once(setup: Setup, topology: str, records: list[dict[str, Any]],
                  poll_offset_s: float, chunk_prefill_role: bool = False,
                  step_gap_s: float = 0.0, step_gap_per_seq_s: float = 0.0,
                  host: HostShare | None = None, saturated_num_waiting: int = 0,
-                 ) -> dict[str, Any]:
+                 continuation_prompt_scale: float = 1.0) -> dict[str, Any]:
     rows = sent(records)
     requests = Requests(
         arrival_s=np.array([r["send_s"] for r in rows], dtype=np.float64),
@@ -157,7 +158,8 @@ def _replay_once(setup: Setup, topology: str, records: list[dict[str, Any]],
                             prefill_token_budget=setup.token_budget,
                             max_num_seqs=setup.max_num_seqs, chunked_prefill=True,
                             prefill_role_chunks=chunk_prefill_role, step_gap_s=step_gap_s,
-                            step_gap_per_seq_s=step_gap_per_seq_s, host=host)
+                            step_gap_per_seq_s=step_gap_per_seq_s, host=host,
+                            continuation_prompt_scale=continuation_prompt_scale)
     # delivery delay only: the step terms are already inside the counters' models
     delivery = ServingOverhead(delivery_s=overhead.delivery_s) if overhead else None
     # the router picks the mixed worker with the fewest requests in it, then the least KV

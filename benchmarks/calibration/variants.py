@@ -79,7 +79,7 @@ FIT_STEPS_VARIANTS = ("steps", "steps_chunked", "steps_busy", "steps_metrics",
 # on the probe (calibration/front_end.py). Both designed after the tenth measurement on
 # the seventh to tenth (see docs/planner.md).
 # steps_load_affine: steps_load_host with the lone requests' prompt price a factor and a
-# fixed part per prompt step (fit_load.fit_prompt_affine, on short and long lone prompts:
+# fixed part per prompt step (fit_prompt.fit_prompt_affine, on short and long lone prompts:
 # the lone_long probe phase, from the fifteenth measurement) instead of a factor alone;
 # designed after the azure-code trace calibration, whose 512-token chunks the factor
 # fitted on short prompts priced ~40% too dear. Raw files without lone_long give
@@ -93,10 +93,17 @@ FIT_STEPS_VARIANTS = ("steps", "steps_chunked", "steps_busy", "steps_metrics",
 # requests waiting is prefilled on the decode worker; `simulate(saturated_num_waiting=)`);
 # designed after the mixed-long calibration, whose saturated prefill worker overflowed
 # 16-18 prompts per run at 6 req/s. The probe fits stay without it.
+# steps_load_continuation: steps_load_host with steps that only continue prompts begun in
+# earlier steps (a long prompt's later chunks) priced at a factor of the lone prompt price
+# (`SchedulerConfig.continuation_prompt_scale`), read off the `lone_chunked` probe phase
+# (lone prompts of 3-4 chunks; fit_prompt.fit_continuation_scale) and used in every replay
+# after it (the Poisson phases' prompt factor, the gauge, the judged run); designed after
+# the mixed-long measurements, whose long prompts' later chunks ran at ~1.0x the profile
+# against ~1.4x for a lone chunk. Raw files without the phase give steps_load_host.
 VARIANTS = (*VARIANT_SPECS, *FIT_STEPS_VARIANTS, "steps_load", "steps_load_drift",
             "steps_load_local", "steps_load_oracle", "steps_load_spread", "steps_load_hist",
             "steps_load_replayed", "steps_load_host", "steps_load_affine",
-            "steps_load_handoff", "steps_load_overflow")
+            "steps_load_handoff", "steps_load_overflow", "steps_load_continuation")
 # the variants replayed at a gauge's speed: variant -> (fit, gauge.replay_run's options;
 # "host": the front end's share of the workers' cores in the simulation)
 GAUGED: dict[str, tuple[str, frozenset[str]]] = {
@@ -109,6 +116,7 @@ GAUGED: dict[str, tuple[str, frozenset[str]]] = {
     "steps_load_affine": ("steps_load_affine", frozenset({"replayed", "host"})),
     "steps_load_handoff": ("steps_load", frozenset({"replayed", "host", "handoff"})),
     "steps_load_overflow": ("steps_load", frozenset({"replayed", "host", "overflow"})),
+    "steps_load_continuation": ("steps_load_continuation", frozenset({"replayed", "host"})),
 }
 
 
@@ -119,6 +127,8 @@ def fits(setup: Setup, name: str, probe: list[dict[str, Any]], profile: dict[str
     (simulated routing, prompt-step scale) for fit.py's variants (a single mixed worker,
     or none, routes alike), and "steps" (fit_steps.py)."""
     by_key: dict[Any, dict[str, Any]] = {}
+    # the lone_chunked phase is steps_load_continuation's alone: every other fit as before
+    full_probe, probe = probe, [p for p in probe if p["phase"] != "lone_chunked"]
     for routing, fitted, prefill, _ in VARIANT_SPECS.values():
         key = (routing if TOPOLOGIES[name][2] > 1 else "requests", prefill)
         if fitted and key not in by_key:
@@ -137,6 +147,10 @@ def fits(setup: Setup, name: str, probe: list[dict[str, Any]], profile: dict[str
     by_key["steps_load"] = fit_load.fit_by_load(setup, name, probe, profile, DEFAULT_LINK)
     by_key["steps_load_affine"] = fit_load.fit_by_load(setup, name, probe, profile,
                                                        DEFAULT_LINK, affine=True)
+    by_key["steps_load_continuation"] = (
+        fit_load.fit_by_load(setup, name, full_probe, profile, DEFAULT_LINK,
+                             continuation=True)
+        if len(full_probe) > len(probe) else by_key["steps_load"])
     # `HostShare`'s fields: the front end's CPU per token on the probe, over the cores the
     # workers run on (one each)
     front = front_end.cpu_per_token(probe)

@@ -203,6 +203,9 @@ class Simulation:
         ctx = inst.ctx_tokens if has_decode else 0
         step_s = inst.model.step_s(batch.num_tokens, batch.attn_pairs, batch.kv_tokens, n_dec,
                                    ctx)
+        if (chunks and self.sched.continuation_prompt_scale != 1.0
+                and all(cached > 0 for _, _, cached in chunks)):
+            step_s *= self.sched.continuation_prompt_scale
         if num_joining and self.transfer is not None:
             step_s += num_joining * self.transfer.join_s
         inst.chunks = chunks

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from benchmarks.calibration import fit_load
+from benchmarks.calibration import fit_load, fit_prompt
 
 
 def _rec(input_len: int, output_len: int | None, success: bool = True) -> dict[str, object]:
@@ -89,7 +89,7 @@ def _lone(n: int, stage_s: float, role: str = "prefill") -> dict[str, object]:
 def test_prompt_price_splits_into_factor_and_fixed_part(monkeypatch: pytest.MonkeyPatch) -> None:
     from benchmarks.calibration.setup import Setup
 
-    monkeypatch.setattr(fit_load, "latency_model", lambda setup, profile: _PromptLinear())
+    monkeypatch.setattr(fit_prompt, "latency_model", lambda setup, profile: _PromptLinear())
     price = _PromptLinear().step_s
     # real = 1.1 x price + 20 ms, over prompts priced 9 ms .. 129 ms; one over the budget
     # (two chunks) and one failed are not lone one-chunk prompt steps
@@ -97,11 +97,32 @@ def test_prompt_price_splits_into_factor_and_fixed_part(monkeypatch: pytest.Monk
     lone = [_lone(n, 1.1 * price(n, 0, n, 0, 0) + 0.020, "full" if n < 100 else "prefill")
             for n in lengths]
     lone += [_lone(600, 5.0), {**_lone(64, 5.0), "success": False}]
-    fit = fit_load.fit_prompt_affine(Setup(), lone, {})
+    fit = fit_prompt.fit_prompt_affine(Setup(), lone, {})
     assert fit is not None
     assert fit["scale"] == pytest.approx(1.1)
     assert fit["step_s"] == pytest.approx(0.020)
     assert fit["num_requests"] == len(lengths)
     # prompts priced within 2:1 of each other (17-33 ms) cannot tell the two apart
     narrow = [_lone(n, 0.05) for n in (64, 80, 100, 128)]
-    assert fit_load.fit_prompt_affine(Setup(), narrow, {}) is None
+    assert fit_prompt.fit_prompt_affine(Setup(), narrow, {}) is None
+
+
+def test_continuation_scale_reads_the_later_chunks_of_lone_long_prompts(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from benchmarks.calibration.setup import Setup
+
+    monkeypatch.setattr(fit_prompt, "latency_model", lambda setup, profile: _PromptLinear())
+    price = _PromptLinear().step_s
+    setup = Setup()  # budget 512
+    lone, cont = 1.4, 0.7  # stage = lone x (first chunk + cont x later chunks)
+    chunked = []
+    for n in (1200, 1500, 1900):
+        prices = fit_prompt.chunk_prices(_PromptLinear(), n, setup.token_budget)
+        assert len(prices) == -(-n // 512) and prices[0] == pytest.approx(price(512, 0, 0, 0, 0))
+        chunked.append(_lone(n, lone * (prices[0] + cont * sum(prices[1:]))))
+    chunked.append({**_lone(1300, 9.0), "success": False})
+    fit = fit_prompt.fit_continuation_scale(setup, chunked, {}, lone)
+    assert fit is not None and fit["continuation_prompt_scale"] == pytest.approx(cont)
+    assert len(fit["points"]) == 3
+    # one-chunk prompts tell nothing about back-to-back chunks
+    assert fit_prompt.fit_continuation_scale(setup, [_lone(300, 0.1)], {}, lone) is None
