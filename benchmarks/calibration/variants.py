@@ -100,10 +100,14 @@ FIT_STEPS_VARIANTS = ("steps", "steps_chunked", "steps_busy", "steps_metrics",
 # after it (the Poisson phases' prompt factor, the gauge, the judged run); designed after
 # the mixed-long measurements, whose long prompts' later chunks ran at ~1.0x the profile
 # against ~1.4x for a lone chunk. Raw files without the phase give steps_load_host.
+# steps_load_cont_overflow: steps_load_continuation with the router's overflow rule as in
+# steps_load_overflow (designed after the third mixed-long measurement, whose saturated
+# point overflowed 11-14 prompts per repeat).
 VARIANTS = (*VARIANT_SPECS, *FIT_STEPS_VARIANTS, "steps_load", "steps_load_drift",
             "steps_load_local", "steps_load_oracle", "steps_load_spread", "steps_load_hist",
             "steps_load_replayed", "steps_load_host", "steps_load_affine",
-            "steps_load_handoff", "steps_load_overflow", "steps_load_continuation")
+            "steps_load_handoff", "steps_load_overflow", "steps_load_continuation",
+            "steps_load_cont_overflow")
 # the variants replayed at a gauge's speed: variant -> (fit, gauge.replay_run's options;
 # "host": the front end's share of the workers' cores in the simulation)
 GAUGED: dict[str, tuple[str, frozenset[str]]] = {
@@ -117,6 +121,8 @@ GAUGED: dict[str, tuple[str, frozenset[str]]] = {
     "steps_load_handoff": ("steps_load", frozenset({"replayed", "host", "handoff"})),
     "steps_load_overflow": ("steps_load", frozenset({"replayed", "host", "overflow"})),
     "steps_load_continuation": ("steps_load_continuation", frozenset({"replayed", "host"})),
+    "steps_load_cont_overflow": ("steps_load_continuation",
+                                 frozenset({"replayed", "host", "overflow"})),
 }
 
 
