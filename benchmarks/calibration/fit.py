@@ -31,7 +31,13 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.calibration.replay import Link, latency_model, real_arrays, replay
+from benchmarks.calibration.replay import (
+    Link,
+    latency_model,
+    prompt_stage_s,
+    real_arrays,
+    replay,
+)
 from benchmarks.calibration.setup import Setup
 from splitserve.planner import ServingOverhead
 
@@ -154,16 +160,11 @@ def lone_prompt_stages(setup: Setup, lone: list[dict[str, Any]],
     request whose prompt fits the budget."""
     out = []
     for r in lone:
-        tl = r.get("timeline") or {}
-        if not r["success"] or r["input_len"] > setup.token_budget:
+        stage = prompt_stage_s(r)
+        if not r["success"] or r["input_len"] > setup.token_budget or stage is None:
             continue
-        for role in ("full", "prefill"):
-            start = tl.get(f"{role}.engine_first_scheduled_s")
-            first = tl.get(f"{role}.engine_first_token_s")
-            if start is not None and first is not None:
-                n = r["input_len"]
-                out.append((model.step_s(n, n * (n + 1) / 2, n, 0, 0), first - start))
-                break
+        n = r["input_len"]
+        out.append((model.step_s(n, n * (n + 1) / 2, n, 0, 0), stage))
     return out
 
 

@@ -3,7 +3,8 @@
 (`fit_continuation_scale`).
 
 A lone one-chunk prompt's step took ~1.4x its profiled price here, while a long prompt's
-later chunks took about the profile's price (docs/planner.md, "The goodput benchmark's other scenarios"). The
+later chunks took about the profile's price (docs/planner.md, "The goodput benchmark's
+other scenarios"). The
 `lone_chunked` probe phase sends prompts of 3-4 chunks one at a time; each one's stage
 (engine's first scheduled -> first token, router timeline) is then its first chunk at the
 lone price plus the rest at `continuation_prompt_scale` times it
@@ -17,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.calibration.fit import lone_prompt_stages
-from benchmarks.calibration.replay import latency_model
+from benchmarks.calibration.replay import latency_model, prompt_stage_s
 from benchmarks.calibration.setup import Setup
 
 
@@ -32,8 +33,9 @@ def chunk_prices(model: Any, input_len: int, budget: int) -> list[float]:
     return prices
 
 
-def fit_continuation_scale(setup: Setup, chunked: list[dict[str, Any]], profile: dict[str, Any],
-                   lone_scale: float) -> dict[str, Any] | None:
+def fit_continuation_scale(setup: Setup, chunked: list[dict[str, Any]],
+                           profile: dict[str, Any], lone_scale: float,
+                           ) -> dict[str, Any] | None:
     """Least squares over the lone multi-chunk prompts of stage = lone_scale * (first
     chunk's price + w * the later chunks' prices); None without such prompts (raw files
     from before the `lone_chunked` probe phase)."""
@@ -41,23 +43,21 @@ def fit_continuation_scale(setup: Setup, chunked: list[dict[str, Any]], profile:
     num = den = 0.0
     points = []
     for r in chunked:
-        tl = r.get("timeline") or {}
-        start = tl.get("prefill.engine_first_scheduled_s", tl.get("full.engine_first_scheduled_s"))
-        first = tl.get("prefill.engine_first_token_s", tl.get("full.engine_first_token_s"))
-        if not r["success"] or start is None or first is None:
+        stage = prompt_stage_s(r)
+        if not r["success"] or stage is None:
             continue
         prices = chunk_prices(model, r["input_len"], setup.token_budget)
         if len(prices) < 2:
             continue
         later = lone_scale * sum(prices[1:])
-        rest = (first - start) - lone_scale * prices[0]
+        rest = stage - lone_scale * prices[0]
         num, den = num + rest * later, den + later * later
-        points.append({"input_len": r["input_len"], "stage_s": first - start,
+        points.append({"input_len": r["input_len"], "stage_s": stage,
                        "first_price_s": prices[0], "later_price_s": sum(prices[1:])})
     if den <= 0:
         return None
-    return {"continuation_prompt_scale": min(max(num / den, 0.2), 2.0), "lone_scale": lone_scale,
-            "points": points}
+    return {"continuation_prompt_scale": min(max(num / den, 0.2), 2.0),
+            "lone_scale": lone_scale, "points": points}
 
 
 def fit_prompt_affine(setup: Setup, lone: list[dict[str, Any]],

@@ -188,6 +188,18 @@ def _replay_once(setup: Setup, topology: str, records: list[dict[str, Any]],
             "step_stats": result.steps.by_role() if result.steps else {}, "num_draws": 1}
 
 
+def prompt_stage_s(record: dict[str, Any]) -> float | None:
+    """A request's engine first scheduled -> first token (router timeline, the worker that
+    prefilled it); None without a timeline."""
+    tl = record.get("timeline") or {}
+    for role in ("full", "prefill"):
+        start = tl.get(f"{role}.engine_first_scheduled_s")
+        first = tl.get(f"{role}.engine_first_token_s")
+        if start is not None and first is not None:
+            return float(first - start)
+    return None
+
+
 def real_arrays(records: list[dict[str, Any]]) -> dict[str, np.ndarray]:
     """The client's TTFT, TPOT and success per request, in `sent` order."""
     rows = sent(records)
@@ -195,18 +207,9 @@ def real_arrays(records: list[dict[str, Any]]) -> dict[str, np.ndarray]:
     def arr(key: str) -> np.ndarray:
         return np.array([r[key] if r[key] is not None else np.nan for r in rows], dtype=float)
 
-    def stage(r: dict[str, Any]) -> float:
-        tl = r.get("timeline") or {}
-        for role in ("full", "prefill"):
-            start = tl.get(f"{role}.engine_first_scheduled_s")
-            first = tl.get(f"{role}.engine_first_token_s")
-            if start is not None and first is not None:
-                return float(first - start)
-        return float("nan")
-
     return {"ttft_s": arr("ttft_s"), "tpot_s": arr("tpot_s"),
             # the engine's first scheduled -> first token (router timeline), NaN without one
-            "prefill_stage_s": np.array([stage(r) for r in rows], dtype=float),
+            "prefill_stage_s": np.array([prompt_stage_s(r) for r in rows], dtype=float),
             "first_itl_s": arr("first_itl_s"), "median_itl_s": arr("median_itl_s"),
             "input_len": arr("input_len"), "output_len": arr("output_len"),
             "finished": np.array([bool(r["success"]) for r in rows])}

@@ -72,7 +72,8 @@ class Simulation:
         self.req = requests
         self.sched = scheduler or SchedulerConfig()
         if self.sched.host is not None and not self.prices_host:
-            raise ValueError("SchedulerConfig.host needs HostSimulation (host_simulation.py; simulate() picks it)")
+            raise ValueError("SchedulerConfig.host needs HostSimulation "
+                             "(host_simulation.py; simulate() picks it)")
         self.transfer = transfer
         self.local_max_len = local_prefill_max_len
         use_prefix = prefix_cache and requests.hash_ids is not None
