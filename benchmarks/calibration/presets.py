@@ -1,0 +1,33 @@
+"""The calibrations `planner_calibration.py --preset NAME` measures: the goodput benchmark's
+scenarios (benchmarks/goodput_compare.py; tests/planner/test_calibration_trace.py holds them
+equal) and a quick one for trying the pipeline."""
+
+from __future__ import annotations
+
+from benchmarks.calibration.setup import Setup
+
+PRESETS = {
+    "goodput-chat": Setup(),
+    # the goodput benchmark's azure-code scenario: the code trace's first 120 s (63
+    # requests within 39 s, 1.6 req/s; prompts ~590 tokens after / 4, ~6 output tokens),
+    # prefill-bound: the prefill worker runs 512-token chunks back to back for seconds.
+    # The probe is the chat one; the gauges run chat at 4 req/s (the probe's middle).
+    "azure-code": Setup(trace="azure_llm_2023_code.csv", trace_window_s=(0.0, 120.0),
+                        rates=(1.6,), gauge_rate=4.0),
+    # the same, each judged repeat right after a gauge that replays the window itself: the
+    # machine's speed on this workload's step mix (a saturated prefill worker's prompt
+    # steps run back to back at ~1.2x the profile, lone ones after idle at ~1.3-1.5x)
+    "azure-code-self-gauge": Setup(trace="azure_llm_2023_code.csv",
+                                   trace_window_s=(0.0, 120.0), rates=(1.6,)),
+    # the goodput benchmark's mixed-long scenario (chat plus 5% prompts of 2-4k tokens
+    # after scaling) at its rates: a workload the chat probe has no long prompts of
+    "goodput-mixed-long": Setup(workload="mixed-long", rates=(1.0, 2.0, 4.0, 6.0)),
+    # the goodput benchmark's azure-conv scenario: the conversation trace's first 30 s (59
+    # requests within 30 s, 2.0 req/s; ~180 input, ~31 output tokens after / 4), each
+    # judged repeat right after a gauge replaying the window
+    "azure-conv": Setup(trace="azure_llm_2023_conv.csv", trace_window_s=(0.0, 30.0),
+                        rates=(2.0,)),
+    "quick": Setup(model="llama-25m-v8k", dtype="float32", workload="uniform",
+                   length_scale=1.0, num_requests=50, duration_s=None, short_prompt_len=0,
+                   slo=(0.5, 0.08)),
+}
