@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.calibration import fit_prompt, fit_steps, step_metrics
+from benchmarks.calibration import step_noise as step_noise_fit
 from benchmarks.calibration.fit import tiled
 from benchmarks.calibration.fit_prompt import nonneg_lstsq
 from benchmarks.calibration.replay import Link, latency_model, real_arrays, replay
@@ -203,21 +204,29 @@ def _fit_gap(setup: Setup, topology: str, phases: list[dict[str, Any]],
 
 def fit_by_load(setup: Setup, topology: str, probe: list[dict[str, Any]],
                 profile: dict[str, Any], default_link: Link, affine: bool = False,
-                continuation: bool = False) -> dict[str, Any]:
+                continuation: bool = False, step_noise: bool = False) -> dict[str, Any]:
     """The `steps_load` terms for `topology` from its probe (see the module docstring).
     `affine`: the lone requests' prompt price is `fit_prompt.fit_prompt_affine`'s factor and fixed
     part (where the probe has long lone prompts) instead of `prefill_scale` alone; the
     Poisson phases' factor goes on top of both, as before. `continuation`: steps that only
     continue started prompts priced at `fit_prompt.fit_continuation_scale`'s factor of the
-    lone price (where the probe has the `lone_chunked` phase), in every replay after it."""
+    lone price (where the probe has the `lone_chunked` phase), in every replay after it.
+    `step_noise`: the prompt-step jitter measured on the Poisson phases' isolated real
+    steps (`step_noise.measure`) instead of the prompt stages' residual spread."""
     base = fit_steps.fit_by_steps(setup, topology, probe, profile, default_link,
                                   chunked=True, prompt_from="metrics")
     kept, _ = fit_steps.clean_phases(probe)
+    noise = step_noise_fit.measure(setup, profile, kept) if step_noise else None
+    if noise is not None:
+        base = {**base, "overhead": {**base["overhead"],
+                                     "prefill_jitter_cv": noise["prefill_jitter_cv"]}}
     points = decode_points(setup, kept, profile)
     fitted: dict[str, Any] = {"on": base["on"], "dropped_phases": base["dropped_phases"],
                               "base": base, "overhead": base["overhead"],
                               "decode": {**fit_decode(points), "points": points},
                               "prompt_factor": 1.0, "gap": {"gap_s": 0.0, "per_seq_s": 0.0}}
+    if step_noise:
+        fitted["step_noise"] = noise
     rates = {p["phase"]: offered_rate(setup, topology, p["records"], profile, fitted) for p in kept}
     if affine:
         lone_all = [r for p in kept if p["phase"] in ("lone", "lone_long") for r in p["records"]]

@@ -103,11 +103,16 @@ FIT_STEPS_VARIANTS = ("steps", "steps_chunked", "steps_busy", "steps_metrics",
 # steps_load_cont_overflow: steps_load_continuation with the router's overflow rule as in
 # steps_load_overflow (designed after the third mixed-long measurement, whose saturated
 # point overflowed 11-14 prompts per repeat).
+# steps_load_step_noise: steps_load_cont_overflow with the prompt-step jitter measured on
+# the probe's isolated real prompt steps (calibration/step_noise.py: CV 0.12-0.21 on every
+# measurement so far) instead of the spread of the prompt stages' residuals (0.25-0.55,
+# mostly the simulated timeline drifting from the real one); designed after the fourth
+# mixed-long measurement, whose simulated p90 TTFT ran 13% high against its twins.
 VARIANTS = (*VARIANT_SPECS, *FIT_STEPS_VARIANTS, "steps_load", "steps_load_drift",
             "steps_load_local", "steps_load_oracle", "steps_load_spread", "steps_load_hist",
             "steps_load_replayed", "steps_load_host", "steps_load_affine",
             "steps_load_handoff", "steps_load_overflow", "steps_load_continuation",
-            "steps_load_cont_overflow")
+            "steps_load_cont_overflow", "steps_load_step_noise")
 # the variants replayed at a gauge's speed: variant -> (fit, gauge.replay_run's options;
 # "host": the front end's share of the workers' cores in the simulation)
 GAUGED: dict[str, tuple[str, frozenset[str]]] = {
@@ -123,6 +128,8 @@ GAUGED: dict[str, tuple[str, frozenset[str]]] = {
     "steps_load_continuation": ("steps_load_continuation", frozenset({"replayed", "host"})),
     "steps_load_cont_overflow": ("steps_load_continuation",
                                  frozenset({"replayed", "host", "overflow"})),
+    "steps_load_step_noise": ("steps_load_step_noise",
+                              frozenset({"replayed", "host", "overflow"})),
 }
 
 
@@ -157,6 +164,8 @@ def fits(setup: Setup, name: str, probe: list[dict[str, Any]], profile: dict[str
         fit_load.fit_by_load(setup, name, full_probe, profile, DEFAULT_LINK,
                              continuation=True)
         if len(full_probe) > len(probe) else by_key["steps_load"])
+    by_key["steps_load_step_noise"] = fit_load.fit_by_load(
+        setup, name, full_probe, profile, DEFAULT_LINK, continuation=True, step_noise=True)
     # `HostShare`'s fields: the front end's CPU per token on the probe, over the cores the
     # workers run on (one each)
     front = front_end.cpu_per_token(probe)
