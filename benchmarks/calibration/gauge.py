@@ -31,7 +31,9 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
-from benchmarks.calibration import fit_load, fit_steps, step_metrics
+import numpy as np
+
+from benchmarks.calibration import fit_load, fit_steps, front_end, step_metrics
 from benchmarks.calibration.setup import Setup
 from benchmarks.calibration.snapshot import contaminated
 
@@ -157,11 +159,13 @@ def scaled(fitted: dict[str, Any], decode: float, prompt: float,
 
 def replay_run(setup: Setup, topology: str, run: dict[str, Any], profile: dict[str, Any],
                fitted: dict[str, Any], oracle: bool = False, spread: bool = False,
-               hist: bool = False, replayed: bool = False,
-               handoff: bool = False) -> tuple[dict[str, Any], Any]:
+               hist: bool = False, replayed: bool = False, handoff: bool = False,
+               front: bool = False) -> tuple[dict[str, Any], Any]:
     """A judged run replayed at the speed its gauge measured (`oracle`: at the speed the
-    run itself had; `spread`, `hist`, `replayed`: see `factors`). Without a gauge (raw
-    files from before it) it is `steps_load`."""
+    run itself had; `spread`, `hist`, `replayed`: see `factors`). `front`: every
+    simulated TTFT also gets a draw of the gauge's front-end latency beyond the lone
+    requests' median (`front_end.excess_latency_s`; `fitted["front_lone_s"]`). Without a
+    gauge (raw files from before it) it is `steps_load`."""
     phase = run if oracle else run.get("gauge")
     f = (factors(setup, topology, phase, profile, fitted, spread, hist, replayed, handoff)
          if phase is not None
@@ -169,7 +173,15 @@ def replay_run(setup: Setup, topology: str, run: dict[str, Any], profile: dict[s
     sim, terms = fit_load.replay_run(setup, topology, run["records"], profile,
                                      scaled(fitted, f["decode"], f["prompt"],
                                             f.get("handoff", 1.0)))
-    return sim, {**terms, "speed": {k: f[k] for k in ("decode", "prompt", "handoff") if k in f}}
+    speed = {k: f[k] for k in ("decode", "prompt", "handoff") if k in f}
+    excess = (front_end.excess_latency_s(phase["records"], fitted["front_lone_s"],
+                                         len(sim["ttft_s"]))
+              if front and phase is not None else None)
+    if excess is not None:
+        # the delivery delay adds to the first token alone here: TPOT stays as simulated
+        sim = {**sim, "ttft_s": sim["ttft_s"] + excess}
+        speed["front_excess_p50_s"] = float(np.median(excess))
+    return sim, {**terms, "speed": speed}
 
 
 

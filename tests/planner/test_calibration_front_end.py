@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pytest
 
 from benchmarks.calibration import front_end
@@ -41,3 +42,28 @@ def test_contaminated_or_unrecorded_phases_are_left_out() -> None:
         clean)
     assert front_end.cpu_per_token([dirty]) == {"cpu_per_token_s": 0.0, "idle_cores": 0.0,
                                                 "num_phases": 0}
+
+
+def _timed(ttft_s: float, received_s: float, first_s: float, role: str = "full",
+           success: bool = True) -> dict[str, Any]:
+    return {"success": success, "ttft_s": ttft_s if success else None,
+            "timeline": {f"{role}.worker_received_s": received_s,
+                         f"{role}.engine_first_token_s": first_s}}
+
+
+def test_front_end_latency_is_the_ttft_outside_the_worker() -> None:
+    records = [_timed(0.100, 0.004, 0.094),  # 90 ms in the worker: 10 ms outside
+               _timed(0.250, 0.010, 0.230, role="prefill"),  # split fleet: 30 ms
+               _timed(0.1, 0.0, 0.05, success=False),  # failed: no TTFT
+               {"success": True, "ttft_s": 0.2, "timeline": {}}]  # no timeline
+    assert front_end.latency_s(records) == pytest.approx([0.010, 0.030])
+
+
+def test_gauge_excess_draws_its_latencies_beyond_the_lone_median() -> None:
+    gauge = [_timed(0.1 + lat, 0.0, 0.1) for lat in (0.010, 0.020, 0.030, 0.040)] * 5
+    draws = front_end.excess_latency_s(gauge, lone_median_s=0.010, num=4000, seed=1)
+    assert draws is not None and len(draws) == 4000
+    assert set(np.round(draws, 6)) == {0.0, 0.01, 0.02, 0.03}
+    assert float(np.mean(draws)) == pytest.approx(0.015, abs=0.001)
+    # a gauge too small to tell a distribution: no term
+    assert front_end.excess_latency_s(gauge[:front_end.MIN_GAUGE - 1], 0.010, 10) is None

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+import numpy as np
 import pytest
 
 from benchmarks.calibration import fit_load, gauge
@@ -119,6 +120,30 @@ def test_replay_uses_the_gauge_before_the_run_or_the_run_itself(
     _, terms = gauge.replay_run(Setup(), "2 mixed", {"records": []}, {}, _fitted())
     assert terms["speed"] == {"decode": 1.0, "prompt": 1.0}
     assert calls[-1][1] == _fitted()
+
+
+def test_front_adds_the_gauges_front_end_latency_to_the_first_token_only(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(gauge, "factors", lambda *a, **k: {"decode": 1.0, "prompt": 1.0})
+    sim = {"ttft_s": np.full(400, 0.2), "tpot_s": np.full(400, 0.03)}
+    monkeypatch.setattr(fit_load, "replay_run", lambda *a: (sim, {}))
+    # the gauge's requests spent 12 or 32 ms outside the worker; lone ones 12 ms
+    lat = [0.012, 0.032] * 20
+    gauge_records = [{"success": True, "ttft_s": 0.1 + x,
+                      "timeline": {"full.worker_received_s": 0.0,
+                                   "full.engine_first_token_s": 0.1}} for x in lat]
+    run = {"records": [], "gauge": {"records": gauge_records}}
+    fitted = {**_fitted(), "front_lone_s": 0.012}
+    got, terms = gauge.replay_run(Setup(), "2 mixed", run, {}, fitted, front=True)
+    assert set(np.round(got["ttft_s"], 6)) == {0.2, 0.22}
+    assert 0.2 < float(np.mean(got["ttft_s"])) < 0.22
+    assert np.array_equal(got["tpot_s"], sim["tpot_s"])
+    assert "front_excess_p50_s" in terms["speed"]
+    # without the option, or without a gauge, TTFT is the simulation's
+    got, _ = gauge.replay_run(Setup(), "2 mixed", run, {}, fitted)
+    assert np.array_equal(got["ttft_s"], sim["ttft_s"])
+    got, _ = gauge.replay_run(Setup(), "2 mixed", {"records": []}, {}, fitted, front=True)
+    assert np.array_equal(got["ttft_s"], sim["ttft_s"])
 
 
 def _records(ttft_s: float, tpot_s: float, n: int = 10) -> list[dict[str, Any]]:
