@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.calibration.fit_prompt import nonneg_lstsq
+from benchmarks.calibration.replay import prompt_marks
 from benchmarks.calibration.snapshot import contaminated
 
 FRONT_END = ("router", "bench client")
@@ -48,16 +49,9 @@ def latency_s(records: list[dict[str, Any]]) -> np.ndarray:
     the simulator prices as one constant delivery delay fitted on the lone requests."""
     out = []
     for r in records:
-        tl = r.get("timeline") or {}
-        for role in ("full", "prefill"):
-            received = tl.get(f"{role}.worker_received_s")
-            first = tl.get(f"{role}.engine_first_token_s")
-            if received is not None and first is not None:
-                break
-        else:
-            continue
-        if r["success"] and r.get("ttft_s") is not None:
-            out.append(r["ttft_s"] - (first - received))
+        marks = prompt_marks(r, "worker_received_s", "engine_first_token_s")
+        if marks and r["success"] and r.get("ttft_s") is not None:
+            out.append(r["ttft_s"] - (marks[1] - marks[0]))
     return np.array(out, dtype=float)
 
 

@@ -188,16 +188,23 @@ def _replay_once(setup: Setup, topology: str, records: list[dict[str, Any]],
             "step_stats": result.steps.by_role() if result.steps else {}, "num_draws": 1}
 
 
+def prompt_marks(record: dict[str, Any], *marks: str) -> list[float] | None:
+    """These router-timeline marks (e.g. "engine_first_token_s") of the worker that
+    computed the request's prompt ("full" on a mixed worker, "prefill" in a split); None
+    where no such worker recorded them all."""
+    tl = record.get("timeline") or {}
+    for role in ("full", "prefill"):
+        values = [tl.get(f"{role}.{mark}") for mark in marks]
+        if all(v is not None for v in values):
+            return [float(v) for v in values if v is not None]
+    return None
+
+
 def prompt_stage_s(record: dict[str, Any]) -> float | None:
     """A request's engine first scheduled -> first token (router timeline, the worker that
     prefilled it); None without a timeline."""
-    tl = record.get("timeline") or {}
-    for role in ("full", "prefill"):
-        start = tl.get(f"{role}.engine_first_scheduled_s")
-        first = tl.get(f"{role}.engine_first_token_s")
-        if start is not None and first is not None:
-            return float(first - start)
-    return None
+    marks = prompt_marks(record, "engine_first_scheduled_s", "engine_first_token_s")
+    return marks[1] - marks[0] if marks else None
 
 
 def real_arrays(records: list[dict[str, Any]]) -> dict[str, np.ndarray]:

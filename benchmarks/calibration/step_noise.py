@@ -65,21 +65,21 @@ def isolated_steps(records: list[dict[str, Any]], token_budget: int,
     steps = []
     for worker in {s["worker"] for s in spans}:
         mine = sorted((s for s in spans if s["worker"] == worker), key=lambda s: s["start"])
-        seen: set[int] = set()
-        for i, head in enumerate(mine):
-            if i in seen:
-                continue
-            group = [j for j, s in enumerate(mine) if abs(s["start"] - head["start"]) < TOLERANCE_S]
-            seen.update(group)
-            members = [mine[j] for j in group]
+        i = 0
+        while i < len(mine):
+            # the prompts first scheduled with the earliest one left: one step's intake
+            head, end = mine[i], i + 1
+            while end < len(mine) and mine[end]["start"] - head["start"] < TOLERANCE_S:
+                end += 1
+            members, i = mine[i:end], end
             t0, t1 = head["start"], head["first"]
             if any(abs(s["first"] - t1) >= TOLERANCE_S for s in members) or t1 <= t0:
                 continue
             lens = [s["input_len"] for s in members]
             if sum(lens) > token_budget:
                 continue  # more than one step (a chunked prompt)
-            if any(j not in group and s["start"] < t1 - TOLERANCE_S
-                   and s["first"] > t0 + TOLERANCE_S for j, s in enumerate(mine)):
+            if any(s not in members and s["start"] < t1 - TOLERANCE_S
+                   and s["first"] > t0 + TOLERANCE_S for s in mine):
                 continue  # another prompt's chunk may have shared the step
             decoding = [s for s in mine if s["done"] is not None
                         and s["first"] <= t0 + TOLERANCE_S and s["done"] >= t1]
