@@ -25,6 +25,12 @@ SIZES: dict[str, dict[str, Any]] = {
     # ~1.1B parameters (TinyLlama's shape): for a GPU, where 110M is all launch overhead
     "llama-1b": dict(hidden_size=2048, intermediate_size=5632, num_hidden_layers=22,
                      num_attention_heads=32, num_key_value_heads=4, vocab_size=32000),
+    # ~8.0B parameters (Llama-3-8B's shape, the planner's bundled llama-3-8b): for checking
+    # the planner's roofline on a lent GPU (benchmarks/planner_roofline_check.py); build it
+    # there with --device cuda (16 GB in bfloat16)
+    "llama-8b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+                     num_attention_heads=32, num_key_value_heads=8, vocab_size=128256,
+                     rope_theta=500000.0),
     # ~25M parameters: quick smoke runs
     "llama-25m": dict(hidden_size=384, intermediate_size=1024, num_hidden_layers=6,
                       num_attention_heads=6, num_key_value_heads=2, vocab_size=32000),
@@ -53,8 +59,10 @@ def _tokenizer(out: Path) -> None:
 
 
 def make_bench_model(name: str, out_dir: Path | None = None, *, dtype: str = "float32",
-                     max_position_embeddings: int = 4096) -> Path:
-    """Build (or reuse) the named random checkpoint; returns its folder."""
+                     max_position_embeddings: int = 4096, device: str = "cpu") -> Path:
+    """Build (or reuse) the named random checkpoint; returns its folder. `device` is where
+    the weights are initialised (cuda: seconds for an 8B model instead of minutes); the
+    files are the same either way."""
     import torch
     import transformers
 
@@ -69,7 +77,8 @@ def make_bench_model(name: str, out_dir: Path | None = None, *, dtype: str = "fl
                                       bos_token_id=0, eos_token_id=1, tie_word_embeddings=False)
     config.architectures = ["LlamaForCausalLM"]
     torch.manual_seed(0)
-    model = transformers.LlamaForCausalLM(config).to(getattr(torch, dtype)).eval()
+    with torch.device(device):
+        model = transformers.LlamaForCausalLM(config).to(getattr(torch, dtype)).eval()
     model.save_pretrained(out, safe_serialization=True)
     # written last: its presence marks a complete folder
     (out / "generation_config.json").write_text(json.dumps({"bos_token_id": 0,
@@ -81,8 +90,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("name", choices=sorted(SIZES))
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--out", type=Path, default=None, help="folder (default: the cache)")
+    parser.add_argument("--max-len", type=int, default=4096, help="max_position_embeddings")
+    parser.add_argument("--device", default="cpu", help="where to initialise the weights")
     args = parser.parse_args()
-    print(make_bench_model(args.name, dtype=args.dtype))
+    print(make_bench_model(args.name, args.out, dtype=args.dtype,
+                           max_position_embeddings=args.max_len, device=args.device))
 
 
 if __name__ == "__main__":
