@@ -6,7 +6,7 @@
 #      on the GPU, each compared with the planner's roofline for this accelerator
 #      (benchmarks/planner_roofline_check.py, --hardware $HW);
 #   meanwhile, on other cores, the whole CPU suite under this machine's torch, in two shards.
-# Logs and JSON go to $OUT. Wheels the GPU image lacks travel in .whl/ (scripts/gpu_wheels.sh).
+# Logs and JSON go to $OUT (eight files: the device tool brings back no more). Wheels the GPU image lacks travel in .whl/ (scripts/gpu_wheels.sh).
 set -uo pipefail
 OUT=${OUT:-/tmp/splitserve_gpu}
 HW=${HW:-h200}
@@ -25,8 +25,8 @@ tail -n 1 "$OUT/env.txt"
 shard() {  # name cores tests...
     local name=$1 cores=$2; shift 2
     SPLITSERVE_CACHE=/tmp/cache_$name timeout "${SUITE_S:-330}" taskset -c "$cores" \
-        python3 -m pytest -q -p no:cacheprovider "$@" >"$OUT/suite_$name.log" 2>&1
-    echo "suite shard $name exit $?" >>"$OUT/suite_$name.log"
+        python3 -m pytest -q -p no:cacheprovider "$@" >"/tmp/suite_$name.log" 2>&1
+    echo "suite shard $name exit $?" >>"/tmp/suite_$name.log"
 }
 shard a 8-11 tests/planner tests/model tests/engine \
     --deselect tests/model/test_parity.py::test_cuda_chunked_prefill_and_decode_match_hf &
@@ -42,19 +42,20 @@ tail -n 3 "$OUT/cuda_tests.log"
 profile() {  # bench-model max-len prefill-tokens prefill-context decode-batch decode-context
     local name=$1
     taskset -c 0-7 python3 -m benchmarks.bench_models "$name" --dtype bfloat16 --device cuda \
-        --max-len "$2" --out "/tmp/models/$name" >"$OUT/build_$name.log" 2>&1 || return 1
+        --max-len "$2" --out "/tmp/models/$name" >>"$OUT/run.log" 2>&1 || return 1
     timeout "${PROFILE_S:-150}" taskset -c 0-3 python3 -m splitserve.cli profile "/tmp/models/$name" \
         --device cuda --dtype bfloat16 --prefill-tokens "$3" --prefill-context "$4" \
         --decode-batch "$5" --decode-context "$6" --repeats 3 --warmup 1 --settle 2 \
-        --refine-tol 0 --out "$OUT/profile_$name.json" >"$OUT/profile_$name.log" 2>&1
-    tail -n 3 "$OUT/profile_$name.log"
+        --refine-tol 0 --out "$OUT/profile_$name.json" 2>&1 | grep -v "^profile: " \
+        | tee -a "$OUT/run.log"
     python3 -m benchmarks.planner_roofline_check --profile "$OUT/profile_$name.json" \
         --config "/tmp/models/$name" --hardware "$HW" \
-        --out "$OUT/planner_roofline_${HW}_$name.json" 2>&1 | tee "$OUT/roofline_$name.log"
+        --out "$OUT/planner_roofline_${HW}_$name.json" 2>&1 | tee -a "$OUT/run.log"
     rm -rf "/tmp/models/$name"
 }
 profile llama-8b 16384 16,64,256,512,1024,2048,4096,8192 0,4096 1,4,16,64,128,256 0,4096,16384
 profile llama-1b 16384 16,64,256,512,1024,2048,4096,8192 0,4096 1,4,16,64,128,256 0,4096,16384
 
 wait
-for s in a b; do tail -n 2 "$OUT/suite_$s.log"; done
+cat /tmp/suite_a.log /tmp/suite_b.log >"$OUT/suite.log"
+grep -E "passed|failed|error|exit" "$OUT/suite.log" | tail -n 4
