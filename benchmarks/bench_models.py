@@ -59,10 +59,13 @@ def _tokenizer(out: Path) -> None:
 
 
 def make_bench_model(name: str, out_dir: Path | None = None, *, dtype: str = "float32",
-                     max_position_embeddings: int = 4096, device: str = "cpu") -> Path:
+                     max_position_embeddings: int = 4096, device: str = "cpu",
+                     vocab_size: int | None = None) -> Path:
     """Build (or reuse) the named random checkpoint; returns its folder. `device` is where
     the weights are initialised (cuda: seconds for an 8B model instead of minutes); the
-    files are the same either way."""
+    files are the same either way. `vocab_size`: instead of the size's own (8192 = the
+    bench tokenizer's: a random model with more tokens than its tokenizer samples ids that
+    decode to no text, and a streamed answer then carries none)."""
     import torch
     import transformers
 
@@ -73,7 +76,8 @@ def make_bench_model(name: str, out_dir: Path | None = None, *, dtype: str = "fl
         return out
     out.mkdir(parents=True, exist_ok=True)
     _tokenizer(out)
-    config = transformers.LlamaConfig(**SIZES[name], max_position_embeddings=max_position_embeddings,
+    shape = {**SIZES[name], **({"vocab_size": vocab_size} if vocab_size else {})}
+    config = transformers.LlamaConfig(**shape, max_position_embeddings=max_position_embeddings,
                                       bos_token_id=0, eos_token_id=1, tie_word_embeddings=False)
     config.architectures = ["LlamaForCausalLM"]
     torch.manual_seed(0)
@@ -93,9 +97,12 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="folder (default: the cache)")
     parser.add_argument("--max-len", type=int, default=4096, help="max_position_embeddings")
     parser.add_argument("--device", default="cpu", help="where to initialise the weights")
+    parser.add_argument("--vocab-size", type=int, default=None,
+                        help="override the size's vocabulary (8192: the bench tokenizer's)")
     args = parser.parse_args()
     print(make_bench_model(args.name, args.out, dtype=args.dtype,
-                           max_position_embeddings=args.max_len, device=args.device))
+                           max_position_embeddings=args.max_len, device=args.device,
+                           vocab_size=args.vocab_size))
 
 
 if __name__ == "__main__":

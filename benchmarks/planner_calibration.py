@@ -22,16 +22,17 @@
     PYTHONPATH=. python benchmarks/planner_calibration.py --topologies 1P1D \
         --lock LOCKFILE --out DIR/piece_1p1d.json
     PYTHONPATH=. python benchmarks/planner_calibration.py --topologies '2 mixed' \
-        --profile-from DIR/piece_1p1d_raw.json --lock LOCKFILE --out DIR/piece_mixed.json
+        --profile-from DIR/piece_1p1d_raw.json.gz --lock LOCKFILE --out DIR/piece_mixed.json
     PYTHONPATH=. python benchmarks/planner_calibration.py --merge \
-        DIR/piece_1p1d_raw.json DIR/piece_mixed_raw.json
+        DIR/piece_1p1d_raw.json.gz DIR/piece_mixed_raw.json.gz
     PYTHONPATH=. python benchmarks/planner_calibration.py --replay \
-        benchmarks/results/planner_calibration_raw.json      # re-analyse, no measuring
+        benchmarks/results/planner_calibration_raw.json.gz   # re-analyse, no measuring
 
 Each measuring phase (the profile; per topology the probe, then each rate's repeats)
 holds the CPU lock on its own, for a few minutes at most. Writes --out (default
 benchmarks/results/planner_calibration.json: tables, errors, fits, verdicts) and, beside
-it, <out stem>_raw.json (the profile and every request record; --replay reads it back).
+it, <out stem>_raw.json.gz (the profile and every request record, gzipped; --replay reads
+it back, as it reads the plain *_raw.json of older measurements).
 """
 
 from __future__ import annotations
@@ -61,8 +62,10 @@ from benchmarks.calibration.rawfile import (
     cpu_lock,
     json_default,
     merge_raw,
-    rounded,
+    raw_path_for,
+    read_raw,
     setup_from_dict,
+    write_raw,
 )
 from benchmarks.calibration.report import (
     errors,
@@ -206,26 +209,26 @@ def main() -> None:
     parser.add_argument("--topologies", default=None, help="comma-separated subset")
     parser.add_argument("--lock", default=None, help="flock this file around each measuring "
                                                      "phase (the shared CPU lock)")
-    parser.add_argument("--replay", default=None, help="a *_raw.json to re-analyse")
+    parser.add_argument("--replay", default=None, help="a *_raw.json[.gz] to re-analyse")
     parser.add_argument("--merge", nargs="+", default=None,
-                        help="*_raw.json files measured in pieces: merge, write the merged "
+                        help="*_raw.json[.gz] files measured in pieces: merge, write the merged "
                              "raw beside --out, analyse")
     parser.add_argument("--profile-from", default=None,
-                        help="take the profile from this *_raw.json instead of measuring "
+                        help="take the profile from this *_raw.json[.gz] instead of measuring "
                              "one (a later piece of one session)")
     parser.add_argument("--out", default=str(RESULTS / "planner_calibration.json"))
     args = parser.parse_args()
     started = time.time()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    raw_path = out.with_name(out.stem + "_raw.json")
+    raw_path = raw_path_for(out)
     if args.replay:
-        raw = json.loads(Path(args.replay).read_text())
+        raw = read_raw(args.replay)
         command = raw.get("command", "")
         analysed = f"PYTHONPATH=. python benchmarks/planner_calibration.py --replay {args.replay}"
     elif args.merge:
-        raw = merge_raw([json.loads(Path(p).read_text()) for p in args.merge])
-        raw_path.write_text(json.dumps(raw) + "\n")
+        raw = merge_raw([read_raw(p) for p in args.merge])
+        write_raw(raw_path, raw)
         command = raw["command"]
         analysed = ("PYTHONPATH=. python benchmarks/planner_calibration.py --merge "
                     + " ".join(Path(p).name for p in args.merge))
@@ -239,11 +242,11 @@ def main() -> None:
                                        if args.topologies else "") + " --lock LOCKFILE"
                    + (f" --profile-from {Path(args.profile_from).name}"
                       if args.profile_from else ""))
-        raw = measure_all(setup, args.lock, json.loads(Path(args.profile_from).read_text())
+        raw = measure_all(setup, args.lock, read_raw(args.profile_from)
                           if args.profile_from else None)
         raw["command"] = command
         raw["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        raw_path.write_text(json.dumps(rounded(raw), default=json_default) + "\n")
+        write_raw(raw_path, raw)
         analysed = command
     result = {"command": command, "analysed_by": analysed, "raw": raw_path.name,
               "measured_at": raw.get("measured_at"), **analyse(raw),

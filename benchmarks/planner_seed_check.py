@@ -9,10 +9,10 @@ replay of its own requests (the calibration's profile). A seed effect would show
 
     PYTHONPATH=. python benchmarks/planner_seed_check.py --rate 4 \\
         --runs 0:20,1706:20,1707:20 --rounds 3 --lock LOCKFILE   # ~4 min
-    PYTHONPATH=. python benchmarks/planner_seed_check.py --analyse RAW.json
+    PYTHONPATH=. python benchmarks/planner_seed_check.py --analyse RAW.json.gz
 
 `--runs` is seed:duration_s pairs; the profile is the one of
-`benchmarks/results/planner_calibration_m11_raw.json` (measured on this machine).
+`benchmarks/results/planner_calibration_m11_raw.json.gz` (measured on this machine).
 """
 
 from __future__ import annotations
@@ -23,11 +23,17 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.calibration import measure, replay, step_metrics, variants
-from benchmarks.calibration.rawfile import cpu_lock, setup_from_dict
+from benchmarks.calibration.rawfile import (
+    cpu_lock,
+    dump_json,
+    load_json,
+    read_raw,
+    setup_from_dict,
+)
 from benchmarks.calibration.setup import Setup
 
 RESULTS = Path(__file__).parent / "results"
-PROFILE_FROM = RESULTS / "planner_calibration_m11_raw.json"
+PROFILE_FROM = RESULTS / "planner_calibration_m11_raw.json.gz"
 
 
 def measure_runs(rate: float, runs: list[tuple[int, float]], rounds: int,
@@ -35,7 +41,7 @@ def measure_runs(rate: float, runs: list[tuple[int, float]], rounds: int,
     from splitserve.bench import SLO, BenchConfig
     from splitserve.cluster.launcher import Cluster, ClusterSpec, free_port
 
-    raw = json.loads(PROFILE_FROM.read_text())
+    raw = read_raw(PROFILE_FROM)
     setup = Setup()
     model_dir = setup.model_dir()
     spec = ClusterSpec(model_dir=str(model_dir), num_prefill=1, num_decode=1, num_mixed=0,
@@ -87,12 +93,11 @@ def main() -> None:
     ap.add_argument("--out", default=str(RESULTS / "planner_seed_check.json"))
     args = ap.parse_args()
     if args.analyse:
-        raw = json.loads(Path(args.analyse).read_text())
+        raw = load_json(args.analyse)
     else:
         pairs = [(int(s), float(d)) for s, d in (p.split(":") for p in args.runs.split(","))]
         raw = measure_runs(args.rate, pairs, args.rounds, args.lock)
-        Path(args.out).with_name(Path(args.out).stem + "_raw.json").write_text(
-            json.dumps(raw, default=str))
+        dump_json(Path(args.out).with_name(Path(args.out).stem + "_raw.json.gz"), raw, default=str)
     rows = analyse(raw)
     for r in rows:
         print(f"round {r['round']} seed {r['seed']:>5} {r['duration_s']:5.1f} s: prompt "

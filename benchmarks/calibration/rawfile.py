@@ -1,12 +1,16 @@
 """The calibration's files: the raw measurement (read, merged from pieces, written
-compactly) and the shared CPU lock its measuring phases hold."""
+compactly, gzipped when the name ends in .gz) and the shared CPU lock its measuring phases
+hold."""
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
 import fcntl
-from collections.abc import Iterator
+import gzip
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,6 +29,42 @@ def cpu_lock(path: str | None) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def load_json(path: str | Path) -> Any:
+    """A JSON file, plain or gzipped (by its .gz suffix)."""
+    path = Path(path)
+    data = path.read_bytes()
+    return json.loads(gzip.decompress(data) if path.suffix == ".gz" else data)
+
+
+def dump_json(path: str | Path, value: Any,
+              default: Callable[[Any], Any] | None = None) -> None:
+    """Write compact JSON, gzipped if the name ends in .gz (mtime 0: the same content
+    gives the same bytes); `default` serialises what JSON cannot (numpy scalars)."""
+    path = Path(path)
+    text = (json.dumps(value, default=default or json_default) + "\n").encode()
+    path.write_bytes(gzip.compress(text, 9, mtime=0) if path.suffix == ".gz" else text)
+
+
+def read_raw(path: str | Path) -> dict[str, Any]:
+    """A raw measurement file, plain JSON or gzipped (`*_raw.json.gz`: the committed raw
+    files are ~7x smaller so)."""
+    raw = load_json(path)
+    if not isinstance(raw, dict) or "topologies" not in raw or "setup" not in raw:
+        raise ValueError(f"{path} is not a calibration raw file (no setup / topologies)")
+    return raw
+
+
+def write_raw(path: str | Path, raw: dict[str, Any]) -> None:
+    """Write a raw file compactly (floats to 1 us), gzipped if the name ends in .gz."""
+    dump_json(path, rounded(raw))
+
+
+def raw_path_for(out: str | Path) -> Path:
+    """The raw file written beside an analysed result `out`: <stem>_raw.json.gz."""
+    out = Path(out)
+    return out.with_name(out.stem + "_raw.json.gz")
 
 
 def merge_raw(raws: list[dict[str, Any]]) -> dict[str, Any]:

@@ -114,7 +114,8 @@ def replay(setup: Setup, topology: str, records: list[dict[str, Any]],
                          saturated_num_waiting, continuation_prompt_scale)
             for k in range(NUM_DRAWS)]
     out: dict[str, Any] = {key: np.concatenate([r[key] for r in runs])
-                           for key in ("ttft_s", "tpot_s", "finished", "prefill_stage_s")}
+                           for key in ("ttft_s", "tpot_s", "finished", "prefill_stage_s",
+                                       "local_prefill")}
     out["token_rate"] = float(np.mean([r["token_rate"] for r in runs]))
     out["engine_busy_s"] = {role: round(float(np.mean([r["engine_busy_s"][role] for r in runs])),
                                         3) for role in runs[0]["engine_busy_s"]}
@@ -175,6 +176,9 @@ def _replay_once(setup: Setup, topology: str, records: list[dict[str, Any]],
     assert result.first_scheduled_s is not None
     delivery_s = delivery.delivery_s if delivery else 0.0
     return {"ttft_s": result.ttft_s, "tpot_s": result.tpot_s, "finished": result.finished,
+            # prefilled on the decode worker (short, or overflowed while the prefill
+            # worker was saturated): what the router's route_kind records
+            "local_prefill": result.local_prefill,
             # engine side: first prompt chunk scheduled -> first token sampled
             "prefill_stage_s": result.first_token_s - delivery_s - result.first_scheduled_s,
             # output tokens per second of the simulated run: the load a run offers, known

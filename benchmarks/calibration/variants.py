@@ -204,8 +204,14 @@ def with_drift(fitted: dict[str, Any], rate: float) -> dict[str, Any]:
 
 
 def simulate_variant(setup: Setup, name: str, run: dict[str, Any], profile: dict[str, Any],
-             variant: str, by_key: dict[Any, dict[str, Any]]) -> tuple[dict[str, Any], Any]:
-    """One variant's replay of one run: (per-request arrays, per-role step scale)."""
+             variant: str, by_key: dict[Any, dict[str, Any]],
+             speed_from_judged: bool = False) -> tuple[dict[str, Any], Any]:
+    """One variant's replay of one run: (per-request arrays, per-role step scale).
+    `speed_from_judged`: a gauged variant reads the step speed off the judged run itself
+    instead of its gauge (a diagnostic: what the forecast would be had the gauge measured
+    the very minutes it forecasts; see benchmarks/calibration_overflow.py)."""
+    if speed_from_judged and variant not in GAUGED:
+        raise ValueError(f"{variant} does not read a gauge's speed")
     if variant == "steps_load":
         return fit_load.replay_run(setup, name, run["records"], profile, by_key[variant])
     if variant in GAUGED:
@@ -217,6 +223,8 @@ def simulate_variant(setup: Setup, name: str, run: dict[str, Any], profile: dict
             terms = {**terms, "saturated_num_waiting": replay.ROUTER_SATURATED_NUM_WAITING}
         if "front" in options:
             terms = {**terms, "front_lone_s": by_key["front_lone"]["median_s"]}
+        if speed_from_judged:
+            options = options | {"oracle"}
         return gauge.replay_run(setup, name, run, profile, terms,
                                 **{o: True for o in options - {"host", "overflow"}})
     if variant == "steps_load_drift":

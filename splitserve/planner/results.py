@@ -44,6 +44,9 @@ class SimResult:
     first_scheduled_s: np.ndarray | None = None
     # per instance: steps, step seconds and batch sizes by step kind (`by_role()`)
     steps: StepTally | None = None
+    # per request: its prompt ran on a decode instance (short prompt, or the prefill pool
+    # saturated) instead of being handed off; None where the simulation does not say
+    local_prefill: np.ndarray | None = None
 
     @property
     def finished(self) -> np.ndarray:

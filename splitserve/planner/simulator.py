@@ -99,6 +99,7 @@ class Simulation:
         self.slo = stop_after_misses[0] if stop_after_misses else None
         self.miss_budget = stop_after_misses[1] if stop_after_misses else len(requests)
         self.missed = [False] * n
+        self.local_prefill = [False] * n
         self.num_missed = 0
         self.arrival: list[float] = requests.arrival_s.tolist()
         self.router = Router(routing, poll_interval_s, poll_offset_s, len(self.instances),
@@ -134,7 +135,7 @@ class Simulation:
             first_token_s=np.asarray(self.first_s), finish_s=np.asarray(self.finish_s),
             num_local_prefills=self.num_local, num_prefix_hit_tokens=self.num_hit_tokens,
             num_steps=self.num_steps, first_scheduled_s=np.asarray(self.first_sched_s),
-            steps=self.tally,
+            steps=self.tally, local_prefill=np.asarray(self.local_prefill, dtype=bool),
         )
 
     # -- routing ------------------------------------------------------------------------
@@ -147,6 +148,7 @@ class Simulation:
                     self.by_role["prefill"], self.saturated_num_waiting)):
             inst = self.router.pick_decode(self.by_role["decode"])
             self.num_local += 1
+            self.local_prefill[rid] = True
         else:
             inst = self.router.pick_prefill(self.by_role["prefill"])
         need = input_len if inst.role == "prefill" else input_len + self.output_len[rid]

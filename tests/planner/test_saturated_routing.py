@@ -76,3 +76,16 @@ def test_prompts_arriving_during_a_step_count_once_the_engine_took_them_in() -> 
                      TransferConfig(1e9), routing="requests", saturated_num_waiting=3)
     sim.run()
     assert sim.home == [0, 0, 0, 0, 0, 1]
+
+
+def test_the_result_names_which_requests_prefilled_on_the_decode_instance() -> None:
+    pools = [Pool("prefill", 1, ConstantLatency(1.0, 0.01)),
+             Pool("decode", 1, ConstantLatency(1.0, 0.01))]
+    requests = Requests(arrival_s=np.array([0.1] * 5 + [0.6] * 3),
+                        input_len=np.array([100] * 7 + [8]), output_len=np.full(8, 4))
+    result = simulate(requests, pools, SchedulerConfig(prefill_token_budget=100),
+                      TransferConfig(1e9), routing="requests", saturated_num_waiting=3,
+                      local_prefill_max_len=16)
+    # prompt 4 overflowed, 5-6 too (the queue still full at 0.6 s), 7 is short
+    assert result.local_prefill.tolist() == [False] * 4 + [True] * 4
+    assert int(result.local_prefill.sum()) == result.num_local_prefills
