@@ -45,7 +45,7 @@ for _ in $(seq 120); do
 done
 timeout "${BENCH_S:-200}" $PY -m splitserve.cli bench --url "http://127.0.0.1:$PORT" \
     --tokenizer "$dir" --workload chat --sweep "$RATES" --duration "$DUR" --num-requests 0 \
-    --seed 0 --ttft-slo 2 --tpot-slo 0.1 --timeout 60 --no-progress --out /tmp/bench \
+    --seed 0 --ttft-slo 2 --tpot-slo 0.1 --timeout 60 --timeline --no-progress --out /tmp/bench \
     2>&1 | tail -n 12 | tee -a "$OUT/run.log"
 kill -TERM -- -"$serve" 2>/dev/null; wait "$serve" 2>/dev/null
 tar -czf "$OUT/bench.tar.gz" -C /tmp bench cluster_logs 2>/dev/null

@@ -84,6 +84,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--chat", action="store_true", help="use /v1/chat/completions")
     p.add_argument("--text-prompts", action="store_true",
                    help="send text prompts instead of token ids")
+    p.add_argument("--timeline", action="store_true",
+                   help="ask splitserve's router for each request's timeline (route, queue, "
+                        "KV handoff, first token per worker), kept in the JSONL records")
     p.add_argument("--label", default=None, help="name of this run in tables and plots")
     p.add_argument("--out", default=None, metavar="DIR",
                    help="write JSONL records, summary JSON and PNG plots here")
@@ -134,6 +137,7 @@ def _config(args: argparse.Namespace) -> object:
         chat=args.chat, text_prompts=args.text_prompts, timeout_s=args.timeout,
         max_concurrency=args.max_concurrency, trace=trace,
         slo=SLO(args.ttft_slo, args.tpot_slo), label=args.label,
+        capture_timeline=args.timeline,
     )
 
 

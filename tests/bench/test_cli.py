@@ -51,6 +51,20 @@ def test_bench_writes_records_summary_table_and_plots(
         assert (out / f"{png}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_timeline_flag_keeps_the_routers_timeline_per_record(tokenizer_dir: Path,
+                                                           tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    with serve(FakeConfig(token_delay_s=0.001)) as url:
+        for flag, name in ((["--timeline"], "with"), ([], "without")):
+            assert main(["bench", "--url", url, "--tokenizer", str(tokenizer_dir),
+                         "--output-len", "fixed:3", "--num-requests", "4", "--rate", "50",
+                         "--out", str(out / name), "--no-progress", *flag]) == 0
+    with_tl = [json.loads(x) for x in (out / "with" / "run.jsonl").read_text().splitlines()]
+    without = [json.loads(x) for x in (out / "without" / "run.jsonl").read_text().splitlines()]
+    assert [r["timeline"]["route_kind"] for r in with_tl] == ["fake"] * 4
+    assert all(r["timeline"] is None for r in without)
+
+
 def test_goodput_search_on_a_server_that_slows_with_load(
     tokenizer_dir: Path, tmp_path: Path
 ) -> None:
