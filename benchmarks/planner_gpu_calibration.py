@@ -27,6 +27,7 @@ import numpy as np
 from benchmarks.calibration import replay
 from benchmarks.calibration.setup import Setup
 from benchmarks.calibration.variants import DEFAULT_LINK
+from splitserve.bench.report import write_json
 from splitserve.planner.profile_format import load_profile
 
 SLO = (2.0, 0.1)  # the goodput benchmark's "both": TTFT s, TPOT s
@@ -125,8 +126,7 @@ def main(argv: list[str] | None = None) -> None:
         for key, v in (run["real_stages"] or {}).items():
             print(f"    real {key}: p50 {v['p50'] * 1e3:.0f} ms, p90 {v['p90'] * 1e3:.0f} ms")
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+        write_json(args.out, result)
         print(f"wrote {args.out}")
 
 

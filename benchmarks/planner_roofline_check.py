@@ -17,14 +17,13 @@ Nothing here imports torch: the profile is read as JSON.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from splitserve.bench.report import write_json
 from splitserve.planner.cost_model import Efficiency, RooflineLatencyModel, prefill_attn_pairs
 from splitserve.planner.hardware import HardwareProfile, get_hardware
 from splitserve.planner.model_spec import ModelSpec, load_model_spec
@@ -218,8 +217,7 @@ def main(argv: list[str] | None = None) -> None:
                    get_hardware(args.hardware))
     print(_summary(result))
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+        write_json(args.out, result)
         print(f"wrote {args.out}")
 
 
