@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.calibration import replay
+from benchmarks.calibration.report import errors, stats
 from benchmarks.calibration.setup import Setup
 from benchmarks.calibration.variants import DEFAULT_LINK
 from splitserve.bench.report import write_json
@@ -34,15 +35,10 @@ SLO = (2.0, 0.1)  # the goodput benchmark's "both": TTFT s, TPOT s
 
 
 def summary(ttft: np.ndarray, tpot: np.ndarray, finished: np.ndarray) -> dict[str, Any]:
-    """p50 / p90 TTFT and TPOT over finished requests; attainment at `SLO` over all."""
-    t = ttft[finished]
-    p = tpot[finished & np.isfinite(tpot)]
-    with np.errstate(invalid="ignore"):
-        met = finished & (ttft <= SLO[0]) & ((tpot <= SLO[1]) | np.isnan(tpot))
-    return {"num": int(len(ttft)), "num_finished": int(finished.sum()),
-            "p50_ttft_s": float(np.quantile(t, 0.5)), "p90_ttft_s": float(np.quantile(t, 0.9)),
-            "p50_tpot_s": float(np.quantile(p, 0.5)), "p90_tpot_s": float(np.quantile(p, 0.9)),
-            "attainment": float(met.mean())}
+    """The calibration's statistics (`report.stats`) at `SLO`, with the request counts."""
+    out = stats(ttft, tpot, finished, SLO, sweep=())
+    out.pop("attainment_sweep")
+    return {"num": int(len(ttft)), "num_finished": int(finished.sum()), **out}
 
 
 def compare(records: list[dict[str, Any]], profile: dict[str, Any],
@@ -56,9 +52,7 @@ def compare(records: list[dict[str, Any]], profile: dict[str, Any],
     sim = replay.replay(setup, "1P1D", records, profile, DEFAULT_LINK)
     r = summary(arr("ttft_s"), arr("tpot_s"), np.array([bool(x["success"]) for x in rows]))
     s = summary(sim["ttft_s"], sim["tpot_s"], sim["finished"])
-    err = {k.replace("_s", "_rel_err"): (s[k] - r[k]) / r[k]
-           for k in ("p50_ttft_s", "p90_ttft_s", "p50_tpot_s", "p90_tpot_s")}
-    err["attainment_pp"] = 100 * (s["attainment"] - r["attainment"])
+    err = errors({**r, "attainment_sweep": {}}, {**s, "attainment_sweep": {}})
     return {"real": r, "simulated": s, "errors": err, "real_stages": stages(rows)}
 
 

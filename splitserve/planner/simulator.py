@@ -90,7 +90,6 @@ class Simulation:
         self.finish_s = [math.nan] * n
         self.events: list[tuple[float, int, int, int, int]] = []
         self.seq = 0
-        self.num_local = 0
         self.num_hit_tokens = 0
         self.num_steps = 0
         self.tally = StepTally([inst.role for inst in self.instances])
@@ -108,6 +107,11 @@ class Simulation:
                                       else 0)
         if routing == "polled" and ("mixed" in self.by_role or self.saturated_num_waiting) and n:
             self._push(poll_offset_s, _POLL, 0)
+
+    @property
+    def num_local(self) -> int:
+        """Requests prefilled on a decode instance so far (short or overflowed)."""
+        return sum(self.local_prefill)
 
     # -- event plumbing ---------------------------------------------------------------
     def _push(self, time_s: float, kind: int, a: int, b: int = 0) -> None:
@@ -147,7 +151,6 @@ class Simulation:
                 self.saturated_num_waiting and self.router.prefill_saturated(
                     self.by_role["prefill"], self.saturated_num_waiting)):
             inst = self.router.pick_decode(self.by_role["decode"])
-            self.num_local += 1
             self.local_prefill[rid] = True
         else:
             inst = self.router.pick_prefill(self.by_role["prefill"])
