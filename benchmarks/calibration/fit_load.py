@@ -204,7 +204,8 @@ def _fit_gap(setup: Setup, topology: str, phases: list[dict[str, Any]],
 
 def fit_by_load(setup: Setup, topology: str, probe: list[dict[str, Any]],
                 profile: dict[str, Any], default_link: Link, affine: bool = False,
-                continuation: bool = False, step_noise: bool = False) -> dict[str, Any]:
+                continuation: bool = False, step_noise: bool = False,
+                link_from: str = "excess") -> dict[str, Any]:
     """The `steps_load` terms for `topology` from its probe (see the module docstring).
     `affine`: the lone requests' prompt price is `fit_prompt.fit_prompt_affine`'s factor and fixed
     part (where the probe has long lone prompts) instead of `prefill_scale` alone; the
@@ -212,9 +213,10 @@ def fit_by_load(setup: Setup, topology: str, probe: list[dict[str, Any]],
     continue started prompts priced at `fit_prompt.fit_continuation_scale`'s factor of the
     lone price (where the probe has the `lone_chunked` phase), in every replay after it.
     `step_noise`: the prompt-step jitter measured on the Poisson phases' isolated real
-    steps (`step_noise.measure`) instead of the prompt stages' residual spread."""
+    steps (`step_noise.measure`) instead of the prompt stages' residual spread.
+    `link_from`: where the KV link's bandwidth comes from (`fit_steps.fit_by_steps`)."""
     base = fit_steps.fit_by_steps(setup, topology, probe, profile, default_link,
-                                  chunked=True, prompt_from="metrics")
+                                  chunked=True, prompt_from="metrics", link_from=link_from)
     kept, _ = fit_steps.clean_phases(probe)
     noise = step_noise_fit.measure(setup, profile, kept) if step_noise else None
     if noise is not None:

@@ -39,6 +39,7 @@ import numpy as np
 
 from benchmarks.calibration import step_metrics, steps
 from benchmarks.calibration.fit import fit_link, fit_prefill_scale, tiled
+from benchmarks.calibration.link_fit import fit_link_timelines, handoffs
 from benchmarks.calibration.replay import Link, latency_model, real_arrays, replay
 from benchmarks.calibration.setup import Setup
 from benchmarks.calibration.snapshot import contaminated, foreign_share
@@ -61,18 +62,6 @@ def clean_phases(probe: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], lis
         else:
             kept.append(phase)
     return kept, dropped
-
-
-def handoffs(records: list[dict[str, Any]]) -> list[tuple[float, int]]:
-    """(seconds from the prefill engine's first token to the KV landing on the decode
-    worker, prompt tokens) of every successful disaggregated request."""
-    out = []
-    for r in records:
-        tl = r.get("timeline") or {}
-        first, landed = tl.get("prefill.engine_first_token_s"), tl.get("decode.kv_transfer_end_s")
-        if r["success"] and first is not None and landed is not None:
-            out.append((landed - first, r["input_len"]))
-    return out
 
 
 def _handoff_latencies(records: list[dict[str, Any]], kv_bytes_per_token: int,
@@ -176,7 +165,8 @@ def at_rate(fitted: dict[str, Any] | None, rate: float, default: float) -> float
 
 def fit_by_steps(setup: Setup, topology: str, probe: list[dict[str, Any]],
                  profile: dict[str, Any], default_link: Link, chunked: bool = False,
-                 prompt_from: str = "stages", step_gap: bool = False) -> dict[str, Any]:
+                 prompt_from: str = "stages", step_gap: bool = False,
+                 link_from: str = "excess") -> dict[str, Any]:
     """The terms for `topology` from its probe; `chunked`: the simulated prefill worker
     cuts prompts to its budget as the engine does (`SchedulerConfig.prefill_role_chunks`);
     `prompt_from`: the prompt factor from the prompt stages ("stages", the module
@@ -186,7 +176,12 @@ def fit_by_steps(setup: Setup, topology: str, probe: list[dict[str, Any]],
     and `prompt_factor`; phases recorded without them fall back to "stages"); the stage
     ratio is otherwise only used for the jitter. `step_gap`: also measure the engine
     loop's time between steps on the lone requests (`step_metrics.step_gap_s`; needs
-    the metrics) and simulate it (`SchedulerConfig.step_gap_s`)."""
+    the metrics) and simulate it (`SchedulerConfig.step_gap_s`). `link_from`: the KV
+    link's bandwidth from the lone requests' first-token excess ("excess", `fit.fit_link`)
+    or from the handoffs the router timed on every clean phase ("timelines",
+    `link_fit.fit_link_timelines`)."""
+    if link_from not in ("excess", "timelines"):
+        raise ValueError(f"link_from must be 'excess' or 'timelines', got {link_from!r}")
     if prompt_from not in ("stages", "busy", "metrics"):
         raise ValueError(f"prompt_from must be 'stages', 'busy' or 'metrics', "
                          f"got {prompt_from!r}")
@@ -196,8 +191,10 @@ def fit_by_steps(setup: Setup, topology: str, probe: list[dict[str, Any]],
                            "dropped_phases": dropped}
     link = default_link
     if topology != "2 mixed":
-        out["handoff"] = fit_link(setup, phases["lone"]["records"],
-                                  int(profile["kv_bytes_per_token"]), default_link)
+        kv_bytes = int(profile["kv_bytes_per_token"])
+        out["handoff"] = (fit_link_timelines(kept, kv_bytes, default_link)
+                          if link_from == "timelines" else
+                          fit_link(setup, phases["lone"]["records"], kv_bytes, default_link))
         link = Link(**out["handoff"]["link"])
     out["prefill"] = fit_prefill_scale(setup, phases["lone"]["records"], profile)
     base = ServingOverhead(prefill_scale=out["prefill"]["prefill_scale"])

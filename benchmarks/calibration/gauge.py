@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.calibration import fit_load, fit_steps, front_end, step_metrics
+from benchmarks.calibration import fit_load, front_end, link_fit, step_metrics
 from benchmarks.calibration.setup import Setup
 from benchmarks.calibration.snapshot import contaminated
 
@@ -115,7 +115,7 @@ def handoff_factor(records: list[dict[str, Any]], profile: dict[str, Any], link:
     a small KV on an idle prefill worker; a saturated one sends a trace's 20-MB KV at a
     fraction of that bandwidth."""
     per_token = int(profile["kv_bytes_per_token"])
-    pairs = fit_steps.handoffs(records)
+    pairs = link_fit.handoffs(records)
     real = sum(s for s, _ in pairs)
     price = sum(link.latency_s + n * per_token / link.bytes_s for _, n in pairs)
     return real / price if len(pairs) >= MIN_HANDOFFS and price > 0 else 1.0
