@@ -13,8 +13,8 @@ on the decode worker, `handoffs`) on every clean probe phase, and takes the time
 as the median slope between two handoffs of the same phase (Theil-Sen within phases): a
 phase's load shifts all its handoffs alike (that is the latency line fit_steps draws
 against load), and the median ignores the few handoffs that queued behind another. On
-the 29 committed split measurements it lands within a median 12% of the slope inside
-the judged runs (318-661 MB/s). Guard: with fewer than MIN_HANDOFFS handoffs, or a slope
+the 29 committed split measurements it lands within a median factor of 1.13 of the slope
+inside the judged runs (318-661 MB/s). Guard: with fewer than MIN_HANDOFFS handoffs, or a slope
 that is not positive, the default link is kept.
 """
 
