@@ -14,8 +14,9 @@ as the median slope between two handoffs of the same phase (Theil-Sen within pha
 phase's load shifts all its handoffs alike (that is the latency line fit_steps draws
 against load), and the median ignores the few handoffs that queued behind another. On
 the 29 committed split measurements it lands within a median factor of 1.13 of the slope
-inside the judged runs (318-661 MB/s). Guard: with fewer than MIN_HANDOFFS handoffs, or a slope
-that is not positive, the default link is kept.
+inside the judged runs (318-661 MB/s); on the first measurement after it, on another machine,
+2.2x fast (1,735 against ~790 MB/s; docs/planner.md). Guard: with fewer than MIN_HANDOFFS
+handoffs, or a slope that is not positive, the default link is kept.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+
+from benchmarks.calibration.replay import Link
 
 MIN_HANDOFFS = 10
 
@@ -56,7 +59,7 @@ def within_phase_slope(groups: list[list[tuple[float, float]]]) -> float | None:
 
 
 def fit_link_timelines(phases: list[dict[str, Any]], kv_bytes_per_token: int,
-                       default: Any) -> dict[str, Any]:
+                       default: Link) -> dict[str, Any]:
     """The link (`replay.Link`'s bytes_s and latency_s) from the probe phases' handoffs:
     bandwidth from the within-phase slope, latency the lone requests' median handoff
     beyond its bytes (the load-dependent part is fit_steps' latency line)."""
