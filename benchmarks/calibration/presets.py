@@ -29,6 +29,12 @@ PRESETS = {
     # the same middle rates with five 45-s repeats instead of three: a p90 over 5/3 the
     # samples without the longer run's drift away from its gauge
     "goodput-mixed-long-5x": Setup(workload="mixed-long", rates=(2.0, 4.0), num_repeats=5),
+    # the code trace's calm first 30 s (17 requests, 0.57 req/s, before the burst at 30-39
+    # s), five repeats, each after a gauge replaying it: below saturation on a machine
+    # without AMX, where the full window saturates the prefill worker; a split fleet's
+    # short-output requests whose TPOT is their KV handoff
+    "azure-code-calm": Setup(trace="azure_llm_2023_code.csv", trace_window_s=(0.0, 30.0),
+                             rates=(0.57,), num_repeats=5),
     # the goodput benchmark's azure-conv scenario: the conversation trace's first 30 s (59
     # requests within 30 s, 2.0 req/s; ~180 input, ~31 output tokens after / 4), each
     # judged repeat right after a gauge replaying the window

@@ -116,3 +116,12 @@ def test_self_gauged_trace_preset_gauges_with_the_window(trace_dir: Path,
     measure._gauge(dataclasses.replace(setup, gauge_rate=4.0), cluster, {}, base, 0.3, 0)
     assert [c.arrival for c in seen] == ["trace", "poisson"]  # type: ignore[attr-defined]
     assert "azure-code-self-gauge" in planner_calibration.PRESETS
+
+
+def test_the_calm_code_trace_preset_is_the_scenario_s_first_30_seconds() -> None:
+    calm = planner_calibration.PRESETS["azure-code-calm"]
+    full = planner_calibration.PRESETS["azure-code-self-gauge"]
+    assert (calm.trace, calm.trace_speed, calm.length_scale) == (
+        full.trace, full.trace_speed, full.length_scale)
+    assert calm.trace_window_s == (0.0, 30.0) and calm.num_repeats == 5
+    assert calm.gauge_rate is None  # gauged with the window itself
