@@ -39,7 +39,7 @@ import numpy as np
 
 from benchmarks.calibration import step_metrics, steps
 from benchmarks.calibration.fit import fit_link, fit_prefill_scale, tiled
-from benchmarks.calibration.link_fit import fit_link_timelines, handoffs
+from benchmarks.calibration.link_fit import fit_link_timelines, handoff_latencies
 from benchmarks.calibration.replay import Link, latency_model, real_arrays, replay
 from benchmarks.calibration.setup import Setup
 from benchmarks.calibration.snapshot import contaminated, foreign_share
@@ -62,11 +62,6 @@ def clean_phases(probe: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], lis
         else:
             kept.append(phase)
     return kept, dropped
-
-
-def _handoff_latencies(records: list[dict[str, Any]], kv_bytes_per_token: int,
-                       bytes_s: float) -> list[float]:
-    return [s - n * kv_bytes_per_token / bytes_s for s, n in handoffs(records)]
 
 
 def _prompt_logs(setup: Setup, topology: str, records: list[dict[str, Any]],
@@ -134,7 +129,7 @@ def phase_point(setup: Setup, topology: str, phase: dict[str, Any], profile: dic
     elif measured:
         point["prompt_factor"] = step_metrics.prompt_factor(measured, sim)
     if topology != "2 mixed":
-        lat = _handoff_latencies(records, int(profile["kv_bytes_per_token"]), link.bytes_s)
+        lat = handoff_latencies(records, int(profile["kv_bytes_per_token"]), link.bytes_s)
         point["handoff_latency_s"] = float(np.median(lat)) if lat else None
         joins = steps.join_costs(rebuilt, model, decode or 1.0)
         point["join_s"] = max(float(np.median(joins)), 0.0) if len(joins) >= 5 else None

@@ -42,6 +42,12 @@ def handoffs(records: list[dict[str, Any]]) -> list[tuple[float, int]]:
     return out
 
 
+def handoff_latencies(records: list[dict[str, Any]], kv_bytes_per_token: int,
+                      bytes_s: float) -> list[float]:
+    """Each handoff's seconds beyond its KV bytes at `bytes_s`."""
+    return [s - n * kv_bytes_per_token / bytes_s for s, n in handoffs(records)]
+
+
 def within_phase_slope(groups: list[list[tuple[float, float]]]) -> float | None:
     """The median of (y2 - y1) / (x2 - x1) over every two points of the same group with
     different x; None without such a pair."""
@@ -74,8 +80,8 @@ def fit_link_timelines(phases: list[dict[str, Any]], kv_bytes_per_token: int,
         out["link"] = {"bytes_s": default.bytes_s, "latency_s": default.latency_s}
         return out
     bytes_s = 1.0 / slope
-    lone = [s - b / bytes_s for p, g in zip(phases, groups, strict=True)
-            if p["phase"] == "lone" for s, b in g]
+    lone = [x for p in phases if p["phase"] == "lone"
+            for x in handoff_latencies(p["records"], kv_bytes_per_token, bytes_s)]
     latency = float(np.median(lone)) if lone else default.latency_s
     out["link"] = {"bytes_s": bytes_s, "latency_s": max(latency, 0.0)}
     return out
