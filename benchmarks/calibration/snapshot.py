@@ -62,6 +62,28 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def thread_times(pid: int) -> dict[str, list[float]]:
+    """Per OS thread name (splitserve/thread_names.py), the process's live threads' [CPU
+    seconds, seconds runnable but waiting for a core] (/proc/PID/task/*/schedstat), summed
+    over threads of one name; {} where the kernel keeps no schedstat. A worker's engine
+    thread against its KV and HTTP threads says what shares the core with its steps."""
+    out: dict[str, list[float]] = {}
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return out
+    for task in tasks:
+        try:
+            name = (task / "comm").read_text().strip()
+            on_cpu_ns, wait_ns = (int(v) for v in (task / "schedstat").read_text().split()[:2])
+        except (OSError, ValueError):
+            continue  # the thread ended while we read
+        times = out.setdefault(name, [0.0, 0.0])
+        times[0] += on_cpu_ns / 1e9
+        times[1] += wait_ns / 1e9
+    return out
+
+
 def _self_cpu_s() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
@@ -100,6 +122,8 @@ def snapshot(cluster: Any, pids: dict[str, int]) -> dict[str, Any]:
         "phase": {f"{name}:{k}": v for name, m in workers.items() for k, v in m.items()
                   if k.startswith(_PHASE_PREFIXES)},
         "cpu_s": {name: _cpu_s(pid) for name, pid in pids.items()},
+        "threads": {name: thread_times(pid)
+                    for name, pid in {**pids, "bench client": os.getpid()}.items()},
         "client_cpu_s": _self_cpu_s(),
         "machine_cpu_s": machine_cpu_s(),
     }
@@ -112,7 +136,15 @@ def delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
     cpu = sub("cpu_s")
     cpu["bench client"] = round(after["client_cpu_s"] - before["client_cpu_s"], 3)
     machine_s = after["machine_cpu_s"] - before["machine_cpu_s"]
+    # per process and thread name: [CPU s, run-queue wait s] of the threads alive at the
+    # end (short-lived ones, e.g. a transfer's checksum thread, only in process_cpu_s)
+    threads: dict[str, dict[str, list[float]]] = {}
+    for proc, names in after["threads"].items():
+        was = before["threads"].get(proc, {})
+        threads[proc] = {name: [round(t[i] - was.get(name, [0.0, 0.0])[i], 4) for i in (0, 1)]
+                         for name, t in names.items()}
     return {"engine_busy_s": sub("busy_s"), "router": sub("router"), "process_cpu_s": cpu,
             "phase_metrics": sub("phase"), "machine_cpu_s": round(machine_s, 3),
+            "thread_times_s": threads,
             # CPU seconds of processes not ours (another engineer's work, the system)
             "foreign_cpu_s": round(machine_s - sum(cpu.values()), 3)}

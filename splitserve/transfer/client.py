@@ -11,6 +11,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
+from splitserve.thread_names import named_initializer
 from splitserve.transfer import checksum as checksum_module
 from splitserve.transfer.checksum import CHECKSUM_NAME, kv_checksum
 from splitserve.transfer.errors import (
@@ -254,7 +255,8 @@ class _Session:
                 checksum.set_result(kv_checksum(view))
                 self._write_verified(layer, view, expected_checksum, checksum, write_layer)
             return
-        with ThreadPoolExecutor(1, thread_name_prefix="kv-verify") as pool:
+        with ThreadPoolExecutor(1, thread_name_prefix="kv-verify",
+                                initializer=named_initializer("kv-verify")) as pool:
             previous: tuple[int, memoryview, int, Future[int]] | None = None
             for layer, view, expected_checksum in layers:
                 checksum = pool.submit(kv_checksum, view)

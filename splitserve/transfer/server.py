@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
+from splitserve.thread_names import name_this_thread
 from splitserve.transfer.buffers import LayerBuffer, byte_view, checked_reader
 from splitserve.transfer.errors import TransferError
 from splitserve.transfer.faults import FaultInjection
@@ -184,6 +185,7 @@ class KVServer:
     # ---- threads -----------------------------------------------------------------------
 
     def _accept_loop(self) -> None:
+        name_this_thread()
         while not self._stop.is_set():
             try:
                 conn, _ = self._listener.accept()
@@ -199,6 +201,7 @@ class KVServer:
             thread.start()
 
     def _expiry_loop(self) -> None:
+        name_this_thread()
         while not self._stop.is_set():
             next_deadline = self._registry.expire_due()
             wait_s = 1.0 if next_deadline is None else next_deadline - time.time()
@@ -207,6 +210,7 @@ class KVServer:
                     self._registry.changed.wait(timeout=min(max(wait_s, 0.001), 1.0))
 
     def _serve(self, conn: socket.socket) -> None:
+        name_this_thread()
         try:
             conn.settimeout(self._io_timeout_s)
             tune_socket(conn)

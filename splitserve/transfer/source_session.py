@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from splitserve.thread_names import named_initializer
 from splitserve.transfer import checksum as checksum_module
 from splitserve.transfer.checksum import CHECKSUM_NAME, kv_checksum
 from splitserve.transfer.errors import AuthError, HandshakeMismatch, ProtocolError, TransferError
@@ -97,7 +98,8 @@ def _send_layers(conn: socket.socket, entry: Entry, ctx: SessionContext) -> None
     if ctx.faults.stall_s:
         ctx.stop.wait(ctx.faults.stall_s)
     parallel = entry.bytes_per_layer >= checksum_module.PARALLEL_CHECKSUM_MIN_BYTES
-    with ThreadPoolExecutor(1, thread_name_prefix="kv-checksum") as pool:
+    with ThreadPoolExecutor(1, thread_name_prefix="kv-checksum",
+                            initializer=named_initializer("kv-checksum")) as pool:
         num_sent_bytes = 0
         for layer in range(entry.num_layers):
             if entry.pending_reason is not None or ctx.stop.is_set():

@@ -27,6 +27,7 @@ from concurrent.futures import Future
 from typing import Any, TypeVar
 
 from splitserve.engine.llm_engine import LLMEngine, StepOutput
+from splitserve.thread_names import name_this_thread
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -106,6 +107,7 @@ class EngineThread:
             return self.engine.finish_step(plan, logits)
 
     def _run(self) -> None:
+        name_this_thread()
         while True:
             with self._cv:
                 while not self._stop and not self._commands and not self.engine.has_work():
