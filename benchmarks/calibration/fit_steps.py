@@ -39,7 +39,11 @@ import numpy as np
 
 from benchmarks.calibration import step_metrics, steps
 from benchmarks.calibration.fit import fit_link, fit_prefill_scale, tiled
-from benchmarks.calibration.link_fit import fit_link_timelines, handoff_latencies
+from benchmarks.calibration.link_fit import (
+    fit_link_timelines,
+    fit_link_transfers,
+    handoff_latencies,
+)
 from benchmarks.calibration.replay import Link, latency_model, real_arrays, replay
 from benchmarks.calibration.setup import Setup
 from benchmarks.calibration.snapshot import contaminated, foreign_share
@@ -174,9 +178,12 @@ def fit_by_steps(setup: Setup, topology: str, probe: list[dict[str, Any]],
     the metrics) and simulate it (`SchedulerConfig.step_gap_s`). `link_from`: the KV
     link's bandwidth from the lone requests' first-token excess ("excess", `fit.fit_link`)
     or from the handoffs the router timed on every clean phase ("timelines",
-    `link_fit.fit_link_timelines`)."""
-    if link_from not in ("excess", "timelines"):
-        raise ValueError(f"link_from must be 'excess' or 'timelines', got {link_from!r}")
+    `link_fit.fit_link_timelines`) or from the KV transfers the decode worker timed on
+    them ("transfers", `link_fit.fit_link_transfers`)."""
+    link_fits = {"timelines": fit_link_timelines, "transfers": fit_link_transfers}
+    if link_from not in ("excess", *link_fits):
+        raise ValueError(f"link_from must be 'excess', 'timelines' or 'transfers', "
+                         f"got {link_from!r}")
     if prompt_from not in ("stages", "busy", "metrics"):
         raise ValueError(f"prompt_from must be 'stages', 'busy' or 'metrics', "
                          f"got {prompt_from!r}")
@@ -187,8 +194,8 @@ def fit_by_steps(setup: Setup, topology: str, probe: list[dict[str, Any]],
     link = default_link
     if topology != "2 mixed":
         kv_bytes = int(profile["kv_bytes_per_token"])
-        out["handoff"] = (fit_link_timelines(kept, kv_bytes, default_link)
-                          if link_from == "timelines" else
+        out["handoff"] = (link_fits[link_from](kept, kv_bytes, default_link)
+                          if link_from in link_fits else
                           fit_link(setup, phases["lone"]["records"], kv_bytes, default_link))
         link = Link(**out["handoff"]["link"])
     out["prefill"] = fit_prefill_scale(setup, phases["lone"]["records"], profile)

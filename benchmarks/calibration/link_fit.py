@@ -28,6 +28,9 @@ import numpy as np
 from benchmarks.calibration.replay import Link
 
 MIN_HANDOFFS = 10
+# `fit_link_transfers` pairs two transfers only when their sizes differ by this many
+# tokens' KV: closer pairs' slopes are mostly their timing jitter
+MIN_PAIR_TOKENS = 16
 
 
 def handoffs(records: list[dict[str, Any]]) -> list[tuple[float, int]]:
@@ -77,6 +80,57 @@ def fit_link_timelines(phases: list[dict[str, Any]], kv_bytes_per_token: int,
                            "slope_s_per_byte": slope}
     if slope is None or slope <= 0:
         out["fallback"] = "default link (too few handoffs or a slope that is not positive)"
+        out["link"] = {"bytes_s": default.bytes_s, "latency_s": default.latency_s}
+        return out
+    bytes_s = 1.0 / slope
+    lone = [x for p in phases if p["phase"] == "lone"
+            for x in handoff_latencies(p["records"], kv_bytes_per_token, bytes_s)]
+    latency = float(np.median(lone)) if lone else default.latency_s
+    out["link"] = {"bytes_s": bytes_s, "latency_s": max(latency, 0.0)}
+    return out
+
+
+def transfers(records: list[dict[str, Any]], kv_bytes_per_token: int) -> list[tuple[float, float]]:
+    """(seconds, bytes) of every successful disaggregated request's KV transfer as the
+    decode worker timed it (its pull's start to its end: no router hop, no queue for the
+    decode worker's admission)."""
+    out = []
+    for r in records:
+        tl = r.get("timeline") or {}
+        start, end = tl.get("decode.kv_transfer_start_s"), tl.get("decode.kv_transfer_end_s")
+        if r["success"] and start is not None and end is not None:
+            num_bytes = tl.get("decode.kv_transfer_bytes") or r["input_len"] * kv_bytes_per_token
+            out.append((end - start, float(num_bytes)))
+    return out
+
+
+def fit_link_transfers(phases: list[dict[str, Any]], kv_bytes_per_token: int,
+                       default: Link) -> dict[str, Any]:
+    """The link from the KV transfers the decode worker timed on every clean probe phase,
+    pooled: bandwidth from the median slope between two transfers (Theil-Sen), latency
+    the lone requests' median handoff beyond its bytes, as `fit_link_timelines`.
+
+    Why the transfers and not the handoffs: a handoff (prefill first token -> KV landed)
+    also holds two HTTP hops through the router and the decode worker's admission, whose
+    load-dependent delays swamp the bytes term on short prompts; the transfer alone is
+    latency + bytes / rate, with the rate set by the cores at both ends (a prefill worker
+    computing the next prompt while its KV goes out halves it or worse). Pooling every
+    phase prices the mix of idle and busy sources the probe saw; on the 35 committed split
+    measurements this lands within 1.25x of the same fit over their judged runs'
+    transfers at 30 (0.73-2.25x, median 0.93; docs/planner.md)."""
+    points = [x for p in phases for x in transfers(p["records"], kv_bytes_per_token)]
+    out: dict[str, Any] = {"method": "transfers", "num_requests": len(points),
+                           "slope_s_per_byte": None}
+    slope = None
+    if len(points) >= MIN_HANDOFFS:
+        y, x = (np.array(v, dtype=float) for v in zip(*points, strict=True))
+        i, j = np.triu_indices(len(x), 1)
+        dx = x[j] - x[i]
+        ok = np.abs(dx) >= MIN_PAIR_TOKENS * kv_bytes_per_token
+        slope = float(np.median((y[j] - y[i])[ok] / dx[ok])) if ok.any() else None
+        out["slope_s_per_byte"] = slope
+    if slope is None or slope <= 0:
+        out["fallback"] = "default link (too few transfers or a slope that is not positive)"
         out["link"] = {"bytes_s": default.bytes_s, "latency_s": default.latency_s}
         return out
     bytes_s = 1.0 / slope

@@ -61,3 +61,56 @@ def test_the_guard_keeps_the_default_link() -> None:
 def test_fit_by_steps_rejects_an_unknown_link_source() -> None:
     with pytest.raises(ValueError, match="link_from"):
         fit_steps.fit_by_steps(None, "1P1D", [], {}, DEFAULT, link_from="guess")  # type: ignore[arg-type]
+
+
+def _xfer(input_len: int, transfer_s: float, handoff_s: float,
+          num_bytes: float | None = None) -> dict[str, object]:
+    tl = {"prefill.engine_first_token_s": 3.0, "decode.kv_transfer_end_s": 3.0 + handoff_s,
+          "decode.kv_transfer_start_s": 3.0 + handoff_s - transfer_s}
+    if num_bytes is not None:
+        tl["decode.kv_transfer_bytes"] = num_bytes
+    return {"success": True, "input_len": input_len, "timeline": tl}
+
+
+def test_transfers_price_the_bytes_without_the_router_hops() -> None:
+    # transfers at 5 ms + bytes / 600 MB/s; the handoffs around them hold router hops of
+    # 60-240 ms that grow as prompts get *shorter* (a loaded phase of short prompts): the
+    # handoffs' own slope comes out negative, the transfers' is the link
+    rng = np.random.default_rng(0)
+    lone = [_xfer(n, 0.005 + n * KV / 600e6, 0.010 + 0.005 + n * KV / 600e6)
+            for n in (200, 400, 800, 1600, 3200)]
+    busy = []
+    for n in rng.integers(200, 2000, size=40):
+        transfer = (0.005 + n * KV / 600e6) * rng.uniform(0.95, 1.05)
+        busy.append(_xfer(int(n), transfer, transfer + 0.260 - n * 1e-4))
+    busy[3] = _xfer(100, 0.25, 0.3)  # one that stalled: the median slope ignores it
+    phases = [{"phase": "lone", "records": lone}, {"phase": "poisson5", "records": busy}]
+    fit = link_fit.fit_link_transfers(phases, KV, DEFAULT)
+    assert fit["num_requests"] == 45
+    assert fit["link"]["bytes_s"] == pytest.approx(600e6, rel=0.1)
+    # latency: the lone handoffs' median beyond their bytes (10 ms hop + 5 ms transfer)
+    assert fit["link"]["latency_s"] == pytest.approx(0.015, rel=0.15)
+    assert link_fit.fit_link_timelines(phases, KV, DEFAULT)["link"]["bytes_s"] != pytest.approx(
+        600e6, rel=0.5)
+
+
+def test_transfers_use_the_bytes_the_worker_moved() -> None:
+    # the timeline's byte count wins over input_len x bytes per token (a prefix-cached
+    # prompt moves fewer blocks than its length says)
+    recs = [_xfer(1000, 0.002 + b / 1e9, 0.01 + b / 1e9, num_bytes=b)
+            for b in np.linspace(1e5, 2e6, 12)]
+    fit = link_fit.fit_link_transfers([{"phase": "lone", "records": recs}], KV, DEFAULT)
+    assert fit["link"]["bytes_s"] == pytest.approx(1e9, rel=0.01)
+
+
+def test_the_transfer_guard_keeps_the_default_link() -> None:
+    few = [{"phase": "lone", "records": [_xfer(n, 0.001 * n, 0.01 + 0.001 * n)
+                                         for n in (100, 200, 300)]}]
+    fit = link_fit.fit_link_transfers(few, KV, DEFAULT)
+    assert fit["link"] == {"bytes_s": DEFAULT.bytes_s, "latency_s": DEFAULT.latency_s}
+    assert "fallback" in fit
+    # every transfer the same size: no pair to take a slope from
+    same = [{"phase": "lone", "records": [_xfer(500, 0.003, 0.01)] * 20}]
+    assert "fallback" in link_fit.fit_link_transfers(same, KV, DEFAULT)
+    # records without the decode worker's stamps (colocated, failed) are not transfers
+    assert link_fit.transfers([_rec(100, 0.1), _rec(100, None)], KV) == []
