@@ -142,7 +142,8 @@ def terms(fitted: dict[str, Any], rate: float) -> dict[str, Any]:
     scale = {role: 1.0 if role == "prefill" else dec["scale"] for role in base["step_scale"]}
     h = fitted.get("handoff_factor", 1.0)  # gauge.scaled: the KV link's speed of the moment
     link = (base["link"] if h == 1.0 else
-            Link(base["link"].bytes_s / h, base["link"].latency_s * h, base["link"].join_s))
+            dataclasses.replace(base["link"], bytes_s=base["link"].bytes_s / h,
+                                latency_s=base["link"].latency_s * h))
     return {"overhead": overhead, "step_scale": scale, "link": link,
             "gap": (fitted["gap"]["gap_s"], fitted["gap"]["per_seq_s"]),
             "factors": {**base["factors"], "decode": dec["scale"],

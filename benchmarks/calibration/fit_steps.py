@@ -33,6 +33,8 @@ only (its own seeds; Poisson phases at 3, 5 and 7 req/s bracket the validation r
 from __future__ import annotations
 
 import dataclasses
+import functools
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -42,7 +44,7 @@ from benchmarks.calibration.fit import fit_link, fit_prefill_scale, tiled
 from benchmarks.calibration.link_fit import (
     fit_link_timelines,
     fit_link_transfers,
-    handoff_latencies,
+    priced_handoff_latencies,
 )
 from benchmarks.calibration.replay import Link, latency_model, real_arrays, replay
 from benchmarks.calibration.setup import Setup
@@ -133,7 +135,7 @@ def phase_point(setup: Setup, topology: str, phase: dict[str, Any], profile: dic
     elif measured:
         point["prompt_factor"] = step_metrics.prompt_factor(measured, sim)
     if topology != "2 mixed":
-        lat = handoff_latencies(records, int(profile["kv_bytes_per_token"]), link.bytes_s)
+        lat = priced_handoff_latencies(records, int(profile["kv_bytes_per_token"]), link)
         point["handoff_latency_s"] = float(np.median(lat)) if lat else None
         joins = steps.join_costs(rebuilt, model, decode or 1.0)
         point["join_s"] = max(float(np.median(joins)), 0.0) if len(joins) >= 5 else None
@@ -179,11 +181,14 @@ def fit_by_steps(setup: Setup, topology: str, probe: list[dict[str, Any]],
     link's bandwidth from the lone requests' first-token excess ("excess", `fit.fit_link`)
     or from the handoffs the router timed on every clean phase ("timelines",
     `link_fit.fit_link_timelines`) or from the KV transfers the decode worker timed on
-    them ("transfers", `link_fit.fit_link_transfers`)."""
-    link_fits = {"timelines": fit_link_timelines, "transfers": fit_link_transfers}
+    them ("transfers", `link_fit.fit_link_transfers`; "busy_source": the same with a
+    computing prefill worker's transfers priced apart)."""
+    link_fits: dict[str, Callable[[list[dict[str, Any]], int, Link], dict[str, Any]]] = {
+        "timelines": fit_link_timelines, "transfers": fit_link_transfers,
+        "busy_source": functools.partial(fit_link_transfers, split_busy=True)}
     if link_from not in ("excess", *link_fits):
-        raise ValueError(f"link_from must be 'excess', 'timelines' or 'transfers', "
-                         f"got {link_from!r}")
+        raise ValueError(f"link_from must be 'excess', 'timelines', 'transfers' or "
+                         f"'busy_source', got {link_from!r}")
     if prompt_from not in ("stages", "busy", "metrics"):
         raise ValueError(f"prompt_from must be 'stages', 'busy' or 'metrics', "
                          f"got {prompt_from!r}")
@@ -220,7 +225,7 @@ def fit_by_steps(setup: Setup, topology: str, probe: list[dict[str, Any]],
     ok = real["finished"] & sim["finished"]
     delivery_s = max(float(np.median((real["ttft_s"] - sim["ttft_s"])[ok])), 0.0)
     out.update({"chunk_prefill_role": chunked, "prompt_from": prompt_from,
-                "link": {"bytes_s": link.bytes_s, "latency_s": link.latency_s},
+                "link": link.to_dict(),
                 "overhead": dataclasses.replace(base, delivery_s=delivery_s).to_dict()})
     return out
 
@@ -236,7 +241,8 @@ def terms_at(fitted: dict[str, Any], base: ServingOverhead, link: Link, rate: fl
     roles = ("mixed",) if "handoff" not in fitted else ("prefill", "decode")
     return {"overhead": dataclasses.replace(base, prefill_scale=base.prefill_scale * prompt),
             "step_scale": {r: 1.0 if r == "prefill" else decode for r in roles},
-            "link": Link(link.bytes_s, max(latency, 0.0), max(join_s, 0.0)),
+            "link": dataclasses.replace(link, latency_s=max(latency, 0.0),
+                                        join_s=max(join_s, 0.0)),
             "step_gap_s": float(fitted.get("step_gap_s", 0.0)),
             "factors": {"decode": decode, "prompt": prompt, "handoff_latency_s": latency,
                         "join_s": join_s}}

@@ -21,6 +21,7 @@ handoffs, or a slope that is not positive, the default link is kept.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -31,18 +32,23 @@ MIN_HANDOFFS = 10
 # `fit_link_transfers` pairs two transfers only when their sizes differ by this many
 # tokens' KV: closer pairs' slopes are mostly their timing jitter
 MIN_PAIR_TOKENS = 16
+# a transfer more than this share of whose seconds the prefill engine spent computing
+# another prompt is "out of a busy source" (`fit_link_transfers(split_busy=True)`)
+BUSY_SHARE = 0.5
+
+
+def _handoff_s(r: dict[str, Any]) -> float | None:
+    tl = r.get("timeline") or {}
+    first, landed = tl.get("prefill.engine_first_token_s"), tl.get("decode.kv_transfer_end_s")
+    if r["success"] and first is not None and landed is not None:
+        return float(landed - first)
+    return None
 
 
 def handoffs(records: list[dict[str, Any]]) -> list[tuple[float, int]]:
     """(seconds from the prefill engine's first token to the KV landing on the decode
     worker, prompt tokens) of every successful disaggregated request."""
-    out = []
-    for r in records:
-        tl = r.get("timeline") or {}
-        first, landed = tl.get("prefill.engine_first_token_s"), tl.get("decode.kv_transfer_end_s")
-        if r["success"] and first is not None and landed is not None:
-            out.append((landed - first, r["input_len"]))
-    return out
+    return [(s, r["input_len"]) for r in records if (s := _handoff_s(r)) is not None]
 
 
 def handoff_latencies(records: list[dict[str, Any]], kv_bytes_per_token: int,
@@ -94,18 +100,32 @@ def transfers(records: list[dict[str, Any]], kv_bytes_per_token: int) -> list[tu
     """(seconds, bytes) of every successful disaggregated request's KV transfer as the
     decode worker timed it (its pull's start to its end: no router hop, no queue for the
     decode worker's admission)."""
-    out = []
-    for r in records:
-        tl = r.get("timeline") or {}
-        start, end = tl.get("decode.kv_transfer_start_s"), tl.get("decode.kv_transfer_end_s")
-        if r["success"] and start is not None and end is not None:
-            num_bytes = tl.get("decode.kv_transfer_bytes") or r["input_len"] * kv_bytes_per_token
-            out.append((end - start, float(num_bytes)))
-    return out
+    return [t for r in records if (t := _transfer(r, kv_bytes_per_token)) is not None]
+
+
+def _transfer(r: dict[str, Any], kv_bytes_per_token: int) -> tuple[float, float] | None:
+    tl = r.get("timeline") or {}
+    start, end = tl.get("decode.kv_transfer_start_s"), tl.get("decode.kv_transfer_end_s")
+    if not (r["success"] and start is not None and end is not None):
+        return None
+    num_bytes = tl.get("decode.kv_transfer_bytes") or r["input_len"] * kv_bytes_per_token
+    return float(end - start), float(num_bytes)
+
+
+def _median_slope(points: list[tuple[float, float]], min_dx: float) -> float | None:
+    """Theil-Sen: the median of (y2 - y1) / (x2 - x1) over every two (y, x) points whose x
+    differ by at least `min_dx`; None with fewer than MIN_HANDOFFS points or no pair."""
+    if len(points) < MIN_HANDOFFS:
+        return None
+    y, x = (np.array(v, dtype=float) for v in zip(*points, strict=True))
+    i, j = np.triu_indices(len(x), 1)
+    dx = x[j] - x[i]
+    ok = np.abs(dx) >= min_dx
+    return float(np.median((y[j] - y[i])[ok] / dx[ok])) if ok.any() else None
 
 
 def fit_link_transfers(phases: list[dict[str, Any]], kv_bytes_per_token: int,
-                       default: Link) -> dict[str, Any]:
+                       default: Link, split_busy: bool = False) -> dict[str, Any]:
     """The link from the KV transfers the decode worker timed on every clean probe phase,
     pooled: bandwidth from the median slope between two transfers (Theil-Sen), latency
     the lone requests' median handoff beyond its bytes, as `fit_link_timelines`.
@@ -116,26 +136,124 @@ def fit_link_transfers(phases: list[dict[str, Any]], kv_bytes_per_token: int,
     latency + bytes / rate, with the rate set by the cores at both ends (a prefill worker
     computing the next prompt while its KV goes out halves it or worse). Pooling every
     phase prices the mix of idle and busy sources the probe saw; on the 35 committed split
-    measurements this lands within 1.25x of the same fit over their judged runs'
-    transfers at 30 (0.73-2.25x, median 0.93; docs/planner.md)."""
+    measurements before it, this lands within 1.25x of the same fit over their judged
+    runs' transfers at 29 (0.73-1.28x, median 0.87; benchmarks/calibration_transfers.py).
+
+    `split_busy`: price the two apart instead (`Link.busy_bytes_s`,
+    `busy_extra_latency_s`): the rate from the transfers out of an idle source (the
+    pooled rate where they give no positive slope: the probe's idle transfers are mostly
+    small), the busy rate from those out of a computing one (`source_busy_shares` >
+    BUSY_SHARE), and the busy extra latency as the median over the loaded phases of the
+    difference between their busy and idle handoffs' medians beyond their priced bytes
+    (within a phase, so that the phase's load is not read as the source's). Busy
+    transfers too few or with no positive slope: the pooled fit alone."""
+    min_dx = MIN_PAIR_TOKENS * kv_bytes_per_token
     points = [x for p in phases for x in transfers(p["records"], kv_bytes_per_token)]
     out: dict[str, Any] = {"method": "transfers", "num_requests": len(points),
                            "slope_s_per_byte": None}
-    slope = None
-    if len(points) >= MIN_HANDOFFS:
-        y, x = (np.array(v, dtype=float) for v in zip(*points, strict=True))
-        i, j = np.triu_indices(len(x), 1)
-        dx = x[j] - x[i]
-        ok = np.abs(dx) >= MIN_PAIR_TOKENS * kv_bytes_per_token
-        slope = float(np.median((y[j] - y[i])[ok] / dx[ok])) if ok.any() else None
-        out["slope_s_per_byte"] = slope
+    slope = _median_slope(points, min_dx)
+    out["slope_s_per_byte"] = slope
     if slope is None or slope <= 0:
         out["fallback"] = "default link (too few transfers or a slope that is not positive)"
         out["link"] = {"bytes_s": default.bytes_s, "latency_s": default.latency_s}
         return out
     bytes_s = 1.0 / slope
+    busy: dict[str, Any] = {}
+    if split_busy:
+        busy = _busy_terms(phases, kv_bytes_per_token, min_dx, bytes_s)
+        out["busy_source"] = busy
+        bytes_s = busy.get("bytes_s", bytes_s)
+    link = Link(bytes_s, 0.0, busy_bytes_s=busy.get("busy_bytes_s"),
+                busy_extra_latency_s=busy.get("busy_extra_latency_s", 0.0))
     lone = [x for p in phases if p["phase"] == "lone"
-            for x in handoff_latencies(p["records"], kv_bytes_per_token, bytes_s)]
+            for x in priced_handoff_latencies(p["records"], kv_bytes_per_token, link)]
     latency = float(np.median(lone)) if lone else default.latency_s
-    out["link"] = {"bytes_s": bytes_s, "latency_s": max(latency, 0.0)}
+    out["link"] = dataclasses.replace(link, latency_s=max(latency, 0.0)).to_dict()
+    return out
+
+
+def _busy_terms(phases: list[dict[str, Any]], kv_bytes_per_token: int,
+                min_dx: float, pooled_bytes_s: float) -> dict[str, Any]:
+    """`fit_link_transfers`' split_busy terms; only the counts where the busy transfers
+    are too few or give no positive slope."""
+    idle: list[tuple[float, float]] = []
+    busy: list[tuple[float, float]] = []
+    for p in phases:
+        for t, share in zip(transfers(p["records"], kv_bytes_per_token),
+                            source_busy_shares(p["records"]), strict=True):
+            (busy if share > BUSY_SHARE else idle).append(t)
+    out: dict[str, Any] = {"num_idle": len(idle), "num_busy": len(busy)}
+    idle_slope, busy_slope = _median_slope(idle, min_dx), _median_slope(busy, min_dx)
+    if not (busy_slope and busy_slope > 0):
+        return out
+    idle_ok = idle_slope is not None and idle_slope > 0
+    out.update(bytes_s=1.0 / idle_slope if idle_ok else pooled_bytes_s,  # type: ignore[operator]
+               idle_rate_from="idle transfers" if idle_ok else "pooled transfers",
+               busy_bytes_s=1.0 / busy_slope)
+    link = Link(out["bytes_s"], 0.0, busy_bytes_s=out["busy_bytes_s"])
+    diffs = []
+    for p in phases:
+        if p["phase"] == "lone":
+            continue
+        split = _priced_handoffs(p["records"], kv_bytes_per_token, link)
+        b = [lat for lat, is_busy in split if is_busy]
+        i = [lat for lat, is_busy in split if not is_busy]
+        if len(b) >= 5 and len(i) >= 5:
+            diffs.append(float(np.median(b) - np.median(i)))
+    out["busy_extra_latency_s"] = max(float(np.median(diffs)), 0.0) if diffs else 0.0
+    out["num_phases_for_latency"] = len(diffs)
+    return out
+
+
+def _priced_handoffs(records: list[dict[str, Any]], kv_bytes_per_token: int,
+                     link: Link) -> list[tuple[float, bool]]:
+    """(seconds beyond the KV's price on `link`, out of a busy source) of each handoff:
+    a busy source's at the link's busy rate and extra latency."""
+    shares = _busy_share_by_index(records)
+    out = []
+    for index, r in enumerate(records):
+        handoff_s = _handoff_s(r)
+        if handoff_s is None:
+            continue
+        is_busy = link.busy_bytes_s is not None and shares.get(index, 0.0) > BUSY_SHARE
+        num_bytes = r["input_len"] * kv_bytes_per_token
+        price = (num_bytes / link.busy_bytes_s + link.busy_extra_latency_s  # type: ignore[operator]
+                 if is_busy else num_bytes / link.bytes_s)
+        out.append((handoff_s - price, is_busy))
+    return out
+
+
+def priced_handoff_latencies(records: list[dict[str, Any]], kv_bytes_per_token: int,
+                             link: Link) -> list[float]:
+    """Each handoff's seconds beyond its KV's price on `link` (`handoff_latencies` where
+    the link has no busy-source terms)."""
+    if link.busy_bytes_s is None:
+        return handoff_latencies(records, kv_bytes_per_token, link.bytes_s)
+    return [lat for lat, _ in _priced_handoffs(records, kv_bytes_per_token, link)]
+
+
+def source_busy_shares(records: list[dict[str, Any]]) -> list[float]:
+    """For each of `transfers(records)`, in order: the share of its seconds during which
+    the prefill engine computed some request's prompt (any record's first scheduling to
+    its first token): a transfer out of a busy prefill worker shares its core with a
+    prompt step. `records` are one run's: their times are on its clock."""
+    return list(_busy_share_by_index(records).values())
+
+
+def _busy_share_by_index(records: list[dict[str, Any]]) -> dict[int, float]:
+    spans = []
+    for r in records:
+        tl = r.get("timeline") or {}
+        a, b = tl.get("prefill.engine_first_scheduled_s"), tl.get("prefill.engine_first_token_s")
+        if a is not None and b is not None:
+            spans.append((a + r["send_s"], b + r["send_s"]))
+    out = {}
+    for index, r in enumerate(records):
+        tl = r.get("timeline") or {}
+        start, end = tl.get("decode.kv_transfer_start_s"), tl.get("decode.kv_transfer_end_s")
+        if not (r["success"] and start is not None and end is not None):
+            continue
+        s, e = start + r["send_s"], end + r["send_s"]
+        overlap = sum(max(0.0, min(e, b) - max(s, a)) for a, b in spans)
+        out[index] = min(overlap / (e - s), 1.0) if e > s else 0.0
     return out

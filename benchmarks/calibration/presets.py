@@ -29,6 +29,10 @@ PRESETS = {
     # the same middle rates with five 45-s repeats instead of three: a p90 over 5/3 the
     # samples without the longer run's drift away from its gauge
     "goodput-mixed-long-5x": Setup(workload="mixed-long", rates=(2.0, 4.0), num_repeats=5),
+    # the same at its two lower rates: below saturation on a machine without AMX (ml10:
+    # 70 / 59% in SLO, p90 TTFT 3.3 / 4.5 s), where the long prompts' 25-50 MB of KV go
+    # out while the prefill worker computes the next prompt and weigh on TPOT
+    "goodput-mixed-long-calm": Setup(workload="mixed-long", rates=(1.0, 2.0)),
     # the code trace's calm first 30 s (17 requests, 0.57 req/s, before the burst at 30-39
     # s), five repeats, each after a gauge replaying it: below saturation on a machine
     # without AMX, where the full window saturates the prefill worker; a split fleet's

@@ -35,6 +35,17 @@ class Link:
     bytes_s: float
     latency_s: float
     join_s: float = 0.0  # TransferConfig.join_s
+    # a transfer out of a computing prefill worker (TransferConfig.busy_source_*)
+    busy_bytes_s: float | None = None
+    busy_extra_latency_s: float = 0.0
+
+    def to_dict(self) -> dict[str, float]:
+        """bytes_s and latency_s, and the busy-source terms where set (a fit's "link")."""
+        out = {"bytes_s": self.bytes_s, "latency_s": self.latency_s}
+        if self.busy_bytes_s is not None:
+            out.update(busy_bytes_s=self.busy_bytes_s,
+                       busy_extra_latency_s=self.busy_extra_latency_s)
+        return out
 
 
 class BusyCounter:
@@ -151,8 +162,10 @@ def _replay_once(setup: Setup, topology: str, records: list[dict[str, Any]],
     counters = {role: BusyCounter(with_overhead(base, dataclasses.replace(
         shared, step_scale=(step_scale or {}).get(role, shared.step_scale)))) for role in roles}
     pools = [Pool(role, n, counters[role]) for role, n in roles.items()]  # type: ignore[arg-type]
-    transfer = None if num_mixed else TransferConfig(link.bytes_s, link.latency_s,
-                                                     join_s=link.join_s)
+    transfer = None if num_mixed else TransferConfig(
+        link.bytes_s, link.latency_s, join_s=link.join_s,
+        busy_source_bw_bytes_s=link.busy_bytes_s,
+        busy_source_extra_latency_s=link.busy_extra_latency_s)
     # the engine chunks prompts on every role: so does the simulated prefill role here
     # (the previous calibrations batched whole prompts there; `chunk_prefill_role=False`)
     sched = SchedulerConfig(token_budget=setup.token_budget,

@@ -125,15 +125,20 @@ FIT_STEPS_VARIANTS = ("steps", "steps_chunked", "steps_busy", "steps_metrics",
 # steps_load_xfer: steps_load_step_noise with the KV link's bandwidth from the transfers the
 # decode worker timed on every clean probe phase, pooled (the median slope between two;
 # calibration/link_fit.fit_link_transfers): the handoffs' router hops made the timelines
-# slope negative on az8 and 2.2x fast on az6, while the transfers alone price 30 of the 35
+# slope negative on az8 and 2.2x fast on az6, while the transfers alone price 29 of the 35
 # committed split measurements within 1.25x of their judged runs' own; designed after
 # the ninth code-trace measurement (az9: step_noise p90 TPOT +66%, steps_load_link -31%).
+# steps_load_busy_source: steps_load_xfer with a transfer out of a computing prefill worker
+# priced apart (its rate and extra latency, `TransferConfig.busy_source_*`; fitted on the
+# probe's transfers split by `link_fit.source_busy_shares`): the judged transfers of all
+# 36 split measurements ran slower out of a busy source (35) with more latency (34), and
+# the calm trace's handoffs are mostly such; designed after az10, judged first on az12.
 VARIANTS = (*VARIANT_SPECS, *FIT_STEPS_VARIANTS, "steps_load", "steps_load_drift",
             "steps_load_local", "steps_load_oracle", "steps_load_spread", "steps_load_hist",
             "steps_load_replayed", "steps_load_host", "steps_load_affine",
             "steps_load_handoff", "steps_load_overflow", "steps_load_continuation",
             "steps_load_cont_overflow", "steps_load_step_noise", "steps_load_front",
-            "steps_load_link", "steps_load_xfer")
+            "steps_load_link", "steps_load_xfer", "steps_load_busy_source")
 # the variants replayed at a gauge's speed: variant -> (fit, gauge.replay_run's options;
 # "host": the front end's share of the workers' cores in the simulation)
 GAUGED: dict[str, tuple[str, frozenset[str]]] = {
@@ -155,6 +160,8 @@ GAUGED: dict[str, tuple[str, frozenset[str]]] = {
                          frozenset({"replayed", "host", "overflow", "front"})),
     "steps_load_link": ("steps_load_link", frozenset({"replayed", "host", "overflow"})),
     "steps_load_xfer": ("steps_load_xfer", frozenset({"replayed", "host", "overflow"})),
+    "steps_load_busy_source": ("steps_load_busy_source",
+                               frozenset({"replayed", "host", "overflow"})),
 }
 
 
@@ -199,6 +206,10 @@ def fits(setup: Setup, name: str, probe: list[dict[str, Any]], profile: dict[str
     by_key["steps_load_xfer"] = (
         fit_load.fit_by_load(setup, name, full_probe, profile, DEFAULT_LINK,
                              continuation=True, step_noise=True, link_from="transfers")
+        if TOPOLOGIES[name][0] else by_key["steps_load_step_noise"])
+    by_key["steps_load_busy_source"] = (
+        fit_load.fit_by_load(setup, name, full_probe, profile, DEFAULT_LINK,
+                             continuation=True, step_noise=True, link_from="busy_source")
         if TOPOLOGIES[name][0] else by_key["steps_load_step_noise"])
     # `HostShare`'s fields: the front end's CPU per token on the probe, over the cores the
     # workers run on (one each)

@@ -75,28 +75,42 @@ class TransferConfig:
     join_s: seconds a decode instance's step takes longer for each request that joins it
     with transferred KV (activating the request and its first step there; measured ~2-3 ms
     on one CPU core, see docs/planner.md "Calibration against our engine").
+
+    busy_source_bw_bytes_s / busy_source_extra_latency_s: the link of a transfer whose
+    source instance is computing when it starts (a step in flight or prompts waiting),
+    where the source's side of the transfer shares its cores with the next prompt (our
+    engine on CPU: checksums and the TCP send beside a prompt step, ~2x the latency and a
+    slower rate; docs/planner.md "The KV transfer itself"). None / 0: as any transfer.
     """
 
     link_bw_bytes_s: float
     latency_s: float = 0.0
     layer_overlap: bool = False  # send layer by layer while the prefill still runs
     join_s: float = 0.0
+    busy_source_bw_bytes_s: float | None = None
+    busy_source_extra_latency_s: float = 0.0
 
     def __post_init__(self) -> None:
         if self.link_bw_bytes_s <= 0:
             raise ValueError(f"link_bw_bytes_s must be > 0, got {self.link_bw_bytes_s}")
-        for name in ("latency_s", "join_s"):
+        if self.busy_source_bw_bytes_s is not None and not self.busy_source_bw_bytes_s > 0:
+            raise ValueError(f"busy_source_bw_bytes_s must be > 0, "
+                             f"got {self.busy_source_bw_bytes_s}")
+        for name in ("latency_s", "join_s", "busy_source_extra_latency_s"):
             value = getattr(self, name)
             if not value >= 0 or value == float("inf"):
                 raise ValueError(f"{name} must be a finite number >= 0, got {value}")
 
     def duration_s(self, num_tokens: int, receiver: LatencyModel,
-                   prefill_step_s: float) -> float:
+                   prefill_step_s: float, source_busy: bool = False) -> float:
         """Seconds the link is busy moving `num_tokens` tokens' KV to `receiver` (latency
         not included). With `layer_overlap`, all layers but the last went out while the
-        prefill step (`prefill_step_s`) computed the next ones."""
-        full_s = (num_tokens * receiver.kv_bytes_per_token
-                  / (self.link_bw_bytes_s * receiver.tensor_parallel))
+        prefill step (`prefill_step_s`) computed the next ones. `source_busy`: the source
+        instance computes meanwhile (`busy_source_bw_bytes_s`)."""
+        bw = (self.busy_source_bw_bytes_s
+              if source_busy and self.busy_source_bw_bytes_s is not None
+              else self.link_bw_bytes_s)
+        full_s = num_tokens * receiver.kv_bytes_per_token / (bw * receiver.tensor_parallel)
         if not self.layer_overlap:
             return full_s
         hidden_s = prefill_step_s * (receiver.num_layers - 1) / receiver.num_layers

@@ -41,10 +41,14 @@ def admit_pending(self: Simulation, dec: Instance, now: float) -> None:
         self.reserved[rid] = need
         dec.num_incoming += 1
         src = self.instances[self.home[rid]]
-        full_s = cfg.duration_s(self.input_len[rid], dec.model, src.step_s)
+        # computing: prompts waiting, or a step still in flight (at the step's own end,
+        # where a handoff is first offered, `busy` has not been cleared yet)
+        source_busy = bool(src.waiting) or (src.busy and src.step_started_s + src.step_s > now)
+        full_s = cfg.duration_s(self.input_len[rid], dec.model, src.step_s, source_busy)
         start = max(now, dec.link_free_s)
         dec.link_free_s = start + full_s
-        self._push(start + full_s + cfg.latency_s, TRANSFER_DONE, dec.idx, rid)
+        latency_s = cfg.latency_s + (cfg.busy_source_extra_latency_s if source_busy else 0.0)
+        self._push(start + full_s + latency_s, TRANSFER_DONE, dec.idx, rid)
 
 def transfer_done(self: Simulation, dec: Instance, rid: int, now: float) -> None:
     dec.num_incoming -= 1

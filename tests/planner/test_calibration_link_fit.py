@@ -114,3 +114,66 @@ def test_the_transfer_guard_keeps_the_default_link() -> None:
     assert "fallback" in link_fit.fit_link_transfers(same, KV, DEFAULT)
     # records without the decode worker's stamps (colocated, failed) are not transfers
     assert link_fit.transfers([_rec(100, 0.1), _rec(100, None)], KV) == []
+
+
+def test_a_transfer_beside_another_prompt_counts_as_from_a_busy_source() -> None:
+    def rec(send: float, scheduled: float, first: float, start: float, end: float) -> dict:
+        return {"success": True, "input_len": 100, "send_s": send,
+                "timeline": {"prefill.engine_first_scheduled_s": scheduled,
+                             "prefill.engine_first_token_s": first,
+                             "decode.kv_transfer_start_s": start,
+                             "decode.kv_transfer_end_s": end}}
+    # request A prefills 0-1 s and transfers 1.0-1.1 s while B (sent at 0.9 s) prefills
+    # 1.0-2.0 s; B transfers 2.0-2.1 s with nothing else computing. Times are relative
+    # to each request's send.
+    a = rec(0.0, 0.0, 1.0, 1.0, 1.1)
+    b = rec(0.9, 0.1, 1.1, 1.1, 1.2)
+    assert link_fit.source_busy_shares([a, b]) == pytest.approx([1.0, 0.0])
+
+
+def _pair_phase(name: str, lens: list[int], busy_bytes_s: float, idle_bytes_s: float,
+                busy_latency_s: float, idle_latency_s: float) -> dict[str, object]:
+    """Pairs of requests 10 s apart: A's KV goes out while B's prompt computes (a busy
+    source), B's after it (idle). Each handoff: a 5-ms hop plus its transfer."""
+    records = []
+    for k, (n_a, n_b) in enumerate(zip(lens[::2], lens[1::2], strict=True)):
+        t0 = 10.0 * k
+        for n, send, scheduled, first, busy in ((n_a, t0, 0.0, 0.5, True),
+                                                (n_b, t0 + 0.4, 0.1, 0.6, False)):
+            transfer = (busy_latency_s + n * KV / busy_bytes_s if busy
+                        else idle_latency_s + n * KV / idle_bytes_s)
+            start = first + 0.005
+            records.append({"success": True, "input_len": n, "send_s": send, "timeline": {
+                "prefill.engine_first_scheduled_s": scheduled,
+                "prefill.engine_first_token_s": first,
+                "decode.kv_transfer_start_s": start,
+                "decode.kv_transfer_end_s": start + transfer}})
+    return {"phase": name, "records": records}
+
+
+def test_a_busy_source_s_transfers_are_priced_apart() -> None:
+    lens = [int(n) for n in np.linspace(200, 2000, 24)]
+    phases = [_pair_phase(f"poisson{i}", lens, 300e6, 1e9, 0.010, 0.004) for i in (3, 5)]
+    fit = link_fit.fit_link_transfers(phases, KV, DEFAULT, split_busy=True)
+    link = fit["link"]
+    assert link["bytes_s"] == pytest.approx(1e9, rel=0.01)
+    assert link["busy_bytes_s"] == pytest.approx(300e6, rel=0.01)
+    # within each phase, busy handoffs are 6 ms slower beyond their priced bytes
+    assert link["busy_extra_latency_s"] == pytest.approx(0.006, abs=1e-4)
+    assert fit["busy_source"]["num_busy"] == fit["busy_source"]["num_idle"] == 24
+    # unsplit, one rate between the two
+    pooled = link_fit.fit_link_transfers(phases, KV, DEFAULT)["link"]
+    assert 300e6 < pooled["bytes_s"] < 1e9 and "busy_bytes_s" not in pooled
+
+
+def test_without_busy_transfers_the_split_fit_is_the_pooled_one() -> None:
+    lone = _phase("lone", [100, 200, 400, 800, 1600, 3200, 150, 250, 350, 450, 550], 0.01,
+                  400e6)
+    for r in lone["records"]:  # the decode worker's own stamps: 2 ms + bytes / 400 MB/s
+        tl = r["timeline"]
+        tl["decode.kv_transfer_start_s"] = tl["decode.kv_transfer_end_s"] - (
+            0.002 + r["input_len"] * KV / 400e6)
+        r["send_s"] = 0.0
+    split = link_fit.fit_link_transfers([lone], KV, DEFAULT, split_busy=True)
+    assert split["link"] == link_fit.fit_link_transfers([lone], KV, DEFAULT)["link"]
+    assert split["busy_source"]["num_busy"] == 0

@@ -125,3 +125,10 @@ def test_the_calm_code_trace_preset_is_the_scenario_s_first_30_seconds() -> None
         full.trace, full.trace_speed, full.length_scale)
     assert calm.trace_window_s == (0.0, 30.0) and calm.num_repeats == 5
     assert calm.gauge_rate is None  # gauged with the window itself
+
+
+def test_the_calm_mixed_long_preset_is_the_scenario_at_its_lower_rates() -> None:
+    calm = planner_calibration.PRESETS["goodput-mixed-long-calm"]
+    full = planner_calibration.PRESETS["goodput-mixed-long"]
+    assert dataclasses.replace(calm, rates=full.rates) == full
+    assert calm.rates == (1.0, 2.0) and set(calm.rates) < set(full.rates)

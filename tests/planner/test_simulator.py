@@ -189,3 +189,28 @@ def test_a_prefill_instance_that_chunks_fills_each_step_to_its_budget() -> None:
                                                 prefill_role_chunks=True), link)
     assert whole.ttft_s == pytest.approx([0.04, 0.11, 0.19])
     assert cut.ttft_s == pytest.approx([0.04, 0.13, 0.19])
+
+
+def test_a_transfer_out_of_a_computing_prefill_instance_takes_the_busy_link() -> None:
+    # A and B (1 MB of KV each) arrive together; A's KV goes out while B's prompt is still
+    # to compute (busy source: 1 MB / 10 MB/s + 10 ms + 20 ms extra), B's after the
+    # prefill instance ran out of work (1 MB / 100 MB/s + 10 ms), queued behind A's on
+    # the decode instance's link until 0.2 s
+    reqs = Requests(np.array([0.0, 0.0]), np.array([1000, 1000]), np.array([2, 2]))
+    pools = [Pool("prefill", 1, ConstantLatency(0.1)), Pool("decode", 1, ConstantLatency(0.1))]
+    busy = TransferConfig(1e8, latency_s=0.01, busy_source_bw_bytes_s=1e7,
+                          busy_source_extra_latency_s=0.02)
+    res = simulate(reqs, pools, transfer=busy)
+    assert res.ttft_s == pytest.approx([0.1, 0.2])
+    # B lands at 0.22 and decodes first; A lands at 0.23 and decodes after it
+    assert res.e2e_s == pytest.approx([0.1 + 0.1 + 0.01 + 0.02 + 0.01, 0.2 + 0.01 + 0.01 + 0.01])
+    plain = simulate(reqs, pools, transfer=TransferConfig(1e8, latency_s=0.01))
+    assert plain.e2e_s == pytest.approx([0.1 + 0.01 + 0.01 + 0.01, 0.2 + 0.01 + 0.01 + 0.01])
+
+
+def test_the_busy_source_link_must_be_a_positive_rate() -> None:
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="busy_source_bw_bytes_s"):
+            TransferConfig(1e9, busy_source_bw_bytes_s=bad)
+    with pytest.raises(ValueError, match="busy_source_extra_latency_s"):
+        TransferConfig(1e9, busy_source_extra_latency_s=-0.1)
