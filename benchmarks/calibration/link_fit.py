@@ -17,6 +17,11 @@ the 29 committed split measurements it lands within a median factor of 1.13 of t
 inside the judged runs (318-661 MB/s); on the first measurement after it, on another machine,
 2.2x fast (1,735 against ~790 MB/s; docs/planner.md). Guard: with fewer than MIN_HANDOFFS
 handoffs, or a slope that is not positive, the default link is kept.
+
+`fit_link_transfers` reads the KV transfer alone (the decode worker's pull, without the
+router hops around it), pooled over the phases, and can price a transfer out of a
+computing prefill worker apart (`source_busy_shares`): the `steps_load_xfer` and
+`steps_load_busy_source` variants.
 """
 
 from __future__ import annotations
@@ -186,10 +191,11 @@ def _busy_terms(phases: list[dict[str, Any]], kv_bytes_per_token: int,
     idle_slope, busy_slope = _median_slope(idle, min_dx), _median_slope(busy, min_dx)
     if not (busy_slope and busy_slope > 0):
         return out
-    idle_ok = idle_slope is not None and idle_slope > 0
-    out.update(bytes_s=1.0 / idle_slope if idle_ok else pooled_bytes_s,  # type: ignore[operator]
-               idle_rate_from="idle transfers" if idle_ok else "pooled transfers",
-               busy_bytes_s=1.0 / busy_slope)
+    if idle_slope is not None and idle_slope > 0:
+        out.update(bytes_s=1.0 / idle_slope, idle_rate_from="idle transfers")
+    else:
+        out.update(bytes_s=pooled_bytes_s, idle_rate_from="pooled transfers")
+    out["busy_bytes_s"] = 1.0 / busy_slope
     link = Link(out["bytes_s"], 0.0, busy_bytes_s=out["busy_bytes_s"])
     diffs = []
     for p in phases:
@@ -215,11 +221,12 @@ def _priced_handoffs(records: list[dict[str, Any]], kv_bytes_per_token: int,
         handoff_s = _handoff_s(r)
         if handoff_s is None:
             continue
-        is_busy = link.busy_bytes_s is not None and shares.get(index, 0.0) > BUSY_SHARE
         num_bytes = r["input_len"] * kv_bytes_per_token
-        price = (num_bytes / link.busy_bytes_s + link.busy_extra_latency_s  # type: ignore[operator]
-                 if is_busy else num_bytes / link.bytes_s)
-        out.append((handoff_s - price, is_busy))
+        busy_bytes_s = link.busy_bytes_s
+        if busy_bytes_s is not None and shares.get(index, 0.0) > BUSY_SHARE:
+            out.append((handoff_s - num_bytes / busy_bytes_s - link.busy_extra_latency_s, True))
+        else:
+            out.append((handoff_s - num_bytes / link.bytes_s, False))
     return out
 
 
