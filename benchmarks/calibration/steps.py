@@ -40,6 +40,9 @@ class Step:
     # requests whose prompt stage overlaps the step (a split's decode worker: requests
     # joining with transferred KV, their first step there)
     num_prompt: int = 0
+    # of those, prompts a split's decode worker computed itself (the router's short or
+    # saturated local prefill): a prompt step, not a join
+    num_local_prompt: int = 0
 
 
 def _token_times(r: dict[str, Any]) -> np.ndarray:
@@ -93,6 +96,9 @@ def _worker_steps(url: str, rows: list[dict[str, Any]], role: str, split: bool,
                          shift_s)
     imports = _intervals(rows, "decode", "kv_transfer_start_s", "kv_transfer_end_s",
                          shift_s) if split else []
+    local = _intervals([r for r in rows if r["timeline"].get("route_kind") != "disaggregated"],
+                       role, "engine_first_scheduled_s", "engine_first_token_s",
+                       shift_s) if split else []
     bursts: list[list[tuple[float, int, int]]] = []
     for ev in events:
         if bursts and ev[0] - bursts[-1][-1][0] <= GAP_S:
@@ -109,7 +115,8 @@ def _worker_steps(url: str, rows: list[dict[str, Any]], role: str, split: bool,
         ctx = sum(rows[i]["input_len"] + k for i, k in decoding)
         num_prompt = _overlapping(prompts, start, end)
         out.append(Step(end, end - start, len(decoding), ctx, num_prompt > 0,
-                        _overlapping(imports, start, end) > 0, url, num_prompt))
+                        _overlapping(imports, start, end) > 0, url, num_prompt,
+                        _overlapping(local, start, end)))
     return out
 
 
@@ -123,9 +130,12 @@ def decode_ratios(steps: list[Step], model: Any) -> np.ndarray:
 
 def join_costs(steps: list[Step], model: Any, decode_factor: float) -> np.ndarray:
     """Per step of a split's decode worker in which requests joined with transferred KV
-    (and no import ran beside it): seconds beyond the decode step the model prices for
-    its batch (profile x `decode_factor`), per joining request."""
-    joins = [s for s in steps if s.num_prompt and not s.has_import and s.num_decode]
+    (and no import ran beside it, nor a prompt of its own): seconds beyond the decode step
+    the model prices for its batch (profile x `decode_factor`), per joining request. A
+    prompt the router prefilled on the decode worker (the probe's saturated phases
+    overflow some) is a prompt step: counted as a join it priced one at 131 ms (ml11)."""
+    joins = [s for s in steps
+             if s.num_prompt and not s.num_local_prompt and not s.has_import and s.num_decode]
     return np.array([(s.duration_s - decode_factor * model.step_s(
         0, 0.0, 0, s.num_decode, s.decode_ctx_tokens)) / s.num_prompt for s in joins])
 

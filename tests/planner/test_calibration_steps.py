@@ -155,3 +155,52 @@ def test_a_point_without_a_quiet_repeat_is_not_judged() -> None:
     assert [g["all_contaminated"] for g in groups] == [True, False]
     ttft = summarize(groups, "sim")["p90_ttft_rel_err"]
     assert (ttft["of"], ttft["num_within_target"]) == (1, 1)  # the -50% point left out
+
+
+def _split_record(send_s: float, token_s: list[float], sched_s: float,
+                  route: str) -> dict[str, Any]:
+    """A request on a split's decode worker whose engine there scheduled it at `sched_s`
+    and whose first token reached the client at token_s[0] (absolute; the engine's clock
+    is the client's)."""
+    return {"success": True, "send_s": send_s, "ttft_s": token_s[0] - send_s,
+            "itl_s": list(np.diff(token_s)), "input_len": 100,
+            "timeline": {"workers": {"prefill": "http://p", "decode": "http://d"},
+                         "route_kind": route,
+                         "decode.engine_first_scheduled_s": sched_s - send_s,
+                         "decode.engine_first_token_s": token_s[0] - send_s}}
+
+
+def test_a_prompt_the_decode_worker_computes_itself_is_not_a_join() -> None:
+    from benchmarks.calibration.steps import join_costs
+
+    class Flat:
+        def step_s(self, n: int, pairs: float, kv: int, num_decode: int, ctx: int) -> float:
+            return 0.01 * num_decode
+
+    # A decodes on the decode worker in steps ending 0.22, 0.24, 0.36, 0.38; B's prompt
+    # runs there from 0.24 to 0.36, in the step A waits 120 ms for
+    a = _split_record(0.0, [0.10, 0.20, 0.22, 0.24, 0.36, 0.38], 0.10, "disaggregated")
+
+    def costs(route: str) -> list[float]:
+        b = _split_record(0.2, [0.36, 0.38], 0.24, route)
+        return join_costs(reconstruct([a, b]), Flat(), 1.0).tolist()
+
+    # overflowed to the decode worker: a prompt step, no join cost read off it
+    assert costs("local_prefill_saturated") == []
+    assert costs("local_prefill_short") == []
+    # handed off with its KV: the 120-ms step is that join's cost beyond A's decode
+    assert costs("disaggregated") == pytest.approx([0.12 - 0.01])
+
+
+def test_the_overflow_share_counts_the_saturated_local_prefills() -> None:
+    from benchmarks.calibration.fit_steps import MAX_JOIN_OVERFLOW, overflow_share
+
+    def rec(route: str) -> dict[str, Any]:
+        return {"timeline": {"route_kind": route}}
+
+    mostly = [rec("local_prefill_saturated")] * 6 + [rec("disaggregated")] * 3 + [
+        rec("local_prefill_short")]
+    assert overflow_share(mostly) == pytest.approx(0.6)
+    assert overflow_share(mostly) > MAX_JOIN_OVERFLOW
+    assert overflow_share([rec("disaggregated"), {"timeline": None}]) == 0.0
+    assert overflow_share([]) == 0.0
