@@ -132,7 +132,7 @@ FIT_STEPS_VARIANTS = ("steps", "steps_chunked", "steps_busy", "steps_metrics",
 # priced apart (its rate and extra latency, `TransferConfig.busy_source_*`; fitted on the
 # probe's transfers split by `link_fit.source_busy_shares`): the judged transfers of all
 # 36 split measurements ran slower out of a busy source (35) with more latency (34), and
-# the calm trace's handoffs are mostly such; designed after az10, judged first on az12.
+# the calm trace's handoffs are mostly such; designed after az11, judged first on az12.
 VARIANTS = (*VARIANT_SPECS, *FIT_STEPS_VARIANTS, "steps_load", "steps_load_drift",
             "steps_load_local", "steps_load_oracle", "steps_load_spread", "steps_load_hist",
             "steps_load_replayed", "steps_load_host", "steps_load_affine",
