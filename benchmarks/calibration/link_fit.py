@@ -62,9 +62,10 @@ def handoff_latencies(records: list[dict[str, Any]], kv_bytes_per_token: int,
     return [s - n * kv_bytes_per_token / bytes_s for s, n in handoffs(records)]
 
 
-def within_phase_slope(groups: list[list[tuple[float, float]]]) -> float | None:
-    """The median of (y2 - y1) / (x2 - x1) over every two points of the same group with
-    different x; None without such a pair."""
+def within_phase_slope(groups: list[list[tuple[float, float]]],
+                       min_dx: float = 0.0) -> float | None:
+    """The median of (y2 - y1) / (x2 - x1) over every two (y, x) points of the same group
+    whose x differ (by at least `min_dx` where it is positive); None without such a pair."""
     slopes = []
     for group in groups:
         if len(group) < 2:
@@ -72,7 +73,7 @@ def within_phase_slope(groups: list[list[tuple[float, float]]]) -> float | None:
         y, x = (np.array(v, dtype=float) for v in zip(*group, strict=True))
         i, j = np.triu_indices(len(x), 1)
         dx = x[j] - x[i]
-        ok = dx != 0
+        ok = np.abs(dx) >= min_dx if min_dx > 0 else dx != 0
         slopes.append((y[j] - y[i])[ok] / dx[ok])
     pooled = np.concatenate(slopes) if slopes else np.array([])
     return float(np.median(pooled)) if len(pooled) else None
@@ -108,25 +109,27 @@ def transfers(records: list[dict[str, Any]], kv_bytes_per_token: int) -> list[tu
     return [t for r in records if (t := _transfer(r, kv_bytes_per_token)) is not None]
 
 
-def _transfer(r: dict[str, Any], kv_bytes_per_token: int) -> tuple[float, float] | None:
+def _transfer_span(r: dict[str, Any]) -> tuple[float, float] | None:
+    """A successful request's KV pull, start and end, on its own clock (from its send)."""
     tl = r.get("timeline") or {}
     start, end = tl.get("decode.kv_transfer_start_s"), tl.get("decode.kv_transfer_end_s")
     if not (r["success"] and start is not None and end is not None):
         return None
+    return float(start), float(end)
+
+
+def _transfer(r: dict[str, Any], kv_bytes_per_token: int) -> tuple[float, float] | None:
+    span = _transfer_span(r)
+    if span is None:
+        return None
+    tl = r["timeline"]
     num_bytes = tl.get("decode.kv_transfer_bytes") or r["input_len"] * kv_bytes_per_token
-    return float(end - start), float(num_bytes)
+    return span[1] - span[0], float(num_bytes)
 
 
 def _median_slope(points: list[tuple[float, float]], min_dx: float) -> float | None:
-    """Theil-Sen: the median of (y2 - y1) / (x2 - x1) over every two (y, x) points whose x
-    differ by at least `min_dx`; None with fewer than MIN_HANDOFFS points or no pair."""
-    if len(points) < MIN_HANDOFFS:
-        return None
-    y, x = (np.array(v, dtype=float) for v in zip(*points, strict=True))
-    i, j = np.triu_indices(len(x), 1)
-    dx = x[j] - x[i]
-    ok = np.abs(dx) >= min_dx
-    return float(np.median((y[j] - y[i])[ok] / dx[ok])) if ok.any() else None
+    """Theil-Sen over `points` pooled as one group; None with fewer than MIN_HANDOFFS."""
+    return within_phase_slope([points], min_dx) if len(points) >= MIN_HANDOFFS else None
 
 
 def fit_link_transfers(phases: list[dict[str, Any]], kv_bytes_per_token: int,
@@ -256,11 +259,10 @@ def _busy_share_by_index(records: list[dict[str, Any]]) -> dict[int, float]:
             spans.append((a + r["send_s"], b + r["send_s"]))
     out = {}
     for index, r in enumerate(records):
-        tl = r.get("timeline") or {}
-        start, end = tl.get("decode.kv_transfer_start_s"), tl.get("decode.kv_transfer_end_s")
-        if not (r["success"] and start is not None and end is not None):
+        span = _transfer_span(r)
+        if span is None:
             continue
-        s, e = start + r["send_s"], end + r["send_s"]
+        s, e = span[0] + r["send_s"], span[1] + r["send_s"]
         overlap = sum(max(0.0, min(e, b) - max(s, a)) for a, b in spans)
         out[index] = min(overlap / (e - s), 1.0) if e > s else 0.0
     return out

@@ -198,19 +198,14 @@ def fits(setup: Setup, name: str, probe: list[dict[str, Any]], profile: dict[str
         if len(full_probe) > len(probe) else by_key["steps_load"])
     by_key["steps_load_step_noise"] = fit_load.fit_by_load(
         setup, name, full_probe, profile, DEFAULT_LINK, continuation=True, step_noise=True)
-    # a fleet without a prefill pool hands nothing off: the same fit as steps_load_step_noise
-    by_key["steps_load_link"] = (
-        fit_load.fit_by_load(setup, name, full_probe, profile, DEFAULT_LINK,
-                             continuation=True, step_noise=True, link_from="timelines")
-        if TOPOLOGIES[name][0] else by_key["steps_load_step_noise"])
-    by_key["steps_load_xfer"] = (
-        fit_load.fit_by_load(setup, name, full_probe, profile, DEFAULT_LINK,
-                             continuation=True, step_noise=True, link_from="transfers")
-        if TOPOLOGIES[name][0] else by_key["steps_load_step_noise"])
-    by_key["steps_load_busy_source"] = (
-        fit_load.fit_by_load(setup, name, full_probe, profile, DEFAULT_LINK,
-                             continuation=True, step_noise=True, link_from="busy_source")
-        if TOPOLOGIES[name][0] else by_key["steps_load_step_noise"])
+    # the KV link variants; a fleet without a prefill pool hands nothing off: the same fit
+    # as steps_load_step_noise
+    for variant, link_from in (("steps_load_link", "timelines"), ("steps_load_xfer", "transfers"),
+                               ("steps_load_busy_source", "busy_source")):
+        by_key[variant] = (
+            fit_load.fit_by_load(setup, name, full_probe, profile, DEFAULT_LINK,
+                                 continuation=True, step_noise=True, link_from=link_from)
+            if TOPOLOGIES[name][0] else by_key["steps_load_step_noise"])
     # `HostShare`'s fields: the front end's CPU per token on the probe, over the cores the
     # workers run on (one each)
     front = front_end.cpu_per_token(probe)
